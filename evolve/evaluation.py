@@ -1,0 +1,166 @@
+"""Running one cascade stage of a problem's trusted evaluator against one candidate.
+
+This is what a Ray evaluation task executes. It never raises for anything the candidate does: every outcome is a
+``StageOutcome`` with a status, so Ray's retries are reserved for real system failures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from evolve.candidate import Candidate, CandidateFailure
+from evolve.problem import Problem, StageSpec
+from evolve.sandbox.launcher import BasicSandbox
+from evolve.types import StageOutcome, Status
+
+_modules: dict[tuple[str, float], ModuleType] = {}
+_modules_lock = threading.Lock()
+
+
+def load_evaluator(problem: Problem) -> ModuleType:
+    """Import the problem's evaluator module once per process (reloaded if the file changes)."""
+    path = problem.evaluator_path
+    key = (str(path), path.stat().st_mtime)
+    with _modules_lock:
+        if key not in _modules:
+            name = f"evolve_problem_{problem.name}_evaluator"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot import evaluator {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, str(problem.root))
+            try:
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(str(problem.root))
+            _modules[key] = module
+        return _modules[key]
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What an evaluator stage function may return instead of a plain metrics dict."""
+
+    metrics: dict[str, float]
+    artifacts: dict[str, str] | None = None
+
+
+def _clean_metrics(raw: Any) -> tuple[dict[str, float], dict[str, str]]:
+    artifacts: dict[str, str] = {}
+    if isinstance(raw, StageReport):
+        artifacts = dict(raw.artifacts or {})
+        raw = raw.metrics
+    if not isinstance(raw, dict):
+        raise TypeError(f"stage function must return a dict of metrics or a StageReport, got {type(raw).__name__}")
+    metrics: dict[str, float] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"metric {key!r} is not a number: {value!r}")
+        metrics[str(key)] = float(value)
+    return metrics, artifacts
+
+
+def passes_threshold(stage: StageSpec, metrics: dict[str, float], direction: str) -> tuple[bool, str]:
+    if stage.threshold is None:
+        return True, ""
+    value = metrics.get(stage.threshold_metric)
+    if value is None or not math.isfinite(value):
+        return False, f"stage {stage.name!r}: metric {stage.threshold_metric!r} missing or not finite"
+    ok = value >= stage.threshold if direction == "maximize" else value <= stage.threshold
+    if ok:
+        return True, ""
+    return False, f"stage {stage.name!r}: {stage.threshold_metric}={value:g} misses threshold {stage.threshold:g}"
+
+
+def run_stage(
+    problem: Problem,
+    stage_name: str,
+    code: str,
+    program_id: str,
+    seed: int,
+    sandbox: BasicSandbox | None = None,
+) -> StageOutcome:
+    """Run one stage; the candidate runs only inside the sandbox, the evaluator function here."""
+    stage = problem.stage(stage_name)
+    sandbox = sandbox or BasicSandbox(problem.limits)
+    start = time.monotonic()
+    filename = "program" + (problem.seed_path.suffix or ".txt")
+    try:
+        module = load_evaluator(problem)
+        function = getattr(module, stage.function)
+    except Exception as exc:  # noqa: BLE001 - a broken evaluator is reported, not raised
+        return StageOutcome(stage=stage.name, status=Status.EVALUATOR_ERROR,
+                            message=f"cannot load evaluator function {stage.function!r}: {exc}",
+                            artifacts={"traceback": traceback.format_exc()}, seconds=time.monotonic() - start)
+    candidate = Candidate(code, program_id, stage.name, stage.timeout, seed, sandbox, filename=filename,
+                          problem_root=problem.root, gpus=stage.gpus)
+    status, message, metrics, artifacts = Status.OK, "", {}, {}
+    try:
+        with candidate:
+            try:
+                metrics, artifacts = _clean_metrics(function(candidate))
+            finally:
+                artifacts = {**candidate.artifacts, **artifacts}
+    except CandidateFailure as exc:
+        status, message = exc.status, str(exc)
+        artifacts = {**artifacts, **exc.artifacts}
+        if status is not Status.OK and "traceback" not in artifacts and exc.__traceback__ is not None:
+            artifacts.setdefault("check", message)
+    except Exception as exc:  # noqa: BLE001 - the trusted evaluator itself failed
+        status, message = Status.EVALUATOR_ERROR, f"evaluator raised {type(exc).__name__}: {exc}"
+        artifacts = {**artifacts, "traceback": traceback.format_exc()}
+    if status is Status.OK:
+        ok, why = passes_threshold(stage, metrics, problem.score.direction)
+        if not ok:
+            status, message = Status.REJECTED, why
+    artifacts = {k: v for k, v in artifacts.items() if v}
+    return StageOutcome(stage=stage.name, status=status, metrics=metrics, artifacts=artifacts,
+                        seconds=time.monotonic() - start, message=message, isolation=sandbox.level)
+
+
+def builtin_features(code: str) -> dict[str, float]:
+    return {"code_length": float(len(code)), "code_lines": float(code.count("\n") + 1)}
+
+
+def cell_of(problem: Problem, metrics: dict[str, float], code: str) -> tuple[dict[str, float], int | None]:
+    """Feature values and flat MAP-Elites cell index; ``None`` when a feature value is missing."""
+    if not problem.features:
+        return {}, 0
+    available = {**builtin_features(code), **metrics}
+    values: dict[str, float] = {}
+    index = 0
+    for dim in problem.features:
+        value = available.get(dim.source)
+        if value is None:
+            return values, None
+        values[dim.name] = value
+        index = index * dim.bins + dim.bin_of(value)
+    return values, index
+
+
+def evaluate_locally(problem: Problem, code: str, program_id: str, seed: int,
+                     stages: list[str] | None = None) -> list[StageOutcome]:
+    """Run the cascade in this process (used by ``evolve eval`` and tests); stops at the first failing stage."""
+    outcomes: list[StageOutcome] = []
+    for stage in problem.stages:
+        if stages is not None and stage.name not in stages:
+            continue
+        outcome = run_stage(problem, stage.name, code, program_id, seed)
+        outcomes.append(outcome)
+        if not outcome.passed:
+            break
+    return outcomes
+
+
+def evaluator_path(problem: Problem) -> Path:
+    return problem.evaluator_path

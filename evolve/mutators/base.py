@@ -1,0 +1,71 @@
+"""The mutator seam: given a parent (and context), return an LLM-style answer that edits it.
+
+Every mutator, the offline ones included, answers in the same text formats an LLM uses (SEARCH/REPLACE blocks or
+a full rewrite of the evolve blocks), so one parsing path (``evolve.edits``) turns every answer into a child.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class ProgramView:
+    """What a mutator may see of an archived program."""
+
+    program_id: str
+    code: str
+    score: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    artifacts: dict[str, str] = field(default_factory=dict)
+    island: int = 0
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A recent child of the same lineage and how it fared (for prompts)."""
+
+    edit: str
+    status: str
+    score: float | None
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class MutationRequest:
+    parent: ProgramView
+    iteration: int
+    seed: int  # per-iteration seed derived by the driver; mutators must not use any other randomness
+    language: str = "python"
+    description: str = ""
+    score_metric: str = "score"
+    score_direction: str = "maximize"
+    inspirations: tuple[ProgramView, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A mutator's answer. ``response`` is parsed by ``evolve.edits.apply_response``."""
+
+    response: str
+    mutator: str  # recorded in the archive's ``mutator`` column, e.g. "tune" or "llm:gpt-4o-mini"
+    prompt: str = ""  # JSON text of the messages sent, when an LLM was asked
+    llm: dict[str, Any] = field(default_factory=dict)  # model, tokens, cost, latency
+    child_code: str | None = None  # set when the mutator already applied (and validated) its own answer
+
+
+class MutatorStopped(RuntimeError):
+    """The mutator cannot go on (endpoint down past its patience, a budget reached). The run stops cleanly."""
+
+
+@runtime_checkable
+class Mutator(Protocol):
+    """Produces one proposal per call. Implementations must be thread-safe if ``concurrent`` is true."""
+
+    name: str
+
+    def propose(self, request: MutationRequest) -> Proposal: ...

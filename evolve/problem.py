@@ -1,0 +1,394 @@
+"""Loading and validating a problem folder (``problem.toml``).
+
+Every mistake in a problem file is collected and reported together, each with the file, the key and the reason,
+before any Ray worker or sandbox starts. The result is a tree of frozen dataclasses that the rest of the engine reads.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROBLEM_FILE = "problem.toml"
+BUILTIN_FEATURES = ("code_length", "code_lines")
+LANGUAGES = {".py": "python", ".cu": "cuda", ".cuh": "cuda", ".c": "c", ".cpp": "cpp", ".rs": "rust"}
+
+
+class ProblemError(ValueError):
+    """A problem folder is unusable. ``errors`` lists every ``(location, reason)`` found."""
+
+    def __init__(self, path: Path, errors: list[tuple[str, str]]):
+        self.path = path
+        self.errors = errors
+        lines = [f"{path}: {len(errors)} problem(s) in the problem definition:"]
+        lines += [f"  - {where}: {why}" for where, why in errors]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """Which metric is the score, and whether bigger is better."""
+
+    metric: str
+    direction: str = "maximize"  # or "minimize"
+
+    @property
+    def sign(self) -> float:
+        """Multiply a score by this to get a fitness where bigger is always better."""
+        return 1.0 if self.direction == "maximize" else -1.0
+
+
+@dataclass(frozen=True)
+class FeatureDim:
+    """One MAP-Elites axis: a metric (or built-in feature) binned over a fixed range that never drifts."""
+
+    name: str
+    min: float
+    max: float
+    bins: int
+    metric: str = ""  # metric supplying the value; defaults to ``name``
+
+    @property
+    def source(self) -> str:
+        return self.metric or self.name
+
+    def bin_of(self, value: float) -> int:
+        """Bin index of ``value``; values outside the range go to the edge bins."""
+        if not math.isfinite(value):
+            return 0 if value < 0 or math.isnan(value) else self.bins - 1
+        frac = (value - self.min) / (self.max - self.min)
+        return min(self.bins - 1, max(0, int(math.floor(frac * self.bins))))
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the evaluation cascade."""
+
+    name: str
+    function: str  # function of the evaluator module called with a ``Candidate``
+    timeout: float = 60.0  # wall-clock seconds for the whole stage, candidate processes included
+    cpus: float = 1.0
+    gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)  # extra custom Ray resources
+    threshold: float | None = None  # ``threshold_metric`` must reach this (in the score's direction) to go on
+    threshold_metric: str = ""  # defaults to the score metric
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits applied to every candidate process."""
+
+    memory_mb: int = 2048
+    output_kb: int = 256  # captured stdout/stderr cap, per stream
+    file_size_mb: int = 64
+    open_files: int = 256
+    processes: int = 64
+
+
+@dataclass(frozen=True)
+class EvolutionDefaults:
+    """Run settings a problem can set; ``evolve run`` flags override them."""
+
+    iterations: int = 200
+    islands: int = 4
+    migration_interval: int = 50  # iterations between ring migrations of each island's best elite
+    exploitation: float = 0.7  # chance a parent is chosen by fitness rank rather than uniformly from the grid
+    inspirations: int = 3
+    mutator: str = "tune"
+    target_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated problem folder."""
+
+    root: Path
+    name: str
+    description: str
+    seed_file: str
+    evaluator_file: str
+    language: str
+    score: ScoreSpec
+    features: tuple[FeatureDim, ...]
+    stages: tuple[StageSpec, ...]
+    limits: Limits
+    evolution: EvolutionDefaults
+    read_paths: tuple[str, ...] = ()  # extra files/dirs (relative to root) a candidate may read
+    sections: dict[str, Any] = field(default_factory=dict)  # raw optional tables (llm, sandbox, ...)
+
+    @property
+    def seed_path(self) -> Path:
+        return self.root / self.seed_file
+
+    @property
+    def evaluator_path(self) -> Path:
+        return self.root / self.evaluator_file
+
+    def seed_code(self) -> str:
+        return self.seed_path.read_text()
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(f.bins for f in self.features) or (1,)
+
+
+class _Collector:
+    """Reads typed keys from TOML tables while collecting every error instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def error(self, where: str, why: str) -> None:
+        self.errors.append((where, why))
+
+    def get(
+        self,
+        table: dict[str, Any],
+        key: str,
+        where: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        loc = f"{where}.{key}" if where else key
+        if key not in table:
+            if default is ...:
+                self.error(loc, "required key is missing")
+                return None
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            self.error(loc, f"expected {_kind_name(kinds)}, got a boolean")
+            return None
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            self.error(loc, f"expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+            return None
+        if check is not None and (problem := check(value)):
+            self.error(loc, problem)
+            return None
+        return value
+
+    def unknown(self, table: dict[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                loc = f"{where}.{key}" if where else key
+                self.error(loc, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+_TOP_KEYS = {
+    "name", "description", "seed", "evaluator", "language", "score", "features", "stages", "limits",
+    "evolution", "read_paths", "llm", "sandbox", "prompt",
+}
+
+
+def load_problem(path: str | Path) -> Problem:
+    """Load and validate ``path`` (a problem folder or its ``problem.toml``); raise ``ProblemError`` listing all issues."""
+    path = Path(path)
+    root = path.parent if path.name == PROBLEM_FILE else path
+    toml_path = root / PROBLEM_FILE
+    if not root.is_dir():
+        raise ProblemError(root, [(str(root), "not a directory")])
+    if not toml_path.is_file():
+        raise ProblemError(root, [(PROBLEM_FILE, "file not found in the problem folder")])
+    try:
+        data = tomllib.loads(toml_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ProblemError(toml_path, [(PROBLEM_FILE, f"not valid TOML: {exc}")]) from None
+    problem = parse_problem(root.resolve(), data)
+    return problem
+
+
+def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
+    """Validate an already-parsed ``problem.toml`` rooted at ``root``."""
+    c = _Collector()
+    c.unknown(data, _TOP_KEYS, "")
+    name = c.get(data, "name", "", str, check=lambda v: None if v.strip() else "must not be empty")
+    description = c.get(data, "description", "", str, default="")
+    seed_file = c.get(data, "seed", "", str)
+    evaluator_file = c.get(data, "evaluator", "", str, default="evaluator.py")
+    for key, rel in (("seed", seed_file), ("evaluator", evaluator_file)):
+        if rel is not None and not (root / rel).is_file():
+            c.error(key, f"file {rel!r} not found in {root}")
+    language = c.get(data, "language", "", str, default="")
+    if not language and seed_file:
+        language = LANGUAGES.get(Path(seed_file).suffix, "text")
+
+    score = _parse_score(c, data)
+    features = _parse_features(c, data)
+    stages = _parse_stages(c, data, score)
+    limits = _parse_limits(c, data)
+    evolution = _parse_evolution(c, data)
+    read_paths = tuple(c.get(data, "read_paths", "", list, default=[]) or [])
+    for i, rel in enumerate(read_paths):
+        if not isinstance(rel, str) or not (root / rel).exists():
+            c.error(f"read_paths[{i}]", f"{rel!r} does not exist in {root}")
+    sections = {k: data[k] for k in ("llm", "sandbox", "prompt") if k in data}
+    for key, value in sections.items():
+        if not isinstance(value, dict):
+            c.error(key, "expected a table")
+
+    if c.errors:
+        raise ProblemError(root / PROBLEM_FILE, c.errors)
+    return Problem(
+        root=root,
+        name=name,
+        description=description,
+        seed_file=seed_file,
+        evaluator_file=evaluator_file,
+        language=language,
+        score=score,
+        features=features,
+        stages=stages,
+        limits=limits,
+        evolution=evolution,
+        read_paths=read_paths,
+        sections=sections,
+    )
+
+
+def _parse_score(c: _Collector, data: dict[str, Any]) -> ScoreSpec:
+    table = c.get(data, "score", "", dict)
+    if table is None:
+        return ScoreSpec(metric="score")
+    c.unknown(table, {"metric", "direction"}, "score")
+    metric = c.get(table, "metric", "score", str) or "score"
+    direction = c.get(
+        table, "direction", "score", str, default="maximize",
+        check=lambda v: None if v in ("maximize", "minimize") else "must be 'maximize' or 'minimize'",
+    )
+    return ScoreSpec(metric=metric, direction=direction or "maximize")
+
+
+def _parse_features(c: _Collector, data: dict[str, Any]) -> tuple[FeatureDim, ...]:
+    items = c.get(data, "features", "", list, default=[]) or []
+    features: list[FeatureDim] = []
+    seen: set[str] = set()
+    for i, table in enumerate(items):
+        where = f"features[{i}]"
+        if not isinstance(table, dict):
+            c.error(where, "expected a table ([[features]])")
+            continue
+        c.unknown(table, {"name", "min", "max", "bins", "metric"}, where)
+        name = c.get(table, "name", where, str)
+        lo = c.get(table, "min", where, float)
+        hi = c.get(table, "max", where, float)
+        bins = c.get(table, "bins", where, int, check=lambda v: None if 1 <= v <= 1000 else "must be in 1..1000")
+        metric = c.get(table, "metric", where, str, default="")
+        if lo is not None and hi is not None and not hi > lo:
+            c.error(f"{where}.max", f"must be greater than min ({lo})")
+            continue
+        if name in seen:
+            c.error(f"{where}.name", f"duplicate feature {name!r}")
+        if None not in (name, lo, hi, bins):
+            seen.add(name)
+            features.append(FeatureDim(name=name, min=lo, max=hi, bins=bins, metric=metric))
+    return tuple(features)
+
+
+def _parse_stages(c: _Collector, data: dict[str, Any], score: ScoreSpec) -> tuple[StageSpec, ...]:
+    items = c.get(data, "stages", "", list, default=[{"name": "evaluate"}])
+    if items is not None and not items:
+        c.error("stages", "at least one stage is required")
+    stages: list[StageSpec] = []
+    seen: set[str] = set()
+    allowed = {"name", "function", "timeout", "cpus", "gpus", "resources", "threshold", "threshold_metric"}
+    for i, table in enumerate(items or []):
+        where = f"stages[{i}]"
+        if not isinstance(table, dict):
+            c.error(where, "expected a table ([[stages]])")
+            continue
+        c.unknown(table, allowed, where)
+        name = c.get(table, "name", where, str)
+        if name in seen:
+            c.error(f"{where}.name", f"duplicate stage {name!r}")
+        function = c.get(table, "function", where, str, default=name or "evaluate")
+        timeout = c.get(table, "timeout", where, float, default=60.0, check=_positive)
+        cpus = c.get(table, "cpus", where, float, default=1.0, check=_non_negative)
+        gpus = c.get(table, "gpus", where, float, default=0.0, check=_non_negative)
+        resources = c.get(table, "resources", where, dict, default={})
+        for key, value in (resources or {}).items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                c.error(f"{where}.resources.{key}", "must be a non-negative number")
+        threshold = c.get(table, "threshold", where, float, default=None)
+        threshold_metric = c.get(table, "threshold_metric", where, str, default="")
+        if name is not None:
+            seen.add(name)
+            stages.append(
+                StageSpec(
+                    name=name,
+                    function=function or name,
+                    timeout=timeout or 60.0,
+                    cpus=cpus if cpus is not None else 1.0,
+                    gpus=gpus or 0.0,
+                    resources={k: float(v) for k, v in (resources or {}).items()},
+                    threshold=threshold,
+                    threshold_metric=threshold_metric or score.metric,
+                )
+            )
+    return tuple(stages)
+
+
+def _parse_limits(c: _Collector, data: dict[str, Any]) -> Limits:
+    table = c.get(data, "limits", "", dict, default={}) or {}
+    c.unknown(table, {"memory_mb", "output_kb", "file_size_mb", "open_files", "processes"}, "limits")
+    d = Limits()
+    return Limits(
+        memory_mb=c.get(table, "memory_mb", "limits", int, default=d.memory_mb, check=_positive) or d.memory_mb,
+        output_kb=c.get(table, "output_kb", "limits", int, default=d.output_kb, check=_positive) or d.output_kb,
+        file_size_mb=c.get(table, "file_size_mb", "limits", int, default=d.file_size_mb, check=_positive)
+        or d.file_size_mb,
+        open_files=c.get(table, "open_files", "limits", int, default=d.open_files, check=_positive) or d.open_files,
+        processes=c.get(table, "processes", "limits", int, default=d.processes, check=_positive) or d.processes,
+    )
+
+
+def _parse_evolution(c: _Collector, data: dict[str, Any]) -> EvolutionDefaults:
+    table = c.get(data, "evolution", "", dict, default={}) or {}
+    d = EvolutionDefaults()
+    c.unknown(table, set(d.__dataclass_fields__), "evolution")
+
+    def fraction(v: float) -> str | None:
+        return None if 0.0 <= v <= 1.0 else "must be between 0 and 1"
+
+    return EvolutionDefaults(
+        iterations=c.get(table, "iterations", "evolution", int, default=d.iterations, check=_positive) or d.iterations,
+        islands=c.get(table, "islands", "evolution", int, default=d.islands, check=_positive) or d.islands,
+        migration_interval=c.get(table, "migration_interval", "evolution", int, default=d.migration_interval,
+                                 check=_positive) or d.migration_interval,
+        exploitation=_or(c.get(table, "exploitation", "evolution", float, default=d.exploitation, check=fraction),
+                         d.exploitation),
+        inspirations=_or(c.get(table, "inspirations", "evolution", int, default=d.inspirations, check=_non_negative),
+                         d.inspirations),
+        mutator=c.get(table, "mutator", "evolution", str, default=d.mutator) or d.mutator,
+        target_score=c.get(table, "target_score", "evolution", float, default=None),
+    )
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value

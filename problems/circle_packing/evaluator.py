@@ -1,0 +1,51 @@
+"""Trusted evaluator for circle packing: the candidate only proposes; every check is made here."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evolve import Candidate, WrongOutput
+
+N_CIRCLES = 26
+TOLERANCE = 1e-9  # allowed overlap / protrusion, absolute
+
+
+def check_packing(data: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the shape, types and geometry of a packing; raise WrongOutput with the first violation."""
+    if not isinstance(data, dict) or "centers" not in data or "radii" not in data:
+        raise WrongOutput("run_packing() must return a dict with 'centers' and 'radii'")
+    try:
+        centers = np.asarray(data["centers"], dtype=np.float64)
+        radii = np.asarray(data["radii"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise WrongOutput(f"centers/radii are not numeric arrays: {exc}") from None
+    if centers.shape != (N_CIRCLES, 2) or radii.shape != (N_CIRCLES,):
+        raise WrongOutput(f"expected centers {(N_CIRCLES, 2)} and radii {(N_CIRCLES,)}, "
+                          f"got {centers.shape} and {radii.shape}")
+    if not (np.isfinite(centers).all() and np.isfinite(radii).all()):
+        raise WrongOutput("centers or radii contain NaN or infinity")
+    if (radii < 0).any():
+        raise WrongOutput(f"negative radius at index {int(np.argmin(radii))}")
+    x, y = centers[:, 0], centers[:, 1]
+    outside = np.minimum.reduce([x - radii, y - radii, 1 - x - radii, 1 - y - radii])
+    if (outside < -TOLERANCE).any():
+        i = int(np.argmin(outside))
+        raise WrongOutput(f"circle {i} leaves the unit square by {-outside[i]:.3g}")
+    dist = np.linalg.norm(centers[:, None, :] - centers[None, :, :], axis=-1)
+    gap = dist - (radii[:, None] + radii[None, :])
+    np.fill_diagonal(gap, np.inf)
+    if (gap < -TOLERANCE).any():
+        i, j = np.unravel_index(int(np.argmin(gap)), gap.shape)
+        raise WrongOutput(f"circles {i} and {j} overlap by {-gap[i, j]:.3g}")
+    return centers, radii
+
+
+def evaluate(candidate: Candidate) -> dict[str, float]:
+    centers, radii = check_packing(candidate.call("run_packing"))
+    mean = float(radii.mean())
+    return {
+        "sum_radii": float(radii.sum()),
+        "min_radius": float(radii.min()),
+        "radius_spread": float(radii.max() / mean) if mean > 0 else 1.0,
+        "run_seconds": candidate.call_seconds[-1],
+    }

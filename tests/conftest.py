@@ -1,0 +1,58 @@
+"""Shared fixtures. One local Ray instance per test session (it takes seconds to start)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROBLEMS = REPO / "problems"
+
+
+def has_gpu() -> bool:
+    """True when a CUDA device is usable through CuPy."""
+    try:
+        import cupy  # type: ignore[import-not-found]
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no CuPy, no driver, or no device
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none found through CuPy)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance shared by every test that needs one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def problem_copy(tmp_path: Path):
+    """Copy a shipped problem folder into tmp_path so a test can edit it freely."""
+
+    def copy(name: str) -> Path:
+        dest = tmp_path / name
+        shutil.copytree(PROBLEMS / name, dest)
+        return dest
+
+    return copy
+
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
