@@ -69,3 +69,30 @@ class Mutator(Protocol):
     name: str
 
     def propose(self, request: MutationRequest) -> Proposal: ...
+
+
+@dataclass(frozen=True)
+class MutationOutcome:
+    """What became of a proposal, fed back to mutators that learn (the LLM bandit)."""
+
+    status: str  # evolve.types.Status value of the child ("invalid_edit" when the answer was unusable)
+    parent_fitness: float | None
+    child_fitness: float | None
+    edit_error: str = ""
+
+    @property
+    def improved(self) -> bool:
+        return (
+            self.child_fitness is not None
+            and self.parent_fitness is not None
+            and self.child_fitness > self.parent_fitness
+        )
+
+
+@runtime_checkable
+class LearningMutator(Mutator, Protocol):
+    """Optional extension: mutators that adapt to outcomes and report statistics."""
+
+    def observe(self, proposal: Proposal, outcome: MutationOutcome) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
