@@ -125,7 +125,8 @@ def run_stage(
             status, message = Status.REJECTED, why
     artifacts = {k: v for k, v in artifacts.items() if v}
     return StageOutcome(stage=stage.name, status=status, metrics=metrics, artifacts=artifacts,
-                        seconds=time.monotonic() - start, message=message, isolation=sandbox.level)
+                        seconds=time.monotonic() - start, message=message, isolation=sandbox.level,
+                        in_process=bool(getattr(candidate, "in_process", False)))
 
 
 def builtin_features(code: str) -> dict[str, float]:

@@ -1,0 +1,108 @@
+"""What the Ray cluster offers, whether a problem fits it, and how the problem folder reaches its workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evolve.problem import Problem
+
+SHIPPED_ENV = "EVOLVE_PROBLEM_SHIPPED"
+MAX_SHIPPED_BYTES = 100 * 1024 * 1024  # Ray's own upload limit for a working_dir package
+SHIP_EXCLUDES = ["__pycache__", "*.pyc", ".git", "archive", "*.parquet"]
+SLOTS_PER_CPU = 2  # programs in flight per evaluation slot: one running, one queued behind it
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Alive nodes and their resources, as the driver sees them."""
+
+    nodes: int
+    cpus: float
+    gpus: float
+    resources: dict[str, float] = field(default_factory=dict)
+    max_node_cpus: float = 0.0
+    max_node_gpus: float = 0.0
+
+    def describe(self) -> str:
+        return f"Ray cluster: {self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs"
+
+    def default_concurrency(self) -> int:
+        return max(2, int(SLOTS_PER_CPU * (self.cpus + self.gpus)))
+
+
+def cluster_view() -> ClusterView:
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    totals: dict[str, float] = {}
+    max_cpus = max_gpus = 0.0
+    for node in alive:
+        res = node.get("Resources", {})
+        for key, value in res.items():
+            if not key.startswith("node:") and not key.startswith("memory") and key != "object_store_memory":
+                totals[key] = totals.get(key, 0.0) + float(value)
+        max_cpus = max(max_cpus, float(res.get("CPU", 0.0)))
+        max_gpus = max(max_gpus, float(res.get("GPU", 0.0)))
+    return ClusterView(nodes=len(alive), cpus=totals.get("CPU", 0.0), gpus=totals.get("GPU", 0.0),
+                       resources=totals, max_node_cpus=max_cpus, max_node_gpus=max_gpus)
+
+
+def unmet_requirements(problem: Problem, view: ClusterView) -> list[str]:
+    """Why the problem's stages could never be scheduled on this cluster (empty when they can)."""
+    problems: list[str] = []
+    for stage in problem.stages:
+        if stage.gpus > view.max_node_gpus:
+            hint = ""
+            if view.gpus == 0:
+                seed = problem.seed_path
+                hint = (f"; this cluster has no GPU. Check programs without one: `evolve eval {problem.root} "
+                        f"{seed}` runs the CPU stages")
+            problems.append(f"stage {stage.name!r} needs {stage.gpus:g} GPU(s) on one node, the largest node has "
+                            f"{view.max_node_gpus:g}{hint}")
+        if stage.cpus > view.max_node_cpus:
+            problems.append(f"stage {stage.name!r} needs {stage.cpus:g} CPU(s) on one node, the largest node has "
+                            f"{view.max_node_cpus:g}")
+        for name, amount in stage.resources.items():
+            if view.resources.get(name, 0.0) < amount:
+                problems.append(f"stage {stage.name!r} needs resource {name}={amount:g}, the cluster has "
+                                f"{view.resources.get(name, 0.0):g}")
+    return problems
+
+
+def folder_size(root: Path) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", ".git", "archive")]
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += (Path(dirpath) / name).stat().st_size
+    return total
+
+
+class ShippingError(ValueError):
+    pass
+
+
+def problem_runtime_env(problem: Problem, limit: int = MAX_SHIPPED_BYTES) -> dict[str, Any]:
+    """A runtime_env that ships the problem folder to every worker (the engine itself must be installed there)."""
+    size = folder_size(problem.root)
+    if size > limit:
+        raise ShippingError(
+            f"problem folder {problem.root} is {size / 2**20:.1f} MiB; at most {limit / 2**20:.0f} MiB can be "
+            "shipped to cluster workers. Move data sets out of the folder (list them in read_paths on a shared "
+            "file system) or install them on the worker image."
+        )
+    return {"working_dir": str(problem.root), "excludes": SHIP_EXCLUDES, "env_vars": {SHIPPED_ENV: "1"}}
+
+
+def localize(problem: Problem) -> Problem:
+    """On a worker that received the folder through the runtime_env, point the problem at the local copy."""
+    if os.environ.get(SHIPPED_ENV) == "1" and not problem.evaluator_path.exists():
+        import dataclasses
+
+        return dataclasses.replace(problem, root=Path.cwd())
+    return problem

@@ -1,0 +1,124 @@
+"""Evaluation as Ray tasks: one task per (program, stage), with the resources the stage declares.
+
+Untrusted evaluations are tasks, not actor methods, because a task's worker can be force-cancelled. Candidate
+failures come back as results; only infrastructure failures surface as Ray errors, which the driver resubmits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+
+from evolve.cluster import localize
+from evolve.evaluation import run_stage
+from evolve.problem import Problem, StageSpec
+from evolve.sandbox.launcher import BasicSandbox
+from evolve.types import StageOutcome, Status
+
+
+def evaluation_seed(run_seed: int, program_id: str) -> int:
+    """Seed for the trusted side's random inputs; derived from data the candidate never sees."""
+    digest = hashlib.sha256(f"{run_seed}:{program_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def make_stage_sandbox(problem: Problem, stage: StageSpec, sandbox_settings: Any) -> BasicSandbox:
+    """The sandbox a stage's candidates run in (GPU stages get GPU-aware limits)."""
+    return BasicSandbox(problem.limits)
+
+
+def _evaluate_stage(problem: Problem, stage_name: str, code: str, program_id: str, seed: int,
+                    sandbox_settings: Any) -> dict[str, Any]:
+    problem = localize(problem)
+    sandbox = make_stage_sandbox(problem, problem.stage(stage_name), sandbox_settings)
+    outcome = run_stage(problem, stage_name, code, program_id, seed, sandbox=sandbox)
+    data = outcome.to_dict()
+    try:
+        data["node"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (tests calling directly)
+        data["node"] = ""
+    return data
+
+
+_remote_stage = ray.remote(_evaluate_stage)
+
+
+def stage_options(stage: StageSpec) -> dict[str, Any]:
+    """Ray resource request for a stage; GPU stages only land on nodes that declare GPUs."""
+    options: dict[str, Any] = {"num_cpus": stage.cpus, "max_retries": 3, "retry_exceptions": False}
+    if stage.gpus:
+        options["num_gpus"] = stage.gpus
+    if stage.resources:
+        options["resources"] = dict(stage.resources)
+    return options
+
+
+@dataclass
+class StageJob:
+    """One submitted stage evaluation the driver is waiting for."""
+
+    iteration: int
+    stage_index: int
+    ref: Any
+    submitted_at: float
+    attempts: int = 1
+
+
+class RayStageExecutor:
+    """Submits stage tasks and collects finished ones; the problem object is shipped once through the store."""
+
+    def __init__(self, problem: Problem, sandbox_settings: Any = None):
+        self.problem = problem
+        self.problem_ref = ray.put(problem)
+        self.sandbox_settings = sandbox_settings
+        self._options = [stage_options(stage) for stage in problem.stages]
+        self._tasks = [_remote_stage.options(**opts) for opts in self._options]
+
+    def submit(self, stage_index: int, code: str, program_id: str, seed: int) -> Any:
+        stage = self.problem.stages[stage_index]
+        return self._tasks[stage_index].remote(self.problem_ref, stage.name, code, program_id, seed,
+                                               self.sandbox_settings)
+
+    @staticmethod
+    def wait(refs: list[Any], timeout: float) -> list[Any]:
+        """Refs that are done now (at least one unless ``timeout`` passes)."""
+        if not refs:
+            return []
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            return more or ready
+        return []
+
+    def result(self, ref: Any, stage_index: int) -> StageOutcome | None:
+        """The stage outcome, or ``None`` when the task was lost to the system and should be resubmitted."""
+        try:
+            return StageOutcome.from_dict(ray.get(ref, timeout=30))
+        except RayTaskError as exc:
+            # Our task code does not raise for candidate behaviour, so this is a bug in trusted code.
+            return StageOutcome(stage=self.problem.stages[stage_index].name, status=Status.EVALUATOR_ERROR,
+                                message=f"evaluation task raised: {exc.cause!r}"[:2000])
+        except (RayError, GetTimeoutError):
+            return None
+
+    @staticmethod
+    def cancel(refs: list[Any]) -> None:
+        for ref in refs:
+            # A ref that already finished, or whose node is gone, cannot be cancelled; nothing to do then.
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+
+
+def system_error(stage: StageSpec, attempts: int) -> StageOutcome:
+    return StageOutcome(stage=stage.name, status=Status.SYSTEM_ERROR,
+                        message=f"evaluation lost to infrastructure failures {attempts} times (worker or node died)")
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,116 @@
+"""The problem loader: valid folders load; every mistake in a bad file is reported with its key and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evolve.problem import FeatureDim, ProblemError, load_problem
+
+from .conftest import PROBLEMS
+
+GOOD = """
+name = "demo"
+description = "minimize f"
+seed = "seed.py"
+evaluator = "evaluator.py"
+[score]
+metric = "value"
+direction = "minimize"
+[[features]]
+name = "code_length"
+min = 0
+max = 1000
+bins = 4
+[[stages]]
+name = "quick"
+timeout = 5
+threshold = 10.0
+[[stages]]
+name = "full"
+function = "evaluate_full"
+timeout = 20
+gpus = 1
+"""
+
+
+def write_problem(tmp_path: Path, toml: str) -> Path:
+    (tmp_path / "seed.py").write_text("x = 1\n")
+    (tmp_path / "evaluator.py").write_text("def quick(c):\n    return {}\n")
+    (tmp_path / "problem.toml").write_text(toml)
+    return tmp_path
+
+
+def test_shipped_problems_load() -> None:
+    for folder in sorted(PROBLEMS.iterdir()):
+        if (folder / "problem.toml").exists():
+            problem = load_problem(folder)
+            assert problem.seed_path.is_file(), folder
+            assert problem.stages, folder
+
+
+def test_good_problem_fields(tmp_path: Path) -> None:
+    problem = load_problem(write_problem(tmp_path, GOOD))
+    assert problem.name == "demo"
+    assert problem.score.direction == "minimize" and problem.score.sign == -1.0
+    assert [s.name for s in problem.stages] == ["quick", "full"]
+    quick, full = problem.stages
+    assert quick.function == "quick" and quick.threshold == 10.0 and quick.threshold_metric == "value"
+    assert full.function == "evaluate_full" and full.gpus == 1.0
+    assert problem.grid_shape == (4,)
+    assert problem.language == "python"
+
+
+def test_every_error_is_reported_with_key_and_reason(tmp_path: Path) -> None:
+    bad = """
+name = ""
+seed = "missing.py"
+colour = "blue"
+[score]
+metric = "value"
+direction = "upwards"
+[[features]]
+name = "x"
+min = 5
+max = 1
+bins = 0
+[[stages]]
+name = "a"
+timeout = -1
+cpus = "two"
+[[stages]]
+name = "a"
+[limits]
+memory_mb = 0
+"""
+    with pytest.raises(ProblemError) as info:
+        load_problem(write_problem(tmp_path, bad))
+    where = {loc for loc, _ in info.value.errors}
+    for key in ("name", "seed", "colour", "score.direction", "features[0].bins", "stages[0].timeout",
+                "stages[0].cpus", "stages[1].name", "limits.memory_mb"):
+        assert key in where, (key, info.value.errors)
+    text = str(info.value)
+    assert "problem.toml" in text and "must be 'maximize' or 'minimize'" in text and "missing.py" in text
+
+
+def test_feature_range_must_be_increasing(tmp_path: Path) -> None:
+    toml = GOOD.replace("max = 1000", "max = 0")
+    with pytest.raises(ProblemError, match=r"features\[0\]\.max"):
+        load_problem(write_problem(tmp_path, toml))
+
+
+def test_missing_folder_and_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ProblemError, match="not a directory"):
+        load_problem(tmp_path / "nope")
+    with pytest.raises(ProblemError, match="file not found"):
+        load_problem(tmp_path)
+    (tmp_path / "problem.toml").write_text("name = [unclosed")
+    with pytest.raises(ProblemError, match="not valid TOML"):
+        load_problem(tmp_path)
+
+
+def test_bins_are_fixed_and_clamped() -> None:
+    dim = FeatureDim(name="x", min=0.0, max=10.0, bins=5)
+    assert [dim.bin_of(v) for v in (-3, 0, 1.99, 2.0, 9.99, 10, 1e9)] == [0, 0, 0, 1, 4, 4, 4]
+    assert dim.bin_of(float("nan")) == 0 and dim.bin_of(float("inf")) == 4
