@@ -337,7 +337,7 @@ class Evolution:
             else:
                 result = apply_response(child.parent.code, proposal.response)
                 if result.ok:
-                    child.code = result.code
+                    child.code = result.unwrap()
                 else:
                     child.edit_error = f"{result.reason.value}: {result.message}"
         if not child.code:
