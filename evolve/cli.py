@@ -58,6 +58,8 @@ def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> An
         except ShippingError as exc:
             raise EvolveError(str(exc)) from None
     else:
+        # A fresh local instance, even when a `ray start` cluster runs here: joining one is what --address is for.
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
     try:
         ray.init(**kwargs)
