@@ -19,7 +19,7 @@ from typing import Any
 
 from evolve.candidate import Candidate, CandidateFailure
 from evolve.problem import Problem, StageSpec
-from evolve.sandbox.launcher import BasicSandbox
+from evolve.sandbox import Sandbox, sandbox_for_problem
 from evolve.types import StageOutcome, Status
 
 _modules: dict[tuple[str, float], ModuleType] = {}
@@ -88,11 +88,11 @@ def run_stage(
     code: str,
     program_id: str,
     seed: int,
-    sandbox: BasicSandbox | None = None,
+    sandbox: Sandbox | None = None,
 ) -> StageOutcome:
     """Run one stage; the candidate runs only inside the sandbox, the evaluator function here."""
     stage = problem.stage(stage_name)
-    sandbox = sandbox or BasicSandbox(problem.limits)
+    sandbox = sandbox or sandbox_for_problem(problem, stage=stage)
     start = time.monotonic()
     filename = "program" + (problem.seed_path.suffix or ".txt")
     try:
@@ -133,20 +133,10 @@ def builtin_features(code: str) -> dict[str, float]:
     return {"code_length": float(len(code)), "code_lines": float(code.count("\n") + 1)}
 
 
-def cell_of(problem: Problem, metrics: dict[str, float], code: str) -> tuple[dict[str, float], int | None]:
-    """Feature values and flat MAP-Elites cell index; ``None`` when a feature value is missing."""
-    if not problem.features:
-        return {}, 0
+def feature_values(problem: Problem, metrics: dict[str, float], code: str) -> dict[str, float]:
+    """Each declared feature's value, from the metrics or the built-ins; missing ones are left out."""
     available = {**builtin_features(code), **metrics}
-    values: dict[str, float] = {}
-    index = 0
-    for dim in problem.features:
-        value = available.get(dim.source)
-        if value is None:
-            return values, None
-        values[dim.name] = value
-        index = index * dim.bins + dim.bin_of(value)
-    return values, index
+    return {dim.name: available[dim.source] for dim in problem.features if dim.source in available}
 
 
 def evaluate_locally(problem: Problem, code: str, program_id: str, seed: int,

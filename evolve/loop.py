@@ -23,9 +23,9 @@ import numpy as np
 
 from evolve.archive import ArchiveWriter, read_migrations, read_programs, write_json_atomic
 from evolve.cluster import cluster_view
-from evolve.database import ProgramDatabase
+from evolve.database import ProgramDatabase, cell_of
 from evolve.edits import apply_response
-from evolve.evaluation import cell_of
+from evolve.evaluation import feature_values
 from evolve.mutators.base import (
     MutationOutcome,
     MutationRequest,
@@ -143,6 +143,7 @@ class Evolution:
         self.pool = cf.ThreadPoolExecutor(max_workers=concurrency) if concurrency else None
         self.writer: ArchiveWriter | None = None
         self._concurrency = settings.concurrency
+        self.edit_mode = getattr(mutator, "edit_mode", "diff")
         self._concurrency_checked = -1e9
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,6 +151,8 @@ class Evolution:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.writer = ArchiveWriter(self.run_dir, self.run_id, segment_rows=self.settings.segment_rows,
                                     flush_seconds=self.settings.flush_seconds)
+        for note in getattr(self.mutator, "notes", ()) or ():
+            self.progress.message(f"note: {note}")
         try:
             if self.resume:
                 self._restore()
@@ -201,6 +204,10 @@ class Evolution:
             for it, status, score in zip(iterations, statuses, programs.column("score").to_pylist(), strict=True):
                 if it == SEED_ITERATION and status == Status.OK.value:
                     self.seed_score = score
+        restore = getattr(self.mutator, "restore", None)
+        if restore is not None and programs.num_rows and "llm" in programs.column_names:
+            # Budgets (calls, tokens, cost) cover the whole run, not just this session.
+            restore([json.loads(text) for text in programs.column("llm").to_pylist() if text and text != "{}"])
         self._write_run_info("running")
         self.progress.message(f"resuming {self.run_dir}: {self.done} iterations already recorded")
 
@@ -209,6 +216,9 @@ class Evolution:
             self.executor.cancel(list(self.jobs))
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.mutator, "close", None)
+        if close is not None:
+            close()
         if self.writer is not None:
             self.writer.close()
         state = "finished" if self.stop_reason in (StopReason.BUDGET, StopReason.TARGET) else "stopped"
@@ -257,6 +267,21 @@ class Evolution:
                     continue
             self._collect(timeout=0.2)
             self.progress.update(self._snapshot())
+        if self.stop_reason is StopReason.MUTATOR:
+            self._drain()
+
+    def _drain(self) -> None:
+        """After the mutator stopped (a budget reached), finish the children whose answers were already paid for."""
+        while self.jobs or self.mutations or self.queue:
+            while self.queue:
+                self._submit(self.queue.pop(0))
+            self._collect(timeout=0.2)
+            self.progress.update(self._snapshot())
+        if self.settings.deterministic:
+            for child in self.batch:
+                if child.record is not None:
+                    self._integrate(child, child.record)
+            self.batch = []
 
     @property
     def concurrency(self) -> int:
@@ -334,12 +359,16 @@ class Evolution:
         if proposal is not None:
             if proposal.child_code is not None:
                 child.code = proposal.child_code
+            elif proposal.llm.get("error") or proposal.llm.get("edit_error"):
+                # The mutator already knows why there is no child (a failed call, an answer it could not apply).
+                child.edit_error = str(proposal.llm.get("error") or proposal.llm.get("edit_error"))
             else:
-                result = apply_response(child.parent.code, proposal.response)
+                result = apply_response(child.parent.code, proposal.response, self.edit_mode)
                 if result.ok:
                     child.code = result.unwrap()
                 else:
-                    child.edit_error = f"{result.reason.value}: {result.message}"
+                    reason = result.reason.value if result.reason else "rejected"
+                    child.edit_error = f"{reason}: {result.message}"
         if not child.code:
             answer = proposal.response if proposal else ""
             child.program_id = program_id_for(f"invalid-edit:{child.parent.program_id}:{child.iteration}:{answer}")
@@ -458,7 +487,8 @@ class Evolution:
         if score is not None and not math.isfinite(score):
             score = None
         fitness = score * self.sign if status is Status.OK and score is not None else None
-        features, cell = cell_of(self.problem, metrics, child.code) if status is Status.OK else ({}, None)
+        features = feature_values(self.problem, metrics, child.code) if status is Status.OK else {}
+        cell = cell_of(self.problem.features, features) if status is Status.OK else None
         artifacts: dict[str, str] = {}
         for outcome in child.outcomes:
             for name, text in outcome.artifacts.items():
