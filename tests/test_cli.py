@@ -1,0 +1,68 @@
+"""`evolve run` / `evolve eval` input handling: one clear message and a non-zero exit, nothing started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from evolve.cli import main
+
+from .conftest import PROBLEMS
+
+CIRCLES = PROBLEMS / "circle_packing"
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_eval_prints_every_stage_and_metrics() -> None:
+    code, out = invoke("eval", str(CIRCLES), str(CIRCLES / "initial_program.py"))
+    assert code == 0, out
+    assert "[validate] ok" in out and "sum_radii = 2.16" in out
+
+
+def test_eval_json_and_failing_program(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def run_packing():\n    return {'centers': [[0.5, 0.5]] * 26, 'radii': [0.4] * 26}\n")
+    code, out = invoke("eval", str(CIRCLES), str(broken), "--json")
+    assert code == 1
+    data = json.loads(out)
+    (stage,) = data["stages"]
+    assert stage["status"] == "wrong_output" and "overlap" in stage["message"]
+
+
+def test_eval_unknown_stage() -> None:
+    code, out = invoke("eval", str(CIRCLES), str(CIRCLES / "initial_program.py"), "--stages", "nope")
+    assert code != 0 and "unknown stage(s) nope" in out and "validate" in out
+
+
+def test_run_rejects_a_bad_problem_file_before_starting(tmp_path: Path) -> None:
+    (tmp_path / "problem.toml").write_text('name = "x"\nseed = "missing.py"\n[score]\ndirection = "up"\n')
+    code, out = invoke("run", str(tmp_path), "--run-dir", str(tmp_path / "run"))
+    assert code != 0
+    assert "seed" in out and "missing.py" in out and "score.metric" in out and "score.direction" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_rejects_bad_flags() -> None:
+    code, out = invoke("run", str(CIRCLES), "--iterations", "0")
+    assert code == 2 and "--iterations" in out
+    code, out = invoke("run", str(CIRCLES), "--mutator", "magic")
+    assert code == 2 and "magic" in out
+
+
+def test_resume_without_a_run(tmp_path: Path) -> None:
+    code, out = invoke("run", str(CIRCLES), "--resume", "--archive-root", str(tmp_path))
+    assert code != 0 and "no run of 'circle_packing'" in out
+
+
+def test_resume_of_another_problems_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"problem": "other", "run_id": "r", "settings": {}}))
+    code, out = invoke("run", str(CIRCLES), "--resume", "--run-dir", str(run_dir))
+    assert code != 0 and "is a run of 'other'" in out
