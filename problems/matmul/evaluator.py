@@ -1,0 +1,375 @@
+"""Trusted evaluator for CUDA matmul kernels: compile (CPU), cpu_check (CPU emulation), bench (1 GPU, CuPy).
+
+Every native step (nvcc/NVRTC, nvdisasm, the host compiler, the emulated kernel, the CuPy bench) runs through
+``candidate.run`` in the sandbox; this module only writes inputs, reads results back and judges them. Inputs come
+from ``candidate.seed``, which the kernel never sees. Settings (target architecture, shapes, repetitions, tolerance)
+are in ``settings.toml`` next to this file; ``$EVOLVE_CUDA_ARCH`` overrides the architecture.
+
+Each stage function can be used alone (``evolve eval --stages``), so each re-checks the source policy and launch
+shape it relies on. To swap a stage (e.g. a CPU stand-in for ``bench`` in a scheduling test), point problem.toml's
+``evaluator`` at a module that loads this file with importlib (registering it in ``sys.modules`` first: it defines
+dataclasses), re-exports ``compile`` and ``cpu_check`` and defines its own ``bench``; tests/test_matmul.py has one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluators.cuda import HARNESS_DIR
+from evaluators.cuda import emulation as emu
+from evaluators.cuda import matmul_check as mc
+from evaluators.cuda import source as src
+from evaluators.cuda import toolchain as tc
+from evaluators.cuda.staging import stage_files
+from evolve import Candidate, CandidateFailure, CompileError, StageReport, Status, WrongOutput
+from evolve.candidate import CandidateTimeout
+
+KERNEL = "matmul"
+SIGNATURE = "void (*)(const float*, const float*, float*, int, int, int)"
+SIGNATURE_HELP = ('matmul must be declared as: extern "C" __global__ void matmul(const float* A, const float* B, '
+                  'float* C, int M, int N, int K)')
+_HELP_LITERAL = SIGNATURE_HELP.replace('"', '\\"')
+# Appended to the candidate for the device compile: the kernel's type must match exactly.
+DEVICE_SIGNATURE_CHECK = f"""
+template <class T, class U> struct evolve_same_type {{ static constexpr bool value = false; }};
+template <class T> struct evolve_same_type<T, T> {{ static constexpr bool value = true; }};
+static_assert(evolve_same_type<decltype(&{KERNEL}), {SIGNATURE}>::value, "{_HELP_LITERAL}");
+"""
+# Appended for the CPU emulation: the same check, and the launcher the driver calls.
+EMULATION_LAUNCHER = f"""
+static_assert(evolve_emu::same_type<decltype(&{KERNEL}), {SIGNATURE}>::value, "{_HELP_LITERAL}");
+extern "C" void evolve_emu_launch(unsigned int grid_x, unsigned int grid_y, unsigned int threads,
+                                  unsigned long long smem_bytes, const float* A, const float* B, float* C, int M,
+                                  int N, int K) {{
+    evolve_emu::launch_kernel({KERNEL}, dim3(grid_x, grid_y, 1), dim3(threads, 1, 1), smem_bytes, A, B, C, M, N, K);
+}}
+"""
+DEVICE_OPTIONS = ("-std=c++17",)  # the evaluator owns the flags: no fast-math, no -rdc (so no device launches)
+EMU_DRIVER = HARNESS_DIR / "emu_matmul_main.cpp"
+BENCH_SCRIPT = HARNESS_DIR / "bench_matmul.py"
+PASSTHROUGH_ENV = ("CUDA_PATH", "CUDA_HOME", "LD_LIBRARY_PATH", "CUPY_CUDA_PATH")
+
+
+@dataclass(frozen=True)
+class Settings:
+    arch: str
+    cpu_shapes: tuple[tuple[int, int, int], ...]
+    check_shapes: tuple[tuple[int, int, int], ...]
+    recheck_shapes: tuple[tuple[int, int, int], ...]
+    bench_shapes: tuple[tuple[int, int, int], ...]
+    warmups: int
+    repetitions: int
+    flush_mb: int
+    samples: int
+    tolerance: float
+
+
+def _shapes(table: dict[str, Any], key: str) -> tuple[tuple[int, int, int], ...]:
+    shapes = tuple(tuple(int(v) for v in shape) for shape in table[key])
+    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise ValueError(f"settings.toml: {key} must be a non-empty list of [M, N, K] with positive sizes")
+    return shapes  # type: ignore[return-value]
+
+
+def load_settings(root: Path | None) -> Settings:
+    path = (root or Path(__file__).parent) / "settings.toml"
+    data = tomllib.loads(path.read_text())
+    bench = data["bench"]
+    settings = Settings(
+        arch=os.environ.get("EVOLVE_CUDA_ARCH") or data["compile"]["arch"],
+        cpu_shapes=_shapes(data["cpu_check"], "shapes"),
+        check_shapes=_shapes(bench, "check_shapes"),
+        recheck_shapes=_shapes(bench, "recheck_shapes"),
+        bench_shapes=_shapes(bench, "bench_shapes"),
+        warmups=int(bench["warmups"]),
+        repetitions=int(bench["repetitions"]),
+        flush_mb=int(bench["flush_mb"]),
+        samples=int(bench["samples"]),
+        tolerance=float(bench["tolerance"]),
+    )
+    if settings.repetitions < 30 or settings.warmups < 5:
+        raise ValueError("settings.toml: at least 5 warm-ups and 30 repetitions")
+    return settings
+
+
+def _screen(candidate: Candidate, settings: Settings) -> src.LaunchShape:
+    """Policy and launch shape, read from the text alone; violations are rejections with every reason listed."""
+    problems = src.policy_violations(candidate.code)
+    try:
+        shape = src.read_launch_shape(candidate.code, max_smem_bytes=tc.max_shared_bytes(settings.arch))
+    except src.SourceError as exc:
+        problems += exc.problems
+        shape = None
+    if problems or shape is None:
+        raise CandidateFailure("; ".join(problems), {"policy": "\n".join(problems)}, Status.REJECTED)
+    return shape
+
+
+def _launch_metrics(shape: src.LaunchShape) -> dict[str, float]:
+    return {"threads": float(shape.threads), "block_m": float(shape.block_m), "block_n": float(shape.block_n),
+            "dynamic_smem_bytes": float(shape.smem_bytes)}
+
+
+# ---- stage 1: compile (CPU) ---------------------------------------------------------------------------------------
+
+def _device_unit(candidate: Candidate) -> Path:
+    """The candidate's source with the signature check appended (its own line numbers unchanged)."""
+    unit = candidate.scratch / "kernel_unit.cu"
+    unit.write_text(candidate.code + "\n" + DEVICE_SIGNATURE_CHECK)
+    return unit
+
+
+@dataclass(frozen=True)
+class DeviceBuild:
+    tool: str  # "nvcc" or "nvrtc"
+    log: str  # compiler output, ptxas -v resource usage included
+
+
+def _device_compile(candidate: Candidate, settings: Settings) -> DeviceBuild:
+    """Compile for ``settings.arch`` to kernel.cubin in the sandbox; ``CompileError`` with the log on failure."""
+    unit = _device_unit(candidate)
+    script = stage_files(candidate.scratch, tc.NVRTC_SCRIPT) / tc.NVRTC_SCRIPT.name
+    command = tc.device_compile_command(unit.name, "kernel.cubin", settings.arch, DEVICE_OPTIONS, script)
+    if command is None:
+        raise CandidateFailure(tc.NO_COMPILER_HELP, status=Status.EVALUATOR_ERROR)
+    result = candidate.run(command.argv)
+    log = (result.stdout + "\n" + result.stderr).strip()
+    if result.timed_out:
+        raise CandidateTimeout(f"{command.tool} did not finish", {"compiler_output": tc.compiler_errors(log)})
+    if command.tool == "nvrtc" and result.returncode == tc.NVRTC_UNUSABLE:
+        raise CandidateFailure(f"NVRTC is unusable here: {log[-1000:]}", status=Status.EVALUATOR_ERROR)
+    if not result.ok or not (candidate.scratch / "kernel.cubin").is_file():
+        message = f"{command.tool} failed to compile the kernel for {settings.arch}"
+        if SIGNATURE_HELP.split(":")[0] in log:
+            message += f": {SIGNATURE_HELP}"
+        raise CompileError(message, {"compiler_output": tc.compiler_errors(log)})
+    return DeviceBuild(command.tool, log)
+
+
+def compile(candidate: Candidate) -> StageReport:  # shadows the builtin on purpose: the stage name
+    settings = load_settings(candidate.problem_root)
+    shape = _screen(candidate, settings)
+    build = _device_compile(candidate, settings)
+    resources = tc.parse_ptxas_report(build.log)
+    if KERNEL not in resources:
+        found = ", ".join(sorted(resources)) or "none"
+        raise CompileError(f'no kernel entry named "{KERNEL}" (found: {found}); {SIGNATURE_HELP}',
+                           {"compiler_output": tc.compiler_errors(build.log)})
+    usage = resources[KERNEL]
+    _check_launch_fits(usage, shape, settings.arch, build.log)
+    total_smem = usage.shared_bytes + shape.smem_bytes
+    metrics = {
+        "registers": float(usage.registers),
+        "shared_bytes": float(total_smem),
+        "shared_kb": total_smem / 1024.0,
+        "spill_bytes": float(usage.spill_bytes),
+        "spilled": 1.0 if usage.spill_bytes else 0.0,
+        "stack_bytes": float(usage.stack_bytes),
+        **_launch_metrics(shape),
+    }
+    artifacts = {"resources": f"{build.tool} for {settings.arch}: {usage.registers} registers, {usage.shared_bytes} B "
+                              f"static + {shape.smem_bytes} B dynamic shared memory, {usage.spill_store_bytes} B "
+                              f"spill stores, {usage.spill_load_bytes} B spill loads, {usage.stack_bytes} B stack"}
+    sass_metrics, note = _sass_check(candidate, artifacts["resources"])
+    metrics.update(sass_metrics)
+    if note:
+        artifacts["sass_check"] = note
+    return StageReport(metrics, artifacts)
+
+
+def _check_launch_fits(usage: tc.KernelResources, shape: src.LaunchShape, arch: str, log: str) -> None:
+    """Reject launch shapes the GPU would refuse (too many registers or too much shared memory per block)."""
+    problems = []
+    total_smem = usage.shared_bytes + shape.smem_bytes
+    limit = tc.max_shared_bytes(arch)
+    if total_smem > limit:
+        problems.append(f"shared memory {usage.shared_bytes} static + {shape.smem_bytes} dynamic = {total_smem} bytes "
+                        f"exceeds the {limit} bytes a block may use on {arch}")
+    if not tc.registers_fit(usage.registers, shape.threads):
+        problems.append(f"{usage.registers} registers x {shape.threads} threads exceed the register file "
+                        f"({tc.REGISTER_FILE}); the launch would fail (lower THREADS or use __launch_bounds__)")
+    if problems:
+        raise CandidateFailure("; ".join(problems), {"resources": log[-4000:]}, Status.REJECTED)
+
+
+def _sass_check(candidate: Candidate, resources: str) -> tuple[dict[str, float], str]:
+    """Instruction counts from the SASS; a kernel with no FFMA/HMMA is rejected. Returns (metrics, skip note)."""
+    disassembler = tc.find_disassembler()
+    if disassembler is None:
+        return {}, "skipped: no nvdisasm found (pip install nvidia-cuda-nvdisasm)"
+    sass = candidate.run([disassembler, "kernel.cubin"])
+    if not sass.ok:
+        return {}, f"skipped: nvdisasm failed: {sass.stderr[-500:]}"
+    opcodes = tc.count_opcodes(sass.stdout)
+    ffma, hmma = opcodes.get("FFMA", 0) + opcodes.get("FFMA2", 0), opcodes.get("HMMA", 0)
+    if ffma + hmma == 0:
+        top = ", ".join(f"{op} x{n}" for op, n in opcodes.most_common(6))
+        raise CandidateFailure(
+            f"the compiled kernel has no FFMA or HMMA instruction: it does not multiply-accumulate A by B "
+            f"({sum(opcodes.values())} instructions; top: {top})", {"resources": resources}, Status.REJECTED)
+    return {"ffma": float(ffma), "hmma": float(hmma), "sass_instructions": float(sum(opcodes.values()))}, ""
+
+
+# ---- stage 2: cpu_check (CPU emulation) ---------------------------------------------------------------------------
+
+def cpu_check(candidate: Candidate) -> StageReport:
+    settings = load_settings(candidate.problem_root)
+    shape = _screen(candidate, settings)
+    blockers = src.not_emulated(candidate.code)
+    compiler = tc.find_host_compiler()
+    if blockers or compiler is None:
+        why = f"uses {', '.join(blockers)}" if blockers else "no host C++ compiler (g++/clang++) here"
+        return StageReport({"cpu_checked": 0.0},
+                           {"cpu_check": f"not checkable on CPU: {why}; correctness is checked on the GPU only"})
+    unit = candidate.scratch / "emu_kernel.cpp"
+    unit.write_text(emu.emulation_unit(candidate.code, EMULATION_LAUNCHER))
+    start = time.monotonic()
+    objects = emu.prebuilt_objects(compiler, (emu.EMU_RUNTIME, EMU_DRIVER)).verified()
+    harness = stage_files(candidate.scratch, emu.EMU_HEADER, *objects)
+    build = candidate.run(emu.build_command(compiler, unit.name, harness, [o.name for o in objects], "emu_matmul"))
+    build_log = (build.stdout + build.stderr).strip()
+    if not build.ok:
+        if SIGNATURE_HELP.split(":")[0] in build_log or f"'{KERNEL}' was not declared" in build_log:
+            raise CompileError(f"the kernel's signature is wrong: {SIGNATURE_HELP}",
+                               {"emulator_build": tc.compiler_errors(build_log)})
+        # A kernel the CUDA compiler rejects too is a compile error; one it accepts uses something the emulator
+        # lacks, and the GPU stage still checks it fully.
+        _device_compile(candidate, settings)
+        return StageReport({"cpu_checked": 0.0},
+                           {"cpu_check": "not checkable on CPU: the host emulator could not build this kernel (a CUDA "
+                                         "feature it lacks?); correctness is checked on the GPU only",
+                            "emulator_build": tc.compiler_errors(build_log, 6000)})
+    build_seconds = time.monotonic() - start
+    rng = np.random.default_rng(candidate.seed)
+    cases = [mc.make_case(rng, *dims) for dims in settings.cpu_shapes]
+    names = []
+    for i, case in enumerate(cases):
+        # Alternate the order fibers run in, so a race shows up whichever thread gets there first.
+        mc.write_case_file(candidate.scratch / f"case_{i}.bin", case, shape, reverse=i % 2 == 1)
+        names.append(f"case_{i}.bin")
+    start = time.monotonic()
+    run = candidate.run(["./emu_matmul", *names])
+    emulate_seconds = time.monotonic() - start
+    done = run.stdout.count(" done")
+    running = cases[done].label if done < len(cases) else ""
+    if run.timed_out:
+        raise CandidateTimeout(f"the emulated kernel did not finish (while running {running})")
+    failure = emu.explain_run_failure(run, running)
+    if failure is not None:
+        raise CandidateFailure(failure.message, {"emulator_stderr": run.stderr[-4000:]}, failure.status)
+    failures: list[str] = []
+    worst = 0.0
+    for i, case in enumerate(cases):
+        try:
+            out = mc.read_case_output(candidate.scratch / f"case_{i}.bin.out", case)
+        except (OSError, ValueError) as exc:
+            raise CandidateFailure(f"the emulator run left no usable output for {case.label}: {exc}") from None
+        problems, case_worst = mc.check_case(case, out, settings.tolerance, emulated=True)
+        worst = max(worst, case_worst)
+        failures += [f"{case.label}: {p}" for p in problems]
+    passed = [c.label for c in cases if not any(f.startswith(c.label + ":") for f in failures)]
+    if failures:
+        summary = f"wrong output on the CPU emulator: {failures[0]}"
+        detail = "\n".join(failures[:20]) + f"\npassed: {', '.join(passed) or 'none'}"
+        raise WrongOutput(summary, {"cpu_check": detail})
+    return StageReport(
+        {"cpu_checked": 1.0, "cpu_cases": float(len(cases)), "cpu_worst_error": worst,
+         "emulator_build_seconds": build_seconds, "emulate_seconds": emulate_seconds},
+        {"cpu_check": f"correct on {len(cases)} shapes: {', '.join(c.label for c in cases)}"},
+    )
+
+
+# ---- stage 3: bench (1 GPU) ---------------------------------------------------------------------------------------
+
+def _bench_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+    env["CUPY_TF32"] = "0"
+    return env
+
+
+def bench(candidate: Candidate) -> StageReport:
+    settings = load_settings(candidate.problem_root)
+    shape = _screen(candidate, settings)
+    rng = np.random.default_rng(candidate.seed)
+
+    def write(prefix: str, shapes: tuple[tuple[int, int, int], ...]) -> list[tuple[Path, mc.MatmulCase]]:
+        written = []
+        for i, dims in enumerate(shapes):
+            case = mc.make_case(rng, *dims)
+            path = candidate.scratch / f"{prefix}_{i}.bin"
+            mc.write_case_file(path, case, shape, reverse=False)
+            written.append((path, case))
+        return written
+
+    checks, rechecks = write("check", settings.check_shapes), write("recheck", settings.recheck_shapes)
+    result_path = candidate.scratch / "bench_result.json"
+    job = {
+        "source": str(_device_unit(candidate)),
+        "launch": {"threads": shape.threads, "block_m": shape.block_m, "block_n": shape.block_n,
+                   "smem_bytes": shape.smem_bytes},
+        "options": list(DEVICE_OPTIONS),
+        "check_cases": [str(p) for p, _ in checks],
+        "recheck_cases": [str(p) for p, _ in rechecks],
+        "bench_shapes": [list(s) for s in settings.bench_shapes],
+        "warmups": settings.warmups,
+        "repetitions": settings.repetitions,
+        "flush_bytes": settings.flush_mb * 1024 * 1024,
+        "samples": settings.samples,
+        "device_seed": int(rng.integers(0, 2**31 - 1)),
+        "poison_bits": mc.POISON_BITS,
+        "result": str(result_path),
+    }
+    script = stage_files(candidate.scratch, BENCH_SCRIPT) / BENCH_SCRIPT.name
+    run = candidate.run([sys.executable, "-I", str(script)], input=json.dumps(job).encode(), env=_bench_env())
+    if run.timed_out:
+        raise CandidateTimeout("the bench did not finish (a hanging kernel?)", {"stderr": run.stderr[-4000:]})
+    report = _read_report(result_path, run)
+    _check_cases(checks, settings.tolerance, "before timing")
+    _check_cases(rechecks, settings.tolerance, "after timing (new inputs and buffers)")
+    metrics, artifacts = mc.judge_bench(report, [list(s) for s in settings.bench_shapes], settings.repetitions,
+                                        settings.tolerance)
+    device = report.get("device") or {}
+    artifacts["device"] = f"{device.get('name', '?')} (sm_{device.get('major', '?')}{device.get('minor', '?')})"
+    return StageReport(metrics, artifacts)
+
+
+def _read_report(path: Path, run: Any) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        reason = f"signal {run.signal}" if run.signal else f"exit status {run.returncode}"
+        raise CandidateFailure(f"the bench process died without a report ({reason})",
+                               {"stderr": run.stderr[-4000:]}) from None
+    if not isinstance(report, dict):
+        raise CandidateFailure("malformed bench report", status=Status.EVALUATOR_ERROR)
+    if report.get("ok"):
+        return report
+    phase, error = str(report.get("phase", "?")), str(report.get("error", "unknown error"))
+    artifacts = {"bench_error": f"{error}\n{report.get('traceback', '')}".strip(), "stderr": run.stderr[-2000:]}
+    if phase == "setup":
+        raise CandidateFailure(f"GPU bench unavailable on this worker: {error}", artifacts, Status.SYSTEM_ERROR)
+    if phase == "compile":
+        raise CompileError(f"NVRTC (CuPy) failed to compile the kernel: {error[:2000]}", artifacts)
+    raise CandidateFailure(f"CUDA error during {phase}: {error[:2000]}", artifacts, Status.RUNTIME_ERROR)
+
+
+def _check_cases(cases: list[tuple[Path, mc.MatmulCase]], tolerance: float, when: str) -> None:
+    for path, case in cases:
+        try:
+            out = mc.read_case_output(Path(f"{path}.out"), case)
+        except (OSError, ValueError) as exc:
+            raise CandidateFailure(f"no output for {case.label} {when}: {exc}", status=Status.EVALUATOR_ERROR) \
+                from None
+        problems, _ = mc.check_case(case, out, tolerance)
+        if problems:
+            raise WrongOutput(f"wrong output on the GPU, {case.label} {when}: {problems[0]}",
+                              {"gpu_check": "\n".join(problems)})

@@ -1,0 +1,17 @@
+// Hostile: computes C correctly, then scribbles over its input A.
+constexpr int THREADS = 256;
+constexpr int BLOCK_M = 16;
+constexpr int BLOCK_N = 16;
+constexpr int SMEM_BYTES = 0;
+
+extern "C" __global__ void matmul(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C, int M, int N, int K) {
+    const int row = blockIdx.y * BLOCK_M + threadIdx.x / BLOCK_N;
+    const int col = blockIdx.x * BLOCK_N + threadIdx.x % BLOCK_N;
+    if (row < M && col < N) {
+        float acc = 0.0f;
+        for (int k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
+        C[row * N + col] = acc;
+    }
+    __syncthreads();
+    if (row < M && col == 0) const_cast<float*>(A)[row * K] = 0.0f;
+}
