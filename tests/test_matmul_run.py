@@ -1,0 +1,60 @@
+"""problems/matmul evolving on a local Ray instance with a declared (fake) GPU: the cascade's scheduling.
+
+The `bench` stage is replaced by a CPU stand-in defined here (it scores by code length, not a GPU measurement);
+`compile` and `cpu_check` are the real stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evolve.archive import read_programs
+from evolve.loop import Evolution, StopReason
+from evolve.mutators.scripted import ScriptedMutator
+from evolve.problem import load_problem
+from evolve.settings import RunSettings
+
+from .test_matmul import STAND_IN, needs_cuda_compiler, needs_host_compiler
+
+pytestmark = [pytest.mark.ray, needs_cuda_compiler, needs_host_compiler]
+
+RECORDING_STAND_IN = STAND_IN + '''
+
+import os
+
+_score = bench
+
+
+def bench(candidate):
+    metrics = _score(candidate)
+    # Ray sets CUDA_VISIBLE_DEVICES only for tasks that were granted a GPU.
+    metrics["gpu_granted"] = 1.0 if os.environ.get("CUDA_VISIBLE_DEVICES", "") != "" else 0.0
+    return metrics
+'''
+
+
+def test_matmul_cascade_runs_on_ray_with_gpu_stage_scheduling(ray_session, problem_copy, tmp_path: Path) -> None:
+    root = problem_copy("matmul")
+    (root / "standin.py").write_text(RECORDING_STAND_IN)
+    toml = root / "problem.toml"
+    toml.write_text(toml.read_text().replace('evaluator = "evaluator.py"', 'evaluator = "standin.py"'))
+    problem = load_problem(root)
+    settings = RunSettings(iterations=4, concurrency=2, islands=1, seed=3)
+    run_dir = tmp_path / "run"
+    summary = Evolution(problem, settings, ScriptedMutator(), run_dir, "matmul-test").run()
+    assert summary.stop_reason is StopReason.BUDGET
+    rows = read_programs(run_dir).table.to_pylist()
+    seed = next(r for r in rows if r["iteration"] == 0)
+    stages = json.loads(seed["stages"])
+    assert [s["stage"] for s in stages] == ["compile", "cpu_check", "bench"]
+    assert all(s["status"] == "ok" for s in stages)
+    metrics = json.loads(seed["metrics"])
+    assert metrics["gpu_granted"] == 1.0 and metrics["registers"] > 0
+    for row in rows:
+        for stage in json.loads(row["stages"]):
+            if stage["stage"] == "bench":
+                assert stage["metrics"]["gpu_granted"] == 1.0
+    assert seed["cell"] is not None and seed["score"] > 0
