@@ -158,7 +158,8 @@ class Evolution:
                 self._restore()
             else:
                 self._write_run_info("running")
-            if self.seed_score is None and SEED_ITERATION not in self._seen_iterations:
+            if self.db.best() is None:
+                # Nothing to evolve from yet: a new run, or a resumed one killed before its seed was recorded.
                 self._evaluate_seed()
             self._loop()
         except KeyboardInterrupt:
@@ -187,8 +188,6 @@ class Evolution:
             shutil.copyfile(self.problem.root / "problem.toml", self.run_dir / "problem.toml")
         write_json_atomic(path, info)
 
-    _seen_iterations: frozenset[int] = frozenset()
-
     def _restore(self) -> None:
         """Rebuild the database from the archive; continue numbering after the last recorded iteration."""
         programs = read_programs(self.run_dir).table
@@ -197,7 +196,6 @@ class Evolution:
         if programs.num_rows:
             iterations = programs.column("iteration").to_pylist()
             statuses = programs.column("status").to_pylist()
-            self._seen_iterations = frozenset(iterations)
             self.next_iteration = max(iterations) + 1
             self.done = sum(1 for i in iterations if i != SEED_ITERATION)
             self.statuses.update(statuses)
@@ -232,6 +230,10 @@ class Evolution:
     def _evaluate_seed(self) -> None:
         code = self.problem.seed_code()
         child = Child(iteration=SEED_ITERATION, island=0, parent=None, code=code, program_id=program_id_for(code))
+        if child.program_id in self.db:
+            raise SeedFailed(StageOutcome(
+                stage="seed", status=Status.REJECTED,
+                message="this run's seed program already failed its evaluation; fix the seed and start a new run"))
         self.progress.message(f"evaluating the seed program {child.program_id}")
         self._submit(child)
         while self.jobs and self.stop_reason is None:

@@ -153,6 +153,13 @@ def test_failing_seed_stops_before_evolution(ray_session, tiny_problem: Path, tm
     assert "'main'" in text and "runtime_error" in text and "ZeroDivisionError" in text
     rows = read_programs(tmp_path / "run").table.to_pylist()
     assert [r["iteration"] for r in rows] == [0]
+    # Resuming cannot evolve from a failed seed either, and says why instead of evaluating it again.
+    problem = load_problem(tiny_problem)
+    again = Evolution(problem, RunSettings(iterations=4, concurrency=2, islands=2), ScriptedMutator(),
+                      tmp_path / "run", "run", resume=True)
+    with pytest.raises(SeedFailed, match="already failed"):
+        again.run()
+    assert len(read_programs(tmp_path / "run").table) == 1
 
 
 def test_target_score_and_time_limit_stop(ray_session, tiny_problem: Path, tmp_path: Path) -> None:
