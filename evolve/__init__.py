@@ -16,6 +16,16 @@ __all__ = [
     "Status",
     "WrongOutput",
     "load_problem",
+    "open_archive",
+    "run",
     "program_id_for",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy exports keep `import evolve` light (no Ray, DuckDB)
+    if name in ("run", "open_archive"):
+        from evolve import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'evolve' has no attribute {name!r}")

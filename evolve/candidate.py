@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from evolve.sandbox.launcher import BasicSandbox, ChannelError, RunResult, SandboxProcess
+from evolve.sandbox.launcher import ChannelError, RunResult, Sandbox, SandboxProcess, SandboxSetupError
 from evolve.types import Status
+
+ARRAY_KINDS = "biufc"  # bool, int, uint, float, complex: no object or string arrays from a candidate
 
 
 class CandidateFailure(Exception):
@@ -47,6 +49,18 @@ class CandidateMemoryError(CandidateFailure):
     status = Status.MEMORY
 
 
+class InProcessNotAllowed(RuntimeError):
+    """``run_evaluator_in_sandbox`` was called while ``sandbox.allow_in_process`` is off (an evaluator error)."""
+
+
+MEMORY_MARKERS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
+
+
+def _looks_like_memory(stderr: str) -> bool:
+    """A process that died at its memory limit usually says so on stderr (Python, C++ or libc wording)."""
+    return any(marker in stderr for marker in MEMORY_MARKERS)
+
+
 def decode_value(value: Any) -> Any:
     """Decode harness JSON (``{"__ndarray__": ...}`` becomes a numpy array)."""
     if isinstance(value, list):
@@ -54,8 +68,11 @@ def decode_value(value: Any) -> Any:
     if isinstance(value, dict):
         if "__ndarray__" in value and set(value) == {"__ndarray__", "dtype", "shape"}:
             try:
-                return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"])).reshape(value["shape"])
-            except (TypeError, ValueError) as exc:
+                dtype = np.dtype(value["dtype"])
+                if dtype.kind not in ARRAY_KINDS:
+                    raise TypeError(f"dtype {dtype} is not numeric")
+                return np.asarray(value["__ndarray__"], dtype=dtype).reshape(value["shape"])
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise WrongOutput(f"malformed array from candidate: {exc}") from None
         return {k: decode_value(v) for k, v in value.items()}
     return value
@@ -83,7 +100,7 @@ class Candidate:
         stage: str,
         timeout: float,
         seed: int,
-        sandbox: BasicSandbox,
+        sandbox: Sandbox,
         filename: str = "program.py",
         problem_root: Path | None = None,
         gpus: float = 0.0,
@@ -99,9 +116,10 @@ class Candidate:
         self.timeout = timeout
         self.scratch = sandbox.make_scratch()
         self.path = self.scratch / filename
-        self.path.write_text(code)
+        self._write_source()
         self.artifacts: dict[str, str] = {}
         self.call_seconds: list[float] = []
+        self.in_process = False  # set when an evaluator ran inside the candidate's process
         self._process: SandboxProcess | None = None
 
     @property
@@ -116,29 +134,59 @@ class Candidate:
             return self.deadline
         return min(self.deadline, time.monotonic() + timeout)
 
+    def _write_source(self) -> None:
+        """(Re)write the candidate's file from the trusted copy: an earlier process may have rewritten it."""
+        self.path.unlink(missing_ok=True)
+        self.path.write_text(self.code)
+        self.path.chmod(0o444)
+
+    def _spawn(self, read_paths: tuple[str, ...] = ()) -> SandboxProcess:
+        if self.remaining() <= 0:
+            raise CandidateTimeout(f"stage {self.stage!r} has no time left")
+        self._write_source()
+        try:
+            return self.sandbox.spawn_python(self.scratch, self.remaining(), gpu=self.gpus > 0 or None,
+                                             read_paths=read_paths)
+        except SandboxSetupError as exc:
+            raise CandidateFailure(str(exc), status=Status.SYSTEM_ERROR) from None
+
     def _ensure_process(self) -> SandboxProcess:
         if self._process is None:
-            self._process = self.sandbox.spawn_python(self.scratch, self.remaining())
+            self._process = self._spawn()
             reply = self._request({"op": "load", "path": str(self.path)}, self.deadline)
             if not reply.get("ok"):
                 raise self._failure(reply, Status.COMPILE_ERROR, "importing the candidate failed")
         return self._process
 
-    def _request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
-        assert self._process is not None
+    def _request(self, message: dict[str, Any], deadline: float, process: SandboxProcess | None = None) \
+            -> dict[str, Any]:
+        process = process or self._process
+        assert process is not None
         try:
-            return self._process.request(message, deadline)
+            return process.request(message, deadline)
+        except SandboxSetupError as exc:
+            if process is self._process:
+                self._close_process()
+            else:
+                process.close()
+            raise CandidateFailure(str(exc), status=Status.SYSTEM_ERROR) from None
         except ChannelError as exc:
-            self._close_process()
+            if process is self._process:
+                self._close_process()
+            else:
+                self.artifacts.setdefault("stderr", process.stderr())
+                process.close()
             stderr = exc.stderr
             if exc.kind == "timeout":
                 raise CandidateTimeout(f"stage {self.stage!r} timed out; process tree killed", {"stderr": stderr}) \
                     from None
+            if exc.kind == "protocol":
+                raise CandidateFailure(f"candidate broke the result protocol: {exc}", {"stderr": stderr},
+                                       Status.WRONG_OUTPUT) from None
+            status = Status.MEMORY if _looks_like_memory(stderr) else Status.RUNTIME_ERROR
             if exc.signal_number is not None:
-                status = Status.MEMORY if "MemoryError" in stderr else Status.RUNTIME_ERROR
                 raise CandidateFailure(f"candidate killed by signal {exc.signal_number}", {"stderr": stderr},
                                        status) from None
-            status = Status.MEMORY if "MemoryError" in stderr else Status.RUNTIME_ERROR
             raise CandidateFailure(f"candidate process failed: {exc}", {"stderr": stderr}, status) from None
 
     def _failure(self, reply: dict[str, Any], default: Status, what: str) -> CandidateFailure:
@@ -152,12 +200,17 @@ class Candidate:
 
     def call(self, entry: str, *args: Any, timeout: float | None = None, using: str | Path | None = None,
              **kwargs: Any) -> Any:
-        """Call ``entry`` of the candidate (or of the helper file ``using``) in the sandbox; return its data."""
+        """Call ``entry`` of the candidate (or of the helper file ``using``) in the sandbox; return its data.
+
+        The helper's source is read here and sent over the request channel, so the helper file itself need not be
+        readable inside the sandbox. Time is measured here, from sending the request to reading the reply.
+        """
+        source = Path(using).read_text() if using else None
         self._ensure_process()
         start = time.monotonic()
         reply = self._request(
             {"op": "call", "entry": entry, "args": encode_value(list(args)), "kwargs": encode_value(kwargs),
-             "using": str(using) if using else None},
+             "using": str(using) if using else None, "source": source},
             self._deadline(timeout),
         )
         self.call_seconds.append(time.monotonic() - start)
@@ -166,16 +219,62 @@ class Candidate:
             raise self._failure(reply, status, f"calling {entry}() failed")
         return decode_value(reply.get("value"))
 
+    def run_evaluator_in_sandbox(self, evaluator_path: str | Path, function_name: str = "evaluate",
+                                 program_path: str | Path | None = None, timeout: float | None = None) \
+            -> dict[str, Any]:
+        """Run a whole evaluator in other engines' style, ``function_name(program_path) -> dict``, in the sandbox.
+
+        "In-process" mode: the evaluator shares the candidate's process, so the candidate can tamper with it (patch
+        its clock, reach its frames). Only for evaluators written for engines that work this way; the result is
+        marked ``in_process`` (``Candidate.in_process``) and needs ``sandbox.allow_in_process = true``. The
+        evaluator's directory is readable in the sandbox (its data files sit there). Returns the metrics dict;
+        artifacts the evaluator returned are added to ``candidate.artifacts``.
+        """
+        if not self.sandbox.config.allow_in_process:
+            raise InProcessNotAllowed("in-process evaluation is disabled; set sandbox.allow_in_process = true to "
+                                      "run evaluators that share the candidate's process")
+        evaluator_path = Path(evaluator_path).resolve()
+        source = evaluator_path.read_text()
+        self.in_process = True
+        process = self._spawn(read_paths=(str(evaluator_path.parent),))
+        try:
+            start = time.monotonic()
+            reply = self._request(
+                {"op": "evaluate", "path": str(evaluator_path), "source": source, "function": function_name,
+                 "program_path": str(program_path or self.path)},
+                self._deadline(timeout), process,
+            )
+            self.call_seconds.append(time.monotonic() - start)
+            if not reply.get("ok"):
+                status = Status.COMPILE_ERROR if reply.get("kind") == "import" else Status.RUNTIME_ERROR
+                failure = self._failure(reply, status, f"in-process evaluator {function_name}() failed")
+                failure.artifacts["stderr"] = process.stderr()
+                raise failure
+            value = decode_value(reply.get("value"))
+            if not isinstance(value, dict) or not isinstance(value.get("metrics"), dict):
+                raise WrongOutput("in-process evaluator returned malformed data")
+            self.artifacts.update({str(k): str(v) for k, v in dict(value.get("artifacts") or {}).items()})
+            return {str(k): v for k, v in value["metrics"].items()}
+        finally:
+            process.close()
+
     def run(self, argv: list[str], timeout: float | None = None, input: bytes | None = None,
             env: dict[str, str] | None = None) -> RunResult:
         """Run a command in the sandbox with the candidate's scratch dir as cwd."""
         limit = self.remaining() if timeout is None else min(timeout, self.remaining())
         if limit <= 0:
             raise CandidateTimeout(f"stage {self.stage!r} has no time left")
-        result = self.sandbox.run(argv, self.scratch, limit, input=input, env=env)
+        try:
+            result = self.sandbox.run(argv, self.scratch, limit, input=input, env=env, gpu=self.gpus > 0 or None)
+        except SandboxSetupError as exc:
+            raise CandidateFailure(str(exc), status=Status.SYSTEM_ERROR) from None
         if result.timed_out and time.monotonic() >= self.deadline:
             raise CandidateTimeout(f"stage {self.stage!r} timed out; process tree killed", {"stderr": result.stderr})
         return result
+
+    def restart(self) -> None:
+        """Kill the candidate's process tree; the next ``call`` starts a fresh process from the trusted source."""
+        self._close_process()
 
     def stdout(self) -> str:
         return self._process.stdout() if self._process else ""

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from evolve.problem import Problem, ProblemError, load_problem
+from evolve.problem import Problem, ProblemError
 
 
 class EvolveError(click.ClickException):
@@ -20,8 +20,15 @@ class EvolveError(click.ClickException):
 
 
 def _load(problem_dir: str) -> Problem:
+    return _load_with_notes(problem_dir)[0]
+
+
+def _load_with_notes(problem_dir: str) -> tuple[Problem, list[str]]:
+    """A ``problem.toml`` folder, or an OpenEvolve-format one (with notes on what was mapped or ignored)."""
+    from evolve.openevolve import load_any_problem
+
     try:
-        return load_problem(problem_dir)
+        return load_any_problem(problem_dir)
     except ProblemError as exc:
         raise EvolveError(str(exc)) from None
 
@@ -52,6 +59,9 @@ def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> An
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
     if address:
         kwargs["address"] = address
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+            # Under `ray job submit` the job's own runtime_env would clash with ours; the problem folder must win.
+            os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
         # On a cluster the problem folder travels with the job; the engine is installed on the nodes.
         try:
             kwargs["runtime_env"] = problem_runtime_env(problem)
@@ -91,16 +101,22 @@ def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> An
 @click.option("--max-llm-calls", type=click.IntRange(min=1))
 @click.option("--max-tokens", type=click.IntRange(min=1))
 @click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="USD.")
+@click.option("--sandbox-require", help="Refuse to start unless candidates get these sandbox layers "
+              "(e.g. 'full', or 'pidns+netns+landlock'); overrides [sandbox] require.")
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
 def run(problem_dir: str, **opts: Any) -> None:
     """Evolve the problem in PROBLEM_DIR."""
     from evolve.cluster import cluster_view, unmet_requirements
+    from evolve.live import make_progress
     from evolve.loop import Evolution, SeedFailed, StopReason
     from evolve.mutators import build_mutator
-    from evolve.progress import LineProgress, QuietProgress
+    from evolve.sandbox import describe_isolation
     from evolve.settings import RunSettings
 
-    problem = _load(problem_dir)
+    problem, notes = _load_with_notes(problem_dir)
+    for note in notes:
+        click.echo(f"note: {note}")
+    sandbox_config = _sandbox_config(problem, opts["sandbox_require"])
     root = Path(opts["archive_root"])
     overrides = {k: opts[k] for k in ("iterations", "concurrency", "islands", "migration_interval", "mutator",
                                      "seed", "time_limit", "target_score", "batch_size")}
@@ -130,7 +146,7 @@ def run(problem_dir: str, **opts: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - endpoint probes and bad settings end here with their message
         raise EvolveError(f"cannot start the {settings.mutator} mutator: {exc}") from None
 
-    progress = QuietProgress() if opts["quiet"] else LineProgress()
+    progress = make_progress(opts["quiet"])
     out = click.echo
     _init_ray(opts["address"], opts["num_cpus"], problem)
     view = cluster_view()
@@ -144,8 +160,10 @@ def run(problem_dir: str, **opts: Any) -> None:
     concurrency = settings.concurrency or f"auto ({view.default_concurrency()}, follows the cluster)"
     out(f"evolve: problem {problem.name} | mutator {settings.mutator} | {settings.iterations} iterations | "
         f"concurrency {concurrency} | islands {settings.islands}")
+    out(f"sandbox: {describe_isolation(sandbox_config)}")
     out(f"archive: {run_dir}")
-    evolution = Evolution(problem, settings, mutator, run_dir, run_id, resume=opts["resume"], progress=progress)
+    evolution = Evolution(problem, settings, mutator, run_dir, run_id, resume=opts["resume"], progress=progress,
+                          sandbox_settings=sandbox_config)
     try:
         summary = evolution.run()
     except SeedFailed as exc:
@@ -220,6 +238,18 @@ def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, 
         sys.exit(1)
 
 
+def _sandbox_config(problem: Problem, require: str | None) -> Any:
+    """The problem's ``[sandbox]`` settings (plus ``--sandbox-require``), checked against this host now."""
+    from evolve.sandbox import SandboxConfig, SandboxConfigError, SandboxUnavailable, check_requirement
+
+    try:
+        config = SandboxConfig.from_table(problem.sections.get("sandbox"), require=require)
+        check_requirement(config)
+    except (SandboxConfigError, SandboxUnavailable) as exc:
+        raise EvolveError(str(exc)) from None
+    return config
+
+
 def _gpu_available() -> bool:
     try:
         import cupy  # type: ignore[import-not-found]
@@ -229,13 +259,15 @@ def _gpu_available() -> bool:
         return False
 
 
-def _register_archive() -> None:
+def _register_commands() -> None:
     from evolve.cli_archive import archive
+    from evolve.cli_extra import init, problems
 
-    main.add_command(archive)
+    for command in (archive, init, problems):
+        main.add_command(command)
 
 
-_register_archive()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -24,14 +24,19 @@ class ClusterView:
     cpus: float
     gpus: float
     resources: dict[str, float] = field(default_factory=dict)
-    max_node_cpus: float = 0.0
-    max_node_gpus: float = 0.0
+    node_resources: tuple[dict[str, float], ...] = ()
 
     def describe(self) -> str:
         return f"Ray cluster: {self.nodes} node(s), {self.cpus:g} CPUs, {self.gpus:g} GPUs"
 
     def default_concurrency(self) -> int:
-        return max(2, int(SLOTS_PER_CPU * (self.cpus + self.gpus)))
+        # A GPU node also declares CPUs; count a node's GPU slots only beyond its CPU slots.
+        slots = sum(max(node.get("CPU", 0.0), node.get("GPU", 0.0)) for node in self.node_resources)
+        return max(2, int(SLOTS_PER_CPU * (slots or self.cpus + self.gpus)))
+
+    def fits(self, need: dict[str, float]) -> bool:
+        """True when some single node offers every resource in ``need`` at once."""
+        return any(all(node.get(k, 0.0) >= v for k, v in need.items() if v) for node in self.node_resources)
 
 
 def cluster_view() -> ClusterView:
@@ -39,37 +44,30 @@ def cluster_view() -> ClusterView:
 
     alive = [n for n in ray.nodes() if n.get("Alive")]
     totals: dict[str, float] = {}
-    max_cpus = max_gpus = 0.0
     for node in alive:
         res = node.get("Resources", {})
         for key, value in res.items():
             if not key.startswith("node:") and not key.startswith("memory") and key != "object_store_memory":
                 totals[key] = totals.get(key, 0.0) + float(value)
-        max_cpus = max(max_cpus, float(res.get("CPU", 0.0)))
-        max_gpus = max(max_gpus, float(res.get("GPU", 0.0)))
     return ClusterView(nodes=len(alive), cpus=totals.get("CPU", 0.0), gpus=totals.get("GPU", 0.0),
-                       resources=totals, max_node_cpus=max_cpus, max_node_gpus=max_gpus)
+                       resources=totals,
+                       node_resources=tuple({k: float(v) for k, v in n.get("Resources", {}).items()}
+                                            for n in alive))
 
 
 def unmet_requirements(problem: Problem, view: ClusterView) -> list[str]:
     """Why the problem's stages could never be scheduled on this cluster (empty when they can)."""
     problems: list[str] = []
     for stage in problem.stages:
-        if stage.gpus > view.max_node_gpus:
-            hint = ""
-            if view.gpus == 0:
-                seed = problem.seed_path
-                hint = (f"; this cluster has no GPU. Check programs without one: `evolve eval {problem.root} "
-                        f"{seed}` runs the CPU stages")
-            problems.append(f"stage {stage.name!r} needs {stage.gpus:g} GPU(s) on one node, the largest node has "
-                            f"{view.max_node_gpus:g}{hint}")
-        if stage.cpus > view.max_node_cpus:
-            problems.append(f"stage {stage.name!r} needs {stage.cpus:g} CPU(s) on one node, the largest node has "
-                            f"{view.max_node_cpus:g}")
-        for name, amount in stage.resources.items():
-            if view.resources.get(name, 0.0) < amount:
-                problems.append(f"stage {stage.name!r} needs resource {name}={amount:g}, the cluster has "
-                                f"{view.resources.get(name, 0.0):g}")
+        need = {"CPU": stage.cpus, "GPU": stage.gpus, **stage.resources}
+        if view.fits(need):
+            continue
+        wanted = ", ".join(f"{k}={v:g}" for k, v in need.items() if v)
+        reason = f"stage {stage.name!r} needs {wanted} on one node; no node of this cluster offers that"
+        if stage.gpus and view.gpus == 0:
+            reason += (f" (the cluster has no GPU). Check programs without one: `evolve eval {problem.root} "
+                       f"{problem.seed_path}` runs the CPU stages")
+        problems.append(reason)
     return problems
 
 

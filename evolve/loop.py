@@ -185,8 +185,17 @@ class Evolution:
             info["sessions"] = old.get("sessions", 1) + (1 if state == "running" else 0)
         else:
             info["sessions"] = 1
-            shutil.copyfile(self.problem.root / "problem.toml", self.run_dir / "problem.toml")
+            self._snapshot_problem()
         write_json_atomic(path, info)
+
+    def _snapshot_problem(self) -> None:
+        source = self.problem.root / "problem.toml"
+        if source.exists():
+            shutil.copyfile(source, self.run_dir / "problem.toml")
+        else:  # an OpenEvolve-format folder: keep the definition it was mapped to
+            from evolve.openevolve import openevolve_problem_toml
+
+            (self.run_dir / "problem.toml").write_text(openevolve_problem_toml(self.problem.root))
 
     def _restore(self) -> None:
         """Rebuild the database from the archive; continue numbering after the last recorded iteration."""

@@ -1,27 +1,52 @@
-"""Launching untrusted processes: a new session, rlimits, a private scratch dir, a hard wall-clock deadline.
+"""Launching untrusted processes under every isolation layer the host allows (the trusted side of the sandbox).
 
-This is the basic launcher (layer "session+rlimits"). The process tree is killed as a whole at the deadline.
+``Sandbox`` is what ``Candidate`` and ``run_stage`` use: ``make_scratch``/``remove_scratch`` for the private
+directory, ``spawn_python`` for a live harness process speaking JSON lines, ``run`` for any command, and ``level``,
+the isolation level every result records. All processes are forked by this process's fork server
+(``forkserver``), never with ``preexec_fn`` from this (possibly multi-threaded) process.
+
+Layout of one scratch area (``make_scratch`` returns ``work``)::
+
+    /tmp/evolve-sbx-XXXX/      root-owned 0711: the candidate can pass through, not list
+        work/                  the candidate's cwd, HOME and TMPDIR; owned by the candidate's uid
+        N.stdout, N.stderr     captured output of process N, written through descriptors only
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import resource
+import secrets
 import select
 import shutil
-import signal
-import subprocess
+import stat
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from evolve.problem import Limits
+from evolve.sandbox.config import Layer, SandboxConfig, format_level
+from evolve.sandbox.forkserver import HARNESS_PATH, ForkServer, get_forkserver, wait_message
+from evolve.sandbox.policy import PlanInput, SpawnError, candidate_env, plan_spawn
+from evolve.sandbox.probe import HostProbe
 
-ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+KILL_CONFIRM_TIMEOUT = 10.0
+EXIT_GRACE = 0.2  # seconds a harness gets to leave by itself at end of input before its tree is killed
+F_SETPIPE_SZ = 1031
+
+
+class SandboxUnavailable(RuntimeError):
+    """The host cannot provide the isolation level that ``sandbox.require`` asks for."""
+
+
+class SandboxSetupError(RuntimeError):
+    """A layer the probe reported as working failed for one process (host problem, never the candidate's fault)."""
 
 
 @dataclass(frozen=True)
@@ -50,194 +75,389 @@ class ChannelError(RuntimeError):
         self.signal_number = signal_number
 
 
-def _rlimits(limits: Limits, cpu_seconds: float) -> list[tuple[int, tuple[int, int]]]:
-    mem = limits.memory_mb * 1024 * 1024
-    cpu = max(1, int(cpu_seconds) + 1)
-    return [
-        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-        (resource.RLIMIT_AS, (mem, mem)),
-        (resource.RLIMIT_FSIZE, (limits.file_size_mb * 1024 * 1024,) * 2),
-        (resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files)),
-        (resource.RLIMIT_CORE, (0, 0)),
-    ]
+def _tail(path: Path, limit: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class _Monitor:
+    """The trusted side's view of one sandboxed process: its monitor's status socket."""
+
+    sock: Any
+    exit: dict[str, Any] | None = None
+
+    def wait_exit(self, deadline: float | None) -> dict[str, Any] | None:
+        while self.exit is None:
+            message = wait_message(self.sock, deadline)
+            if message is None:
+                return None
+            if message.get("event") == "exit":
+                self.exit = message
+        return self.exit
+
+    def kill(self) -> dict[str, Any]:
+        """Kill the whole process tree and wait until the monitor confirms nothing is left."""
+        if self.exit is None:
+            with contextlib.suppress(OSError):
+                self.sock.send(b"kill")
+            self.wait_exit(time.monotonic() + KILL_CONFIRM_TIMEOUT)
+        return self.exit or {"returncode": None, "signal": None, "killed": True, "error": "no confirmation"}
+
+    def setup_error(self) -> str:
+        return str((self.exit or {}).get("error") or "")
+
+    def close(self) -> None:
+        self.kill()
+        # The monitor closes its socket as it exits: after EOF nothing of this process tree is left running.
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline and select.select([self.sock], [], [], deadline - time.monotonic())[0]:
+                if not self.sock.recv(65536):
+                    break
+            self.sock.close()
 
 
 @dataclass
 class SandboxProcess:
-    """A live sandboxed process speaking JSON lines: requests on its stdin, replies on a dedicated pipe."""
+    """A live sandboxed harness speaking JSON lines: requests on its stdin, replies on a dedicated pipe.
 
-    popen: subprocess.Popen[bytes]
-    replies: IO[bytes]
+    Every request carries a fresh random id that the reply must echo, and nothing may arrive on the reply channel
+    before a request is sent: a candidate that writes to the channel itself can only do what returning that data
+    would do, and cannot queue answers to make a later call look instantaneous.
+    """
+
+    monitor: _Monitor
+    requests: IO[bytes]
+    replies: int
     scratch: Path
     stdout_path: Path
     stderr_path: Path
     output_limit: int
+    max_reply: int
     _buffer: bytes = field(default=b"")
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        if self._buffer or select.select([self.replies], [], [], 0)[0]:
+            self.kill()
+            raise ChannelError("protocol", "unsolicited data on the result channel (forged reply)", self.stderr())
+        nonce = secrets.token_hex(16)
         try:
-            assert self.popen.stdin is not None
-            self.popen.stdin.write((json.dumps(message, allow_nan=True) + "\n").encode())
-            self.popen.stdin.flush()
+            self.requests.write((json.dumps({**message, "id": nonce}, allow_nan=True) + "\n").encode())
+            self.requests.flush()
         except (BrokenPipeError, OSError):
             self._raise_died()
-        fd = self.replies.fileno()
-        while b"\n" not in self._buffer:
+        buffer = bytearray()  # grows by appending: a 64 MiB reply must not cost quadratic copying or scanning
+        while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise ChannelError("timeout", "deadline passed", self.stderr())
-            ready, _, _ = select.select([fd], [], [], remaining)
+            ready, _, _ = select.select([self.replies], [], [], remaining)
             if not ready:
                 continue
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(self.replies, 1 << 20)
             if not chunk:
                 self._raise_died()
-            self._buffer += chunk
-            if len(self._buffer) > 256 * 1024 * 1024:
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                newline += len(buffer)
+                buffer += chunk
+                break
+            buffer += chunk
+            if len(buffer) > self.max_reply:
                 self.kill()
-                raise ChannelError("protocol", "reply larger than 256 MiB", self.stderr())
-        line, _, self._buffer = self._buffer.partition(b"\n")
+                raise ChannelError("protocol", f"reply larger than {self.max_reply} bytes", self.stderr())
+        if newline > self.max_reply:
+            self.kill()
+            raise ChannelError("protocol", f"reply larger than {self.max_reply} bytes", self.stderr())
+        line, self._buffer = bytes(buffer[:newline]), bytes(buffer[newline + 1:])
         try:
             reply = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.kill()
-            raise ChannelError("protocol", "reply is not JSON", self.stderr()) from None
+            raise ChannelError("protocol", "reply is not valid JSON", self.stderr()) from None
         if not isinstance(reply, dict):
             self.kill()
             raise ChannelError("protocol", "reply is not a JSON object", self.stderr())
+        if reply.get("id") != nonce:
+            self.kill()
+            raise ChannelError("protocol", "reply does not answer this request (forged reply)", self.stderr())
         return reply
 
     def _raise_died(self) -> None:
-        try:
-            code = self.popen.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            code = None
-        self.kill()
-        sig = -code if code is not None and code < 0 else None
+        exit_info = self.monitor.wait_exit(time.monotonic() + 2.0) or self.monitor.kill()
+        if self.monitor.setup_error():
+            raise SandboxSetupError(f"sandbox setup failed: {self.monitor.setup_error()}")
+        sig = exit_info.get("signal")
+        code = exit_info.get("returncode")
         raise ChannelError("died", f"candidate process exited (code {code})", self.stderr(), sig)
 
-    def _tail(self, path: Path) -> str:
-        try:
-            with open(path, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - self.output_limit))
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+    def exit_info(self) -> dict[str, Any] | None:
+        return self.monitor.exit
 
     def stdout(self) -> str:
-        return self._tail(self.stdout_path)
+        return _tail(self.stdout_path, self.output_limit)
 
     def stderr(self) -> str:
-        return self._tail(self.stderr_path)
+        return _tail(self.stderr_path, self.output_limit)
 
     def kill(self) -> None:
-        _kill_tree(self.popen)
+        self.monitor.kill()
 
     def close(self) -> None:
-        self.kill()
-        for stream in (self.popen.stdin, self.replies):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        """End of input lets the harness leave by itself (flushing the candidate's output); then kill what is left."""
+        with contextlib.suppress(OSError):
+            self.requests.close()
+        if self.monitor.exit is None:
+            self.monitor.wait_exit(time.monotonic() + EXIT_GRACE)
+        with contextlib.suppress(OSError):
+            os.close(self.replies)
+        self.monitor.close()
 
 
-def _kill_tree(popen: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(popen.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        popen.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
+def _rmtree(path: Path) -> None:
+    """Remove a tree the candidate may have made hard to remove (0000 dirs, read-only files) as a non-root user."""
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        _make_removable(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
-class BasicSandbox:
-    """New session + rlimits + private scratch dir + environment allowlist."""
+def _make_removable(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.chmod(path, stat.S_IRWXU)
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                _make_removable(Path(entry.path))
 
-    level = "session+rlimits"
 
-    def __init__(self, limits: Limits | None = None):
+def choose_layers(probe: HostProbe, config: SandboxConfig) -> frozenset[Layer]:
+    """The layers to use: what the host allows, restricted to ``config.layers``, with their dependencies."""
+    have = set(probe.available())
+    if not probe.root and Layer.USERNS not in have:  # a non-root launcher gets namespaces only through a user ns
+        have -= {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}
+    restricted = config.allowed_layers is not None
+    allowed = set(config.allowed_layers or tuple(Layer))
+
+    def use(layer: Layer, fallback_for: Layer | None = None) -> bool:
+        wanted = layer in allowed or (fallback_for is not None and fallback_for in allowed and not restricted)
+        return layer in have and wanted
+
+    chosen = {Layer.SESSION, Layer.RLIMITS}
+    if use(Layer.PIDNS):
+        chosen.add(Layer.PIDNS)
+    elif use(Layer.SUBREAPER, Layer.PIDNS):
+        chosen.add(Layer.SUBREAPER)
+    if use(Layer.NETNS):
+        chosen.add(Layer.NETNS)
+    elif use(Layer.NONET, Layer.NETNS) and Layer.SECCOMP in allowed:
+        chosen |= {Layer.NONET, Layer.SECCOMP}
+    if use(Layer.MNTNS) and Layer.PIDNS in chosen:
+        chosen.add(Layer.MNTNS)
+    chosen |= {layer for layer in (Layer.LANDLOCK, Layer.SECCOMP, Layer.UID) if use(layer)}
+    if not probe.root and chosen & {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}:
+        chosen.add(Layer.USERNS)
+    if Layer.UID in chosen and probe.uid_needs_mntns and Layer.MNTNS not in chosen:
+        chosen.discard(Layer.UID)  # the Python install is unreachable for another uid without the mount namespace
+    return frozenset(chosen)
+
+
+def missing_layers(probe: HostProbe, config: SandboxConfig) -> list[tuple[Layer, str]]:
+    chosen = choose_layers(probe, config)
+    out = []
+    for layer in config.required_layers:
+        if layer not in chosen:
+            if layer not in probe.available():
+                reason = probe.why(layer)
+            elif layer is Layer.UID and probe.uid_needs_mntns:
+                reason = "needs the mntns layer to expose the Python install to an unprivileged uid"
+            else:
+                reason = "excluded by sandbox.layers or a layer it depends on"
+            out.append((layer, reason))
+    return out
+
+
+class Sandbox:
+    """Layered sandbox for one problem (limits, readable paths) under one ``SandboxConfig``."""
+
+    def __init__(self, limits: Limits | None = None, config: SandboxConfig | None = None,
+                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False):
         self.limits = limits or Limits()
+        self.config = config or SandboxConfig()
+        self.read_paths = tuple(str(p) for p in read_paths)
+        self.gpu = gpu or self.config.gpu
+        self.probe = self.server.hello.probe
+        missing = missing_layers(self.probe, self.config)
+        if missing:
+            detail = "; ".join(f"{layer.value} ({why})" for layer, why in missing)
+            raise SandboxUnavailable(f"sandbox.require = {self.config.require!r} cannot be met on this host: "
+                                     f"missing {detail}")
+        self.layers = choose_layers(self.probe, self.config)
+        self.level = format_level(self.layers)
+        self.warm = self.config.warm and self.server.hello.warm_ok
+        self._uids: dict[Path, int] = {}
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    @property
+    def server(self) -> ForkServer:
+        """This process's fork server (restarted transparently if it died or this process forked)."""
+        return get_forkserver(self.config.preload)
+
+    # -------------------------------------------------------------------------------------------- scratch
+
+    def _allocate_uid(self) -> int | None:
+        if Layer.UID not in self.layers or not self.probe.root:
+            return None
+        if self.config.unprivileged_uid is not None:
+            return self.config.unprivileged_uid
+        # Random, not seeded: concurrent launchers (one per Ray worker) must not walk the same uid sequence.
+        return self.config.uid_base + secrets.randbelow(self.config.uid_count)
 
     def make_scratch(self) -> Path:
-        return Path(tempfile.mkdtemp(prefix="evolve-sbx-"))
+        parent = Path(tempfile.mkdtemp(prefix="evolve-sbx-"))
+        os.chmod(parent, 0o711)
+        work = parent / "work"
+        work.mkdir(mode=0o700)
+        uid = self._allocate_uid()
+        if uid is not None:
+            os.chown(work, uid, uid)
+            self._uids[work] = uid
+        return work
 
     def remove_scratch(self, scratch: Path) -> None:
-        shutil.rmtree(scratch, ignore_errors=True)
+        self._uids.pop(Path(scratch), None)
+        _rmtree(Path(scratch).parent if Path(scratch).name == "work" else Path(scratch))
 
-    def env(self, scratch: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
-        env.update(HOME=str(scratch), TMPDIR=str(scratch), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+    def scratch_uid(self, scratch: Path) -> int | None:
+        return self._uids.get(Path(scratch))
+
+    def env(self, scratch: Path, extra: dict[str, str] | None = None, gpu: bool = False) -> dict[str, str]:
+        env = candidate_env(scratch, None, gpu)
+        env.update(USER="sandbox", LOGNAME="sandbox")  # the candidate's uid has no passwd entry
         env.update(extra or {})
         return env
 
-    def _popen(self, argv: list[str], scratch: Path, timeout: float, env: dict[str, str] | None,
-               pass_fds: tuple[int, ...] = (), stdin: int | None = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], Path, Path]:
-        limits = _rlimits(self.limits, timeout)
-        out_path, err_path = scratch / ".stdout", scratch / ".stderr"
+    def _log_paths(self, scratch: Path) -> tuple[Path, Path]:
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        base = Path(scratch).parent if Path(scratch).name == "work" else Path(scratch)
+        return base / f"{n}.stdout", base / f"{n}.stderr"
 
-        def setup() -> None:  # noqa: D401 - runs in the child between fork and exec
-            for which, value in limits:
-                try:
-                    resource.setrlimit(which, value)
-                except (ValueError, OSError):
-                    pass
-
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            popen = subprocess.Popen(  # noqa: S603
-                argv, stdin=stdin, stdout=out, stderr=err, cwd=scratch, env=self.env(scratch, env),
-                start_new_session=True, pass_fds=pass_fds, preexec_fn=setup, close_fds=True,
-            )
-        return popen, out_path, err_path
-
-    def spawn_python(self, scratch: Path, timeout: float, env: dict[str, str] | None = None) -> SandboxProcess:
-        """Start the Python harness (``evaluators/python_harness.py``) in the sandbox."""
-        harness = Path(__file__).resolve().parents[2] / "evaluators" / "python_harness.py"
-        read_fd, write_fd = os.pipe()
+    def _plan(self, mode: str, argv: list[str], scratch: Path, timeout: float, env: dict[str, str],
+              gpu: bool, read_paths: tuple[str, ...]) -> Any:
+        uid = self.scratch_uid(scratch)
+        if Layer.UID in self.layers and self.probe.root and uid is None:
+            uid = self._allocate_uid()
+            if uid is not None:
+                os.chown(scratch, uid, uid)
+                self._uids[Path(scratch)] = uid
+        request = PlanInput(
+            mode=mode, argv=tuple(argv), scratch=Path(scratch), timeout=timeout, limits=self.limits,
+            layers=self.layers, env=env, read_paths=self.read_paths + tuple(read_paths), gpu=gpu, uid=uid,
+            harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb,
+        )
         try:
-            popen, out_path, err_path = self._popen(
-                [sys.executable, "-I", str(harness), str(write_fd)], scratch, timeout, env, pass_fds=(write_fd,)
-            )
+            return plan_spawn(request)
+        except SpawnError as exc:
+            raise SandboxSetupError(str(exc)) from None
+
+    def _start(self, spec: Any, stdin: int, out_path: Path, err_path: Path, result: int = -1) -> _Monitor:
+        out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            sock = self.server.spawn(spec, stdin, out_fd, err_fd, result)
         finally:
-            os.close(write_fd)
-        return SandboxProcess(popen, os.fdopen(read_fd, "rb", buffering=0), scratch, out_path, err_path,
-                              self.limits.output_kb * 1024)
+            os.close(out_fd)
+            os.close(err_fd)
+        return _Monitor(sock)
+
+    # -------------------------------------------------------------------------------------------- processes
+
+    def spawn_python(self, scratch: Path, timeout: float, env: dict[str, str] | None = None, *,
+                     gpu: bool | None = None, read_paths: tuple[str, ...] = (),
+                     warm: bool | None = None) -> SandboxProcess:
+        """Start the Python harness (``evaluators/python_harness.py``) in the sandbox."""
+        gpu = self.gpu if gpu is None else gpu
+        warm = self.warm if warm is None else (warm and self.server.hello.warm_ok)
+        argv = [sys.executable, "-s", "-P", str(HARNESS_PATH), "3"]
+        spec = self._plan("harness" if warm else "exec", argv, scratch, timeout, self.env(scratch, env, gpu), gpu,
+                          read_paths)
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        reply_r, reply_w = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # bigger replies per read; the default 64 KiB works, only slower
+            fcntl.fcntl(reply_r, F_SETPIPE_SZ, 1 << 20)
+        out_path, err_path = self._log_paths(scratch)
+        try:
+            monitor = self._start(spec, stdin_r, out_path, err_path, reply_w)
+        except BaseException:
+            for fd in (stdin_w, reply_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(stdin_r)
+            os.close(reply_w)
+        # No wait for "ready": the first request is already queued in the pipe while the layers go up. A setup
+        # failure shows up as the process dying, with the monitor's error message.
+        return SandboxProcess(monitor, os.fdopen(stdin_w, "wb", buffering=0), reply_r, Path(scratch), out_path,
+                              err_path, self.limits.output_kb * 1024, self.config.max_reply_mb * 1024 * 1024)
 
     def run(self, argv: list[str], scratch: Path, timeout: float, input: bytes | None = None,
-            env: dict[str, str] | None = None) -> RunResult:
-        """Run a command to completion in the sandbox; the whole tree dies at the deadline."""
+            env: dict[str, str] | None = None, *, gpu: bool | None = None,
+            read_paths: tuple[str, ...] = ()) -> RunResult:
+        """Run a command to completion in the sandbox; the whole tree dies at the deadline or when it exits."""
         start = time.monotonic()
-        popen, out_path, err_path = self._popen(argv, scratch, timeout, env,
-                                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
-        timed_out = False
+        gpu = self.gpu if gpu is None else gpu
+        spec = self._plan("exec", list(argv), scratch, timeout, self.env(scratch, env, gpu), gpu, read_paths)
+        out_path, err_path = self._log_paths(scratch)
+        if input is None:
+            stdin_fd, writer = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), None
+        else:
+            stdin_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            writer = threading.Thread(target=_feed, args=(write_fd, input), daemon=True)
         try:
-            if input is not None:
-                assert popen.stdin is not None
-                try:
-                    popen.stdin.write(input)
-                    popen.stdin.close()
-                except BrokenPipeError:
-                    pass
-            popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            monitor = self._start(spec, stdin_fd, out_path, err_path)
         finally:
-            _kill_tree(popen)
+            os.close(stdin_fd)
+        if writer is not None:
+            writer.start()
+        try:
+            exit_info = monitor.wait_exit(start + timeout)
+            timed_out = exit_info is None
+            if timed_out:
+                exit_info = monitor.kill()
+        finally:
+            monitor.close()
+        if monitor.setup_error():
+            raise SandboxSetupError(f"sandbox setup failed: {monitor.setup_error()}")
         limit = self.limits.output_kb * 1024
-        proc = SandboxProcess(popen, open(os.devnull, "rb"), scratch, out_path, err_path, limit)  # noqa: SIM115
-        code = popen.returncode
         result = RunResult(
-            returncode=None if timed_out else code,
-            stdout=proc.stdout(),
-            stderr=proc.stderr(),
+            returncode=None if timed_out else exit_info.get("returncode"),
+            stdout=_tail(out_path, limit),
+            stderr=_tail(err_path, limit),
             seconds=time.monotonic() - start,
             timed_out=timed_out,
-            signal=-code if code is not None and code < 0 and not timed_out else None,
+            signal=None if timed_out else exit_info.get("signal"),
         )
-        proc.replies.close()
+        for path in (out_path, err_path):
+            path.unlink(missing_ok=True)
         return result
+
+
+def _feed(fd: int, data: bytes) -> None:
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError:
+        pass  # the process exited or closed its stdin; its result says what happened
+
+
+class BasicSandbox(Sandbox):
+    """Backward-compatible name: ``BasicSandbox(limits)`` is the default hardened ``Sandbox``."""

@@ -1,0 +1,226 @@
+"""Trusted evaluator for the optimizer problem: the candidate only trains; every loss is recomputed here.
+
+Per stage: a static source check (no numpy/cupy imports, no introspection), then one sandboxed call that trains
+every (task, seed) job with the candidate's update rule and returns the final parameters. Here, with NumPy in
+float64, each task instance is rebuilt from its seed, the loss of the returned parameters is recomputed, and a tuned
+Adam is trained on the very same instance as the reference. Nothing the candidate's process reports (its loss curve,
+its state size) enters the score.
+
+Score per job: clip(log10(reference excess loss) - log10(candidate excess loss), WORST, BEST), with excess loss =
+loss - optimum (optimum known or computed exactly here) floored at LOSS_FLOOR; non-finite parameters score WORST.
+The stage score is the mean over tasks of the per-task mean over seeds: 0 means "as good as Adam tuned per task".
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from optimizer_tasks import (
+    Instance,
+    TaskKind,
+    TaskSpec,
+    full_loss,
+    instance_seed,
+    make_instance,
+    optimum_loss,
+    train,
+)
+
+from evaluators.array_harness import call_driver, check_source
+from evolve import Candidate, CompileError, StageReport, WrongOutput
+
+TASKS_PATH = Path(__file__).resolve().parent / "optimizer_tasks.py"
+WORST, BEST = -6.0, 6.0  # per-job clip of the log10 ratio; NaN, infinity or a blow-up score WORST
+LOSS_FLOOR = 1e-12  # excess losses below this count as solved (float64 noise on losses of order 1)
+DIVERGED_LOG10 = math.log10(sys.float_info.max)  # log10 loss recorded for a diverged run (metrics stay finite)
+
+TRAIN_SUITE: tuple[TaskSpec, ...] = (
+    TaskSpec("quadratic", TaskKind.QUADRATIC, dim=20, steps=300, spectrum=(1e-3, 10.0)),
+    TaskSpec("rosenbrock", TaskKind.ROSENBROCK, dim=4, steps=300),
+    TaskSpec("logistic", TaskKind.LOGISTIC, dim=20, steps=300, spectrum=(0.03, 10.0), samples=200, l2=1e-4),
+    TaskSpec("mlp", TaskKind.MLP, dim=4, steps=300, samples=256, hidden=16, classes=3, batch=32),
+)
+# Other dimensions, other data, other scales: never shown to the mutator, reported as their own metric.
+HELDOUT_SUITE: tuple[TaskSpec, ...] = (
+    TaskSpec("quadratic50", TaskKind.QUADRATIC, dim=50, steps=300, spectrum=(1e-4, 1.0)),
+    TaskSpec("rosenbrock8", TaskKind.ROSENBROCK, dim=8, steps=300),
+    TaskSpec("logistic40", TaskKind.LOGISTIC, dim=40, steps=300, spectrum=(0.01, 3.0), samples=400, l2=1e-4),
+    TaskSpec("mlp_wide", TaskKind.MLP, dim=8, steps=300, samples=384, hidden=32, classes=4, batch=48),
+)
+REPEATS = {"train": 3, "heldout": 2}  # seeds per task
+RECORD_EVERY = 50  # loss-curve sampling for the artifacts (informative only)
+
+# Adam's learning rate tuned per task on seeds the evaluation never uses (``python baselines.py tune``): the best
+# of 10^(k/4), k = -16..4, by mean log10 excess loss. betas (0.9, 0.999), eps 1e-8.
+ADAM_LR: dict[str, float] = {
+    "quadratic": 0.56234,
+    "rosenbrock": 1.0,
+    "logistic": 0.56234,
+    "mlp": 0.05623,
+    "quadratic50": 1.0,
+    "rosenbrock8": 1.0,
+    "logistic40": 1.0,
+    "mlp_wide": 0.17783,
+}
+
+
+# ------------------------------------------------------------------------------------------ the reference
+
+
+def adam_rule(lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> tuple[Any, Any]:
+    """Adam as (init_state, step) in the candidates' interface; trusted code, run here with NumPy."""
+
+    def init_state(params: list[Any], total_steps: int, xp: Any) -> Any:
+        return [xp.zeros_like(p) for p in params], [xp.zeros_like(p) for p in params]
+
+    def step(params: list[Any], grads: list[Any], state: Any, t: int, xp: Any) -> tuple[list[Any], Any]:
+        m, v = state
+        m = [beta1 * a + (1 - beta1) * g for a, g in zip(m, grads, strict=True)]
+        v = [beta2 * a + (1 - beta2) * g * g for a, g in zip(v, grads, strict=True)]
+        c1, c2 = 1 - beta1**t, 1 - beta2**t
+        new = [p - lr * (a / c1) / (xp.sqrt(b / c2) + eps) for p, a, b in zip(params, m, v, strict=True)]
+        return new, (m, v)
+
+    return init_state, step
+
+
+def excess_loss(instance: Instance, params: list[np.ndarray]) -> float:
+    """Loss above the task's optimum, or NaN when the parameters or the loss are not finite."""
+    if not all(np.isfinite(p).all() for p in params):
+        return math.nan
+    with np.errstate(all="ignore"):
+        loss = full_loss(instance, params)
+    if not math.isfinite(loss):
+        return math.nan
+    return loss - optimum_loss(instance)
+
+
+@lru_cache(maxsize=512)
+def reference_loss(spec: TaskSpec, seed: int, lr: float | None = None) -> float:
+    """Excess loss reached by tuned Adam on this instance (cached: a worker sees the same seeds again)."""
+    instance = make_instance(spec, seed)
+    init_state, step = adam_rule(ADAM_LR[spec.name] if lr is None else lr)
+    with np.errstate(all="ignore"):
+        result = train(np, instance, init_state, step)
+    return excess_loss(instance, result.params)
+
+
+def log_ratio(reference: float, candidate: float) -> float:
+    """The per-job score: orders of magnitude by which the candidate beats the reference, clipped."""
+    if not math.isfinite(candidate):
+        return WORST
+    ref = max(reference, LOSS_FLOOR) if math.isfinite(reference) else 1.0
+    value = math.log10(ref) - math.log10(max(candidate, LOSS_FLOOR))
+    return min(BEST, max(WORST, value))
+
+
+# ------------------------------------------------------------------------------------------ the stages
+
+
+def source_check(candidate: Candidate) -> None:
+    reasons = check_source(candidate.code)
+    if reasons:
+        raise CompileError("source check failed: " + "; ".join(reasons[:4]), {"check": "\n".join(reasons)})
+
+
+def jobs_for(suite_name: str, suite: tuple[TaskSpec, ...], seed: int) -> list[tuple[TaskSpec, int]]:
+    return [(spec, instance_seed(seed, suite_name, i, r))
+            for i, spec in enumerate(suite) for r in range(REPEATS[suite_name])]
+
+
+def returned_params(item: Any, instance: Instance, where: str) -> list[np.ndarray]:
+    """The final parameters of one job, shape-checked against the instance rebuilt here."""
+    if not isinstance(item, dict) or not isinstance(item.get("params"), list):
+        raise WrongOutput(f"{where}: expected a dict with a 'params' list")
+    params = item["params"]
+    if len(params) != len(instance.params):
+        raise WrongOutput(f"{where}: {len(params)} parameter arrays returned, expected {len(instance.params)}")
+    out = []
+    for i, (got, want) in enumerate(zip(params, instance.params, strict=True)):
+        try:
+            array = np.asarray(got, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise WrongOutput(f"{where}: parameter {i} is not numeric") from None
+        if array.shape != want.shape:
+            raise WrongOutput(f"{where}: parameter {i} has shape {array.shape}, expected {want.shape}")
+        out.append(array)
+    return out
+
+
+def score_suite(suite_name: str, suite: tuple[TaskSpec, ...], seed: int, results: list[Any]) \
+        -> tuple[dict[str, float], list[str]]:
+    """Trusted scoring of the returned parameters: per-task metrics and a readable table."""
+    jobs = jobs_for(suite_name, suite, seed)
+    if not isinstance(results, list) or len(results) != len(jobs):
+        raise WrongOutput(f"expected {len(jobs)} training results, got "
+                          f"{len(results) if isinstance(results, list) else type(results).__name__}")
+    per_task: dict[str, list[float]] = {spec.name: [] for spec in suite}
+    logs: dict[str, list[float]] = {spec.name: [] for spec in suite}
+    refs: dict[str, list[float]] = {spec.name: [] for spec in suite}
+    for (spec, job_seed), item in zip(jobs, results, strict=True):
+        instance = make_instance(spec, job_seed)
+        loss = excess_loss(instance, returned_params(item, instance, f"task {spec.name} seed {job_seed}"))
+        reference = reference_loss(spec, job_seed)
+        per_task[spec.name].append(log_ratio(reference, loss))
+        logs[spec.name].append(math.log10(max(loss, LOSS_FLOOR)) if math.isfinite(loss) else DIVERGED_LOG10)
+        refs[spec.name].append(math.log10(max(reference, LOSS_FLOOR)))
+    metrics = {f"task_{name}": statistics.fmean(values) for name, values in per_task.items()}
+    metrics.update({f"log10_loss_{name}": statistics.fmean(values) for name, values in logs.items()})
+    metrics["diverged"] = float(sum(v == DIVERGED_LOG10 for values in logs.values() for v in values))
+    table = [f"{'task':<12} {'score':>7} {'log10 loss':>11} {'adam log10 loss':>16}"]
+    table += [f"{name:<12} {metrics[f'task_{name}']:7.2f} {statistics.fmean(logs[name]):11.2f} "
+              f"{statistics.fmean(refs[name]):16.2f}" for name in per_task]
+    score = statistics.fmean(metrics[f"task_{spec.name}"] for spec in suite)
+    return {"score": score, **metrics}, table
+
+
+def reported_number(value: Any) -> float:
+    """A number the candidate's process reported (informative only): anything else, NaN included, becomes 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return float(value)
+
+
+def run_suite(candidate: Candidate, suite_name: str, suite: tuple[TaskSpec, ...]) -> tuple[dict[str, float], Any]:
+    source_check(candidate)
+    jobs = [{"spec": spec.to_dict(), "seed": job_seed} for spec, job_seed in jobs_for(suite_name, suite, candidate.seed)]
+    results, array_module = call_driver(candidate, TASKS_PATH, "train_suite", jobs, record_every=RECORD_EVERY)
+    metrics, table = score_suite(suite_name, suite, candidate.seed, results)
+    # Reported by the candidate's process: a descriptive feature only, it never enters the score.
+    buffers = [reported_number(item.get("state_buffers")) for item in results]
+    metrics["state_buffers"] = min(1e6, statistics.median(buffers)) if buffers else 0.0
+    metrics["train_seconds"] = candidate.call_seconds[-1]
+    return metrics, {"array_module": array_module, "table": table, "results": results}
+
+
+def evaluate(candidate: Candidate) -> StageReport:
+    """Stage "train": the score the evolution sees."""
+    metrics, info = run_suite(candidate, "train", TRAIN_SUITE)
+    curves = []
+    for r, ((spec, _), item) in enumerate(zip(jobs_for("train", TRAIN_SUITE, candidate.seed), info["results"],
+                                              strict=True)):
+        if r % REPEATS["train"] == 0 and isinstance(item, dict):  # the first seed of each task is enough
+            losses = item.get("losses")
+            shown = [f"{v:.3g}" if isinstance(v, int | float) else "?" for v in losses[:8]] \
+                if isinstance(losses, list) else ["?"]
+            curves.append(f"{spec.name}: " + ", ".join(shown))
+    header = f"loss at steps 1, {RECORD_EVERY}, {2 * RECORD_EVERY}, ... as reported by the training process:"
+    artifacts = {
+        "tasks": "\n".join(info["table"]) + "\n(score per task: log10(Adam's excess loss / yours), 0 = tuned Adam)",
+        "loss_curves": header + "\n" + "\n".join(curves),
+        "array_module": info["array_module"],
+    }
+    return StageReport(metrics, artifacts)
+
+
+def heldout(candidate: Candidate) -> dict[str, float]:
+    """Stage "heldout": other tasks, reported as ``heldout_*`` metrics only (no artifacts that a prompt could show)."""
+    metrics, _ = run_suite(candidate, "heldout", HELDOUT_SUITE)
+    return {f"heldout_{k}" if not k.startswith("heldout") else k: v for k, v in metrics.items()
+            if k in ("score", "diverged") or k.startswith("task_")}

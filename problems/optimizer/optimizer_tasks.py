@@ -1,0 +1,282 @@
+"""The optimizer problem's task suite and training loop, written once for any array module ``xp``.
+
+Used on both sides of the sandbox:
+
+* in the candidate's process, as the driver that ``evaluators/array_harness.py`` runs (``train_suite``): it builds each
+  task instance from its seed, trains it with the candidate's ``init_state``/``step`` and returns the final
+  parameters (plus the loss curve it saw, which nobody trusts);
+* in the trusted evaluator, with NumPy in float64: the same task instances are rebuilt from the same seeds, the final
+  loss of the returned parameters is recomputed, and the tuned Adam reference is trained with ``train``.
+
+Task data is always generated with NumPy on the host from a seed (``numpy.random.Generator``) and then moved to
+``xp``, so a CPU run and a GPU run of the same seed see identical tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+
+class TaskKind(StrEnum):
+    QUADRATIC = "quadratic"  # 0.5 (x - x*)^T A (x - x*), A with a log-spaced spectrum in a random basis
+    ROSENBROCK = "rosenbrock"  # chained Rosenbrock valley, minimum 0 at (1, ..., 1)
+    LOGISTIC = "logistic"  # L2-regularised logistic regression on badly scaled synthetic features
+    MLP = "mlp"  # one-hidden-layer tanh network, softmax cross-entropy, minibatches
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task family member: its size and difficulty. Instances differ by seed (data, start point, batches)."""
+
+    name: str
+    kind: TaskKind
+    dim: int  # parameters (quadratic, rosenbrock) or input features (logistic, mlp)
+    steps: int
+    spectrum: tuple[float, float] = (1.0, 1.0)  # quadratic eigenvalues / logistic feature scales (log-spaced)
+    samples: int = 0
+    hidden: int = 0
+    classes: int = 0
+    batch: int = 0  # minibatch size; 0 means full batch
+    l2: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        data["spectrum"] = list(self.spectrum)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        return cls(**{**data, "kind": TaskKind(data["kind"]), "spectrum": tuple(data["spectrum"])})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A concrete task: host data, initial parameters and (for minibatch tasks) the batch index sequence."""
+
+    spec: TaskSpec
+    data: dict[str, np.ndarray]
+    params: tuple[np.ndarray, ...]
+    batches: np.ndarray | None = None  # (steps, batch) row indices
+
+
+@dataclass
+class TrainResult:
+    params: list[Any]
+    state: Any
+    losses: list[float] = field(default_factory=list)  # (step, loss) samples seen during training
+    steps_done: int = 0
+    diverged: bool = False
+
+
+def make_instance(spec: TaskSpec, seed: int) -> Instance:
+    """Build the instance of ``spec`` for ``seed``; identical on every machine for a given NumPy version."""
+    rng = np.random.default_rng(seed)
+    d = spec.dim
+    if spec.kind is TaskKind.QUADRATIC:
+        q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        eig = np.logspace(math.log10(spec.spectrum[0]), math.log10(spec.spectrum[1]), d)
+        a = (q * eig) @ q.T
+        optimum = rng.standard_normal(d)
+        x0 = optimum + rng.standard_normal(d)
+        return Instance(spec, {"a": a, "optimum": optimum}, (x0,))
+    if spec.kind is TaskKind.ROSENBROCK:
+        x0 = np.tile([-1.2, 1.0], (d + 1) // 2)[:d] + 0.1 * rng.standard_normal(d)
+        return Instance(spec, {}, (x0,))
+    if spec.kind is TaskKind.LOGISTIC:
+        # Badly scaled *and* correlated features: a random rotation keeps per-coordinate scaling from fixing it.
+        scales = np.logspace(math.log10(spec.spectrum[0]), math.log10(spec.spectrum[1]), d)
+        basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
+        x = (rng.standard_normal((spec.samples, d)) * scales) @ basis.T
+        w_true = basis @ (rng.standard_normal(d) / scales)
+        p = 1.0 / (1.0 + np.exp(-(x @ w_true + 0.5)))
+        y = (rng.random(spec.samples) < p).astype(np.float64)
+        return Instance(spec, {"x": x, "y": y}, (np.zeros(d), np.zeros(1)))
+    if spec.kind is TaskKind.MLP:
+        # Two Gaussian clusters per class: classes are not linearly separable, so the hidden layer matters.
+        centers = rng.standard_normal((2 * spec.classes, d)) * 1.5
+        owner = np.arange(2 * spec.classes) % spec.classes
+        pick = rng.integers(0, 2 * spec.classes, spec.samples)
+        x = centers[pick] + 0.6 * rng.standard_normal((spec.samples, d))
+        labels = owner[pick]
+        onehot = np.eye(spec.classes)[labels]
+        h = spec.hidden
+        params = (
+            rng.standard_normal((d, h)) / math.sqrt(d),
+            np.zeros(h),
+            rng.standard_normal((h, spec.classes)) / math.sqrt(h),
+            np.zeros(spec.classes),
+        )
+        batches = rng.integers(0, spec.samples, (spec.steps, spec.batch)) if spec.batch else None
+        return Instance(spec, {"x": x, "onehot": onehot}, params, batches)
+    raise ValueError(f"unknown task kind {spec.kind!r}")
+
+
+# ------------------------------------------------------------------------------------------ losses and grads
+
+
+def loss_and_grads(xp: Any, spec: TaskSpec, data: dict[str, Any], params: Sequence[Any],
+                   rows: Any = None) -> tuple[Any, list[Any]]:
+    """Loss (a 0-d array of ``xp``) and gradients with respect to ``params``; ``rows`` selects a minibatch."""
+    kind = spec.kind
+    if kind is TaskKind.QUADRATIC:
+        diff = params[0] - data["optimum"]
+        g = data["a"] @ diff
+        return 0.5 * (diff @ g), [g]
+    if kind is TaskKind.ROSENBROCK:
+        x = params[0]
+        head, tail = x[:-1], x[1:]
+        valley = tail - head * head
+        loss = xp.sum(100.0 * valley * valley + (1.0 - head) ** 2)
+        g = xp.zeros_like(x)
+        g[:-1] += -400.0 * head * valley - 2.0 * (1.0 - head)
+        g[1:] += 200.0 * valley
+        return loss, [g]
+    if kind is TaskKind.LOGISTIC:
+        w, b = params
+        x, y = data["x"], data["y"]
+        z = x @ w + b[0]
+        # logaddexp(0, z) - y z is the stable form of the log loss; 0.5 (1 + tanh(z/2)) the stable sigmoid.
+        loss = xp.mean(xp.logaddexp(0.0, z) - y * z) + 0.5 * spec.l2 * (w @ w)
+        residual = (0.5 * (1.0 + xp.tanh(0.5 * z)) - y) / x.shape[0]
+        return loss, [x.T @ residual + spec.l2 * w, xp.sum(residual, keepdims=True)]
+    if kind is TaskKind.MLP:
+        w1, b1, w2, b2 = params
+        x, onehot = data["x"], data["onehot"]
+        if rows is not None:
+            x, onehot = x[rows], onehot[rows]
+        hidden = xp.tanh(x @ w1 + b1)
+        logits = hidden @ w2 + b2
+        logits = logits - xp.max(logits, axis=1, keepdims=True)
+        log_norm = xp.log(xp.sum(xp.exp(logits), axis=1, keepdims=True))
+        log_probs = logits - log_norm
+        n = x.shape[0]
+        loss = -xp.sum(onehot * log_probs) / n
+        d_logits = (xp.exp(log_probs) - onehot) / n
+        d_hidden = (d_logits @ w2.T) * (1.0 - hidden * hidden)
+        return loss, [x.T @ d_hidden, xp.sum(d_hidden, axis=0), hidden.T @ d_logits, xp.sum(d_logits, axis=0)]
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def full_loss(instance: Instance, params: Sequence[np.ndarray]) -> float:
+    """The loss of ``params`` on the whole task, in NumPy float64 (what the trusted side scores)."""
+    host = [np.asarray(p, dtype=np.float64) for p in params]
+    loss, _ = loss_and_grads(np, instance.spec, instance.data, host)
+    return float(loss)
+
+
+def optimum_loss(instance: Instance) -> float:
+    """The task's minimum loss where it is known or cheaply exact (Newton's method for the convex logistic task)."""
+    spec = instance.spec
+    if spec.kind in (TaskKind.QUADRATIC, TaskKind.ROSENBROCK):
+        return 0.0
+    if spec.kind is TaskKind.LOGISTIC:
+        x, y = instance.data["x"], instance.data["y"]
+        design = np.hstack([x, np.ones((x.shape[0], 1))])
+        reg = np.full(design.shape[1], spec.l2)
+        reg[-1] = 0.0
+        theta = np.zeros(design.shape[1])
+        for _ in range(100):
+            z = design @ theta
+            p = 0.5 * (1.0 + np.tanh(0.5 * z))
+            grad = design.T @ (p - y) / len(y) + reg * theta
+            hess = (design * (p * (1 - p))[:, None]).T @ design / len(y) + np.diag(reg)
+            delta = np.linalg.solve(hess, grad)
+            theta -= delta
+            if np.abs(delta).max() < 1e-13:
+                break
+        return full_loss(instance, [theta[:-1], theta[-1:]])
+    return 0.0  # the MLP: cross-entropy is bounded below by 0 and training drives it there
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+InitFn = Callable[[list[Any], int, Any], Any]
+StepFn = Callable[[list[Any], list[Any], Any, int, Any], tuple[Any, Any]]
+
+
+def train(xp: Any, instance: Instance, init_state: InitFn, step: StepFn, record_every: int = 0) -> TrainResult:
+    """Run ``steps`` optimizer steps; stop early once the loss is not finite (it cannot come back)."""
+    spec = instance.spec
+    data = {k: xp.asarray(v) for k, v in instance.data.items()}
+    params = [xp.asarray(p) for p in instance.params]
+    shapes = [p.shape for p in params]
+    batches = xp.asarray(instance.batches) if instance.batches is not None else None
+    state = init_state(params, spec.steps, xp)
+    result = TrainResult(params=params, state=state)
+    for t in range(1, spec.steps + 1):
+        rows = batches[t - 1] if batches is not None else None
+        loss, grads = loss_and_grads(xp, spec, data, params, rows)
+        value = float(loss)
+        if record_every and (t == 1 or t % record_every == 0):
+            result.losses.append(value)
+        if not math.isfinite(value):
+            result.diverged = True
+            break
+        out = step(params, grads, state, t, xp)
+        if not isinstance(out, tuple | list) or len(out) != 2:
+            raise TypeError("step() must return (new_params, new_state)")
+        new_params, state = out
+        if not isinstance(new_params, list | tuple) or len(new_params) != len(params):
+            raise TypeError(f"step() must return a list of {len(params)} parameter arrays")
+        for i, (p, shape) in enumerate(zip(new_params, shapes, strict=True)):
+            if getattr(p, "shape", None) != shape:
+                raise ValueError(f"step() returned parameter {i} with shape {getattr(p, 'shape', None)}, "
+                                 f"expected {shape}")
+        params = list(new_params)
+        result.steps_done = t
+    result.params, result.state = params, state
+    return result
+
+
+def state_buffers(state: Any, params: Sequence[Any]) -> float:
+    """Optimizer memory in parameter copies: array elements held in ``state`` / parameter elements."""
+    total = sum(int(getattr(p, "size", 1)) for p in params)
+    held = 0
+
+    def visit(value: Any, depth: int) -> None:
+        nonlocal held
+        if depth > 20:
+            return
+        if isinstance(value, list | tuple):
+            for v in value:
+                visit(v, depth + 1)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v, depth + 1)
+        elif hasattr(value, "shape") and hasattr(value, "size"):
+            held += int(value.size)
+
+    visit(state, 0)
+    return held / max(total, 1)
+
+
+def instance_seed(evaluation_seed: int, suite: str, task_index: int, repeat: int) -> int:
+    """Seed of one task instance, derived from the trusted per-evaluation seed."""
+    tag = sum(ord(c) << (8 * (i % 4)) for i, c in enumerate(suite))
+    return int(np.random.SeedSequence([evaluation_seed % 2**63, tag, task_index, repeat]).generate_state(1)[0])
+
+
+# ------------------------------------------------------------------------- the driver entry (in the sandbox)
+
+
+def train_suite(candidate: Any, xp: Any, jobs: list[dict[str, Any]], record_every: int = 25) -> list[dict[str, Any]]:
+    """Train every job ``{"spec": TaskSpec dict, "seed": int}`` with the candidate's optimizer; return final params."""
+    results = []
+    for job in jobs:
+        instance = make_instance(TaskSpec.from_dict(job["spec"]), int(job["seed"]))
+        run = train(xp, instance, candidate.init_state, candidate.step, record_every)
+        results.append({
+            "params": list(run.params),
+            "losses": run.losses,
+            "steps": run.steps_done,
+            "state_buffers": state_buffers(run.state, run.params),
+        })
+    return results

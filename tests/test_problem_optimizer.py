@@ -1,0 +1,189 @@
+"""problems/optimizer: baselines as the README says, trusted recomputation of every loss, held-out stage, tuning."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evolve import Status, load_problem, program_id_for
+from evolve.edits import apply_response
+from evolve.evaluation import evaluate_locally, load_evaluator, run_stage
+from evolve.mutators.tune import TuneMutator
+
+from .conftest import PROBLEMS, has_gpu
+
+ROOT = PROBLEMS / "optimizer"
+CANDIDATES = Path(__file__).resolve().parent / "array_candidates"
+README_SIGMAS = 3.0  # stated in the README: one evaluation seed within 3 standard deviations of the mean over 10
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return load_problem(ROOT)
+
+
+@pytest.fixture(scope="module")
+def evaluator(problem):
+    return load_evaluator(problem)
+
+
+@pytest.fixture(scope="module")
+def baseline_metrics(problem) -> dict[str, dict[str, float]]:
+    """Both stages for each README baseline at one evaluation seed (shared by several tests)."""
+    programs = {"sgd (seed)": ROOT / "initial_program.py", "momentum": ROOT / "baselines" / "momentum.py",
+                "adam": ROOT / "baselines" / "adam.py"}
+    out = {}
+    for name, path in programs.items():
+        code = path.read_text()
+        outcomes = evaluate_locally(problem, code, program_id_for(code), SEED)
+        assert [o.status for o in outcomes] == [Status.OK, Status.OK], [o.message for o in outcomes]
+        out[name] = {k: v for o in outcomes for k, v in o.metrics.items()}
+    return out
+
+
+def readme_baselines() -> dict[str, dict[str, tuple[float, float]]]:
+    """The README's table: program -> {"score": (mean, sd), "heldout_score": (mean, sd)}."""
+    number = r"(-?\d+\.\d+) ± (\d+\.\d+)"
+    rows = re.findall(rf"^\| (.+?) \| {number} \| {number} \|", (ROOT / "README.md").read_text(), flags=re.M)
+    return {name: {"score": (float(a), float(b)), "heldout_score": (float(c), float(d))}
+            for name, a, b, c, d in rows}
+
+
+def train_outcome(problem, path: Path, seed: int = SEED):
+    code = path.read_text()
+    return run_stage(problem, "train", code, program_id_for(code), seed)
+
+
+def test_problem_loads_with_features_and_stages(problem) -> None:
+    assert [s.name for s in problem.stages] == ["train", "heldout"]
+    assert [f.name for f in problem.features] == ["code_length", "state_buffers"]
+
+
+def test_baselines_score_as_the_readme_says(baseline_metrics) -> None:
+    table = readme_baselines()
+    assert set(table) == {"sgd (seed)", "momentum", "adam"}
+    for name, row in table.items():
+        for metric, (mean, sd) in row.items():
+            got = baseline_metrics[name][metric]
+            assert abs(got - mean) <= README_SIGMAS * sd, (name, metric, got, mean, sd)
+
+
+def test_adam_beats_momentum_beats_sgd(baseline_metrics) -> None:
+    assert baseline_metrics["adam"]["score"] > baseline_metrics["momentum"]["score"] > \
+        baseline_metrics["sgd (seed)"]["score"]
+
+
+def test_heldout_metrics_and_state_buffers(baseline_metrics) -> None:
+    for name, expected_buffers in (("sgd (seed)", 0.0), ("momentum", 1.0), ("adam", 2.0)):
+        metrics = baseline_metrics[name]
+        assert metrics["state_buffers"] == expected_buffers
+        held = {k for k in metrics if k.startswith("heldout_")}
+        assert {"heldout_score", "heldout_task_quadratic50", "heldout_task_mlp_wide"} <= held
+        assert all(math.isfinite(metrics[k]) for k in held)
+
+
+def test_reference_adam_scores_zero_against_itself(evaluator) -> None:
+    """Tuned Adam, run through the same scoring as candidates, scores exactly 0 on every task."""
+    jobs = evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)
+    results = []
+    for spec, job_seed in jobs:
+        instance = evaluator.make_instance(spec, job_seed)
+        run = evaluator.train(np, instance, *evaluator.adam_rule(evaluator.ADAM_LR[spec.name]))
+        results.append({"params": run.params})
+    metrics, _ = evaluator.score_suite("train", evaluator.TRAIN_SUITE, SEED, results)
+    assert metrics["score"] == 0.0
+
+
+def test_forged_loss_curve_gets_the_score_of_its_real_parameters(problem, evaluator, monkeypatch) -> None:
+    """A candidate that rewrites the loss curve its process reports still scores its real (initial) parameters."""
+    monkeypatch.setattr(evaluator, "source_check", lambda candidate: None)  # let the frame walk run
+    outcome = train_outcome(problem, CANDIDATES / "forged_curve_optimizer.py")
+    assert outcome.status is Status.OK, outcome.message
+    assert "1e-30" in outcome.artifacts["loss_curves"]  # the claim was made...
+    jobs = evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)
+    unmoved = [{"params": list(evaluator.make_instance(spec, s).params)} for spec, s in jobs]
+    expected, _ = evaluator.score_suite("train", evaluator.TRAIN_SUITE, SEED, unmoved)
+    assert outcome.metrics["score"] == pytest.approx(expected["score"])  # ...and ignored
+    assert outcome.metrics["score"] < -2.0
+
+
+def test_source_check_refuses_the_frame_walker(problem) -> None:
+    outcome = train_outcome(problem, CANDIDATES / "forged_curve_optimizer.py")
+    assert outcome.status is Status.COMPILE_ERROR
+    assert "imports sys" in outcome.message
+
+
+def test_numpy_import_is_refused_with_a_clear_reason(problem) -> None:
+    outcome = train_outcome(problem, CANDIDATES / "numpy_optimizer.py")
+    assert outcome.status is Status.COMPILE_ERROR
+    assert "must not import numpy/cupy" in outcome.message and "`xp`" in outcome.message
+
+
+def test_unrelated_parameters_get_their_own_score(problem, evaluator) -> None:
+    """Parameters swapped at the last step for zeros are scored as zeros, recomputed independently here."""
+    outcome = train_outcome(problem, CANDIDATES / "unrelated_params_optimizer.py")
+    assert outcome.status is Status.OK, outcome.message
+    jobs = [(spec, s) for spec, s in evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)
+            if spec.name == "quadratic"]
+    # Quadratic at x = 0: 0.5 x*^T A x*, written out here rather than taken from the evaluator.
+    logs = []
+    for spec, s in jobs:
+        data = evaluator.make_instance(spec, s).data
+        logs.append(math.log10(0.5 * data["optimum"] @ data["a"] @ data["optimum"]))
+    assert outcome.metrics["log10_loss_quadratic"] == pytest.approx(statistics.fmean(logs), abs=1e-9)
+    zeros = [{"params": [np.zeros_like(p) for p in evaluator.make_instance(spec, s).params]}
+             for spec, s in evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)]
+    expected, _ = evaluator.score_suite("train", evaluator.TRAIN_SUITE, SEED, zeros)
+    assert outcome.metrics["score"] == pytest.approx(expected["score"])
+
+
+def test_wrong_parameter_shapes_are_wrong_output(evaluator) -> None:
+    jobs = evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)
+    results = [{"params": [np.zeros(3)]} for _ in jobs]
+    with pytest.raises(evaluator.WrongOutput, match="shape|parameter arrays"):
+        evaluator.score_suite("train", evaluator.TRAIN_SUITE, SEED, results)
+
+
+def test_nan_parameters_score_the_worst_value(evaluator) -> None:
+    jobs = evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)
+    results = [{"params": [np.full_like(p, np.nan) for p in evaluator.make_instance(spec, s).params]}
+               for spec, s in jobs]
+    metrics, _ = evaluator.score_suite("train", evaluator.TRAIN_SUITE, SEED, results)
+    assert metrics["score"] == evaluator.WORST
+    assert metrics["diverged"] == len(jobs)
+
+
+def test_tuning_the_seeds_constants_improves_its_score(problem) -> None:
+    """A small hill climb with the `tune` mutator on the seed's learning rate raises the score."""
+    code = problem.seed_code()
+
+    def score(program: str) -> float:
+        outcome = run_stage(problem, "train", program, program_id_for(program), 7)
+        return outcome.metrics["score"] if outcome.passed else -math.inf
+
+    seed_score = best = score(code)
+    mutator = TuneMutator()
+    for i in range(12):
+        child = apply_response(code, mutator.answer(code, "python", i))
+        if child.ok and (s := score(child.child)) > best:
+            best, code = s, child.child
+    assert best > seed_score + 0.1, (seed_score, best)
+
+
+@pytest.mark.gpu
+def test_same_candidate_on_cupy_scores_like_numpy(problem_copy) -> None:
+    root = problem_copy("optimizer")
+    toml = root / "problem.toml"
+    toml.write_text(toml.read_text().replace("cpus = 1\n", "cpus = 1\ngpus = 1\n"))
+    gpu_problem = load_problem(root)
+    code = gpu_problem.seed_code()
+    on_gpu = run_stage(gpu_problem, "train", code, program_id_for(code), SEED)
+    on_cpu = run_stage(load_problem(ROOT), "train", code, program_id_for(code), SEED)
+    assert on_gpu.artifacts["array_module"] == "cupy" and has_gpu()
+    assert on_gpu.metrics["score"] == pytest.approx(on_cpu.metrics["score"], abs=0.05)
