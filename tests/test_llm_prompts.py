@@ -134,3 +134,10 @@ def test_prompt_table_validation(tmp_path: Path) -> None:
         resolve_prompt_settings({"templates": "missing"}, tmp_path)
     assert resolve_prompt_settings(None).mode is EditMode.DIFF
     assert resolve_prompt_settings({"mode": "full"}).mode is EditMode.FULL
+
+
+def test_heldout_metrics_never_reach_a_prompt() -> None:
+    from evolve.llm.prompts import fmt_metrics
+
+    text = fmt_metrics({"score": 1.5, "heldout_score": 9.0, "heldout_quadratic50": 3.0, "train_loss": 0.1}, "score")
+    assert "heldout" not in text and text.startswith("score = 1.5") and "train_loss" in text

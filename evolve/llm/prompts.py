@@ -131,8 +131,11 @@ def fmt_number(value: float | None) -> str:
     return f"{value:.6g}"
 
 
+HIDDEN_METRIC_PREFIX = "heldout_"  # held-out evaluations measure generalisation; showing them would leak the test set
+
+
 def fmt_metrics(metrics: Mapping[str, float], first: str) -> str:
-    keys = sorted(metrics, key=lambda k: (k != first, k))
+    keys = sorted((k for k in metrics if not k.startswith(HIDDEN_METRIC_PREFIX)), key=lambda k: (k != first, k))
     return ", ".join(f"{k} = {fmt_number(metrics[k])}" for k in keys) or "none yet"
 
 
