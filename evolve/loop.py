@@ -72,6 +72,7 @@ class Child:
     island: int
     parent: ProgramView | None
     inspirations: tuple[str, ...] = ()
+    request: MutationRequest | None = None
     proposal: Proposal | None = None
     code: str = ""
     program_id: str = ""
@@ -327,7 +328,7 @@ class Evolution:
         inspirations = self.db.inspirations(island, self.settings.inspirations, rng, exclude=parent.program_id)
         child = Child(iteration=iteration, island=island, parent=parent,
                       inspirations=tuple(p.program_id for p in inspirations))
-        child.request = MutationRequest(  # type: ignore[attr-defined]
+        child.request = MutationRequest(
             parent=parent,
             iteration=iteration,
             seed=int(rng.integers(2**63 - 1)),
@@ -341,7 +342,8 @@ class Evolution:
         return child
 
     def _mutate(self, child: Child) -> None:
-        request: MutationRequest = child.request  # type: ignore[attr-defined]
+        request = child.request
+        assert request is not None
         if self.pool is not None:
             future = self.pool.submit(self._timed_propose, request)
             self.mutations[future] = child
@@ -412,7 +414,8 @@ class Evolution:
                 self.batch.append(child)
             # Proposals are made in iteration order from the same database state, whatever the concurrency.
             for child in list(self.batch):
-                request: MutationRequest = child.request  # type: ignore[attr-defined]
+                request = child.request
+                assert request is not None
                 if self.pool is not None:
                     try:
                         proposal, child.mutate_seconds = self.pool.submit(self._timed_propose, request).result()
