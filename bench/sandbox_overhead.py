@@ -31,6 +31,7 @@ from evolve.candidate import Candidate
 from evolve.problem import Limits
 from evolve.sandbox import Layer, SandboxConfig, make_sandbox
 from evolve.sandbox.forkserver import HARNESS_PATH
+from evolve.sandbox.policy import thread_env
 
 TRIVIAL = "def f(x):\n    return x + 1\n"
 WITH_NUMPY = "import numpy as np\n\ndef f(x):\n    return int(np.arange(x + 2).sum() - np.arange(x + 1).sum())\n"
@@ -59,7 +60,7 @@ def cpu_seconds() -> float:
 
 
 def bare_evaluation(code: str) -> None:
-    """The baseline: the same harness and protocol, started by a plain subprocess."""
+    """The baseline: the same harness and protocol, started by a plain subprocess (same one-thread BLAS setting)."""
     scratch = Path(tempfile.mkdtemp(prefix="evolve-bench-"))
     try:
         path = scratch / "program.py"
@@ -67,7 +68,7 @@ def bare_evaluation(code: str) -> None:
         read_fd, write_fd = os.pipe()
         proc = subprocess.Popen([sys.executable, "-s", "-P", str(HARNESS_PATH), str(write_fd)],  # noqa: S603
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=scratch,
-                                pass_fds=(write_fd,))
+                                pass_fds=(write_fd,), env={**os.environ, **thread_env()})
         os.close(write_fd)
         replies = os.fdopen(read_fd, "rb")
         assert proc.stdin is not None

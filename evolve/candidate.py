@@ -2,7 +2,19 @@
 
 A problem's evaluator (trusted code) receives a ``Candidate`` and never runs candidate code itself: ``call`` runs an
 entry point of the candidate in a sandboxed Python process and returns the JSON data it produced; ``run`` runs any
-command (a compiler, a compiled kernel test) in the sandbox. Time is measured here, on the trusted side.
+command (a compiler, a compiled kernel test) in the sandbox. The boundary is hardened on this side:
+
+* time is measured here, from sending a request to reading its reply (a candidate patching its clocks changes
+  nothing);
+* replies are plain JSON data, capped in size (``sandbox.max_reply_mb``), must echo the request's random id, and
+  nothing may arrive unasked: a candidate writing to the result channel itself can do no more than returning that
+  data would; arrays must be numeric (no object dtype), and the evaluator validates values;
+* the candidate's file is rewritten from the trusted copy before every process it starts (``restart``, a second
+  process in a stage), so a candidate rewriting its own source affects nothing.
+
+In-process mode (``run_evaluator_in_sandbox``) exists only for evaluators written in other engines' style, whose
+evaluator imports and runs the program itself: the whole evaluator then runs inside the sandbox, the result is
+marked ``in_process``, and ``sandbox.allow_in_process`` must be on.
 """
 
 from __future__ import annotations

@@ -90,6 +90,23 @@ def test_call_timeout_kills_the_process(sandbox):
         assert time.monotonic() - start < 1.5
 
 
+def test_a_stopped_candidate_cannot_block_a_large_request(sandbox):
+    code = """
+        import os, signal, threading, time
+        def stop_soon():
+            threading.Thread(target=lambda: (time.sleep(0.2), os.kill(os.getpid(), signal.SIGSTOP))).start()
+        def size(data):
+            return len(data)
+    """
+    with candidate(sandbox, code) as c:
+        c.call("stop_soon")
+        time.sleep(0.5)
+        start = time.monotonic()
+        with pytest.raises(CandidateTimeout):
+            c.call("size", "x" * (8 << 20), timeout=1.0)  # far more than a pipe holds
+        assert time.monotonic() - start < 2.0
+
+
 def test_reply_size_is_capped(sandbox):
     with candidate(sandbox, "def big():\n    return 'x' * (2 << 20)\n") as c, pytest.raises(CandidateFailure) as info:
         c.call("big")

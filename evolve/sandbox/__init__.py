@@ -26,6 +26,7 @@ from evolve.sandbox.launcher import (
     SandboxUnavailable,
     choose_layers,
     missing_layers,
+    unavailable_reason,
 )
 from evolve.sandbox.probe import HostProbe
 
@@ -67,14 +68,13 @@ def describe_isolation(config: SandboxConfig | None = None) -> str:
     probe = server.hello.probe
     chosen = choose_layers(probe, config)
     warm = config.warm and server.hello.warm_ok
-    mode = f"warm fork server ({', '.join(server.hello.preloaded) or 'no preload'})" if warm else "fresh interpreter"
+    preloaded = ", ".join(server.hello.preloaded) or "nothing"
+    mode = f"warm fork server, {preloaded} preloaded" if warm else "fresh interpreter per process"
     skipped = [layer for layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP, Layer.UID)
                if layer not in chosen]
     text = f"sandbox: {format_level(chosen)} ({mode})"
     if skipped:
-        text += "; without " + ", ".join(
-            f"{layer.value}: {probe.why(layer) if layer not in probe.available() else 'excluded by sandbox.layers'}"
-            for layer in skipped)
+        text += "; without " + "; ".join(f"{layer.value} ({unavailable_reason(probe, layer)})" for layer in skipped)
     return text
 
 

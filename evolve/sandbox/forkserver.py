@@ -17,7 +17,6 @@ import importlib
 import importlib.util
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -32,6 +31,7 @@ from typing import Any
 
 from evolve.sandbox.policy import SpawnSpec, thread_env
 from evolve.sandbox.probe import HostProbe
+from evolve.sandbox.syscalls import readable
 
 HARNESS_PATH = Path(__file__).resolve().parents[2] / "evaluators" / "python_harness.py"
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -66,6 +66,7 @@ def serve() -> None:
     from evolve.sandbox.probe import probe_host
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the trusted side decides when the server stops
+    os.set_inheritable(control_fd, False)  # inherited through pass_fds; spawned inits must not hold it
     control = socket.socket(fileno=control_fd)
     trampoline.register_server_paths(options.get("server_paths", []))
     spec = importlib.util.spec_from_file_location(trampoline.HARNESS_MODULE, options["harness"])
@@ -122,6 +123,7 @@ class _Server:
         self.direct: dict[int, _Direct] = {}
         self.inits: dict[int, int] = {}  # init pid -> candidate pid
         self.monitors: set[int] = set()
+        self.scratch: set[str] = set()  # scratch dirs in use, removed here if the trusted side dies
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -139,7 +141,7 @@ class _Server:
             for child in self.direct.values():
                 watched += [child.err_r] if child.err_r >= 0 else []
                 watched += [child.status] if child.watching_status else []
-            ready, _, _ = select.select(watched, [], [])
+            ready = readable(watched, None)
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self.wake_r, 4096):
@@ -164,6 +166,8 @@ class _Server:
         if not message:
             return False
         request = json.loads(message)
+        if request.get("op") in ("track", "untrack"):
+            (self.scratch.add if request["op"] == "track" else self.scratch.discard)(str(request["path"]))
         if request.get("op") != "spawn" or len(fds) < 4:
             for fd in fds:
                 os.close(fd)
@@ -189,15 +193,16 @@ class _Server:
             os.close(fd)
         return True
 
-    def _fork_monitor(self, spec: SpawnSpec, fds: Any, status: socket.socket) -> None:
+    def _fork_monitor(self, spec: SpawnSpec, fds: Any, status: socket.socket) -> int:
         from evolve.sandbox import trampoline
 
         pid = os.fork()
         if pid == 0:
             trampoline.run_monitor(spec, fds, status, self.me)
         self.monitors.add(pid)
+        return pid
 
-    def _fork_direct(self, spec: SpawnSpec, fds: Any, status: socket.socket) -> None:
+    def _fork_direct(self, spec: SpawnSpec, fds: Any, status: socket.socket) -> int:
         """New PID namespace: ``cat`` (spawned, not forked: no copy of this process) is its PID 1, the candidate
         (forked from this warm process) its PID 2. The namespace, daemons included, dies when the init is killed."""
         from evolve.sandbox import trampoline
@@ -228,6 +233,7 @@ class _Server:
         os.close(err_w)
         self.direct[pid] = _Direct(status, err_r, init)
         self.inits[init] = pid
+        return pid
 
     def _read_setup(self, child: _Direct) -> None:
         data = os.read(child.err_r, 65536)
@@ -295,6 +301,11 @@ class _Server:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         sweep_descendants()
+        # The trusted side died mid-evaluation (a Ray worker killed): nobody else will remove these.
+        for path in self.scratch:
+            parent = Path(path).parent
+            if Path(path).name == "work" and parent.name.startswith("evolve-sbx-"):
+                shutil.rmtree(parent, ignore_errors=True)
         os._exit(0)
 
 
@@ -327,7 +338,7 @@ class ForkServer:
         theirs.close()
         self.sock = ours
         self.owner_pid = os.getpid()
-        ready, _, _ = select.select([ours], [], [], start_timeout)
+        ready = readable([ours], start_timeout)
         data = ours.recv(MAX_MESSAGE) if ready else b""
         if not data:
             code = self.proc.poll()
@@ -366,6 +377,12 @@ class ForkServer:
         finally:
             theirs.close()
         return ours
+
+    def track(self, scratch: Path, in_use: bool = True) -> None:
+        """Tell the server about a scratch dir (or that it is gone): if this process dies, the server removes it."""
+        payload = json.dumps({"op": "track" if in_use else "untrack", "path": str(scratch)}).encode()
+        with contextlib.suppress(OSError), self._lock:
+            self.sock.send(payload)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -408,7 +425,7 @@ def wait_message(sock: socket.socket, deadline: float | None) -> dict[str, Any] 
     """Next JSON message from a monitor's status socket; None at the deadline or when the monitor is gone."""
     while True:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready, _, _ = select.select([sock], [], [], timeout)
+        ready = readable([sock], timeout)
         if not ready:
             return None
         try:

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import secrets
-import select
 import shutil
 import stat
 import sys
@@ -28,17 +27,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from evolve.problem import Limits
 from evolve.sandbox.config import Layer, SandboxConfig, format_level
 from evolve.sandbox.forkserver import HARNESS_PATH, ForkServer, get_forkserver, wait_message
-from evolve.sandbox.policy import PlanInput, SpawnError, candidate_env, plan_spawn
+from evolve.sandbox.policy import PlanInput, SpawnError, SpawnSpec, candidate_env, plan_spawn
 from evolve.sandbox.probe import HostProbe
+from evolve.sandbox.syscalls import readable, writable
 
 KILL_CONFIRM_TIMEOUT = 10.0
 EXIT_GRACE = 0.2  # seconds a harness gets to leave by itself at end of input before its tree is killed
 F_SETPIPE_SZ = 1031
+SCRATCH_PREFIX = "evolve-sbx-"  # + the fork server's pid: see sweep_orphaned_scratch
+ORPHAN_MIN_AGE = 60.0  # seconds; a scratch dir younger than this is never swept
 
 
 class SandboxUnavailable(RuntimeError):
@@ -117,7 +119,7 @@ class _Monitor:
         # The monitor closes its socket as it exits: after EOF nothing of this process tree is left running.
         deadline = time.monotonic() + 1.0
         with contextlib.suppress(OSError):
-            while time.monotonic() < deadline and select.select([self.sock], [], [], deadline - time.monotonic())[0]:
+            while time.monotonic() < deadline and readable([self.sock], deadline - time.monotonic()):
                 if not self.sock.recv(65536):
                     break
             self.sock.close()
@@ -133,7 +135,7 @@ class SandboxProcess:
     """
 
     monitor: _Monitor
-    requests: IO[bytes]
+    requests: int  # write end of the harness's stdin (non-blocking: writes wait with the deadline)
     replies: int
     scratch: Path
     stdout_path: Path
@@ -143,27 +145,23 @@ class SandboxProcess:
     _buffer: bytes = field(default=b"")
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
-        if self._buffer or select.select([self.replies], [], [], 0)[0]:
+        if self._buffer or readable([self.replies], 0):
             self.kill()
             raise ChannelError("protocol", "unsolicited data on the result channel (forged reply)", self.stderr())
         nonce = secrets.token_hex(16)
-        try:
-            self.requests.write((json.dumps({**message, "id": nonce}, allow_nan=True) + "\n").encode())
-            self.requests.flush()
-        except (BrokenPipeError, OSError):
-            self._raise_died()
+        self._send((json.dumps({**message, "id": nonce}, allow_nan=True) + "\n").encode(), deadline)
         buffer = bytearray()  # grows by appending: a 64 MiB reply must not cost quadratic copying or scanning
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise ChannelError("timeout", "deadline passed", self.stderr())
-            ready, _, _ = select.select([self.replies], [], [], remaining)
+            ready = readable([self.replies], remaining)
             if not ready:
                 continue
             chunk = os.read(self.replies, 1 << 20)
             if not chunk:
-                self._raise_died()
+                self._raise_died(deadline)
             newline = chunk.find(b"\n")
             if newline >= 0:
                 newline += len(buffer)
@@ -190,8 +188,26 @@ class SandboxProcess:
             raise ChannelError("protocol", "reply does not answer this request (forged reply)", self.stderr())
         return reply
 
-    def _raise_died(self) -> None:
-        exit_info = self.monitor.wait_exit(time.monotonic() + 2.0) or self.monitor.kill()
+    def _send(self, data: bytes, deadline: float) -> None:
+        """Write a request without ever blocking past the deadline (a stopped candidate reads nothing)."""
+        view = memoryview(data)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise ChannelError("timeout", "deadline passed while sending a request", self.stderr())
+            if not writable(self.requests, remaining):
+                continue
+            try:
+                view = view[os.write(self.requests, view):]
+            except BlockingIOError:
+                continue
+            except OSError:  # EPIPE: the harness is gone
+                self._raise_died(deadline)
+
+    def _raise_died(self, deadline: float) -> None:
+        grace = min(deadline, time.monotonic() + 2.0)  # the exit report follows the death within milliseconds
+        exit_info = self.monitor.wait_exit(grace) or self.monitor.kill()
         if self.monitor.setup_error():
             raise SandboxSetupError(f"sandbox setup failed: {self.monitor.setup_error()}")
         sig = exit_info.get("signal")
@@ -213,12 +229,32 @@ class SandboxProcess:
     def close(self) -> None:
         """End of input lets the harness leave by itself (flushing the candidate's output); then kill what is left."""
         with contextlib.suppress(OSError):
-            self.requests.close()
+            os.close(self.requests)
         if self.monitor.exit is None:
             self.monitor.wait_exit(time.monotonic() + EXIT_GRACE)
         with contextlib.suppress(OSError):
             os.close(self.replies)
         self.monitor.close()
+
+
+def sweep_orphaned_scratch(directory: str | None = None) -> int:
+    """Remove scratch dirs left by fork servers that were killed outright (Ray kills a dead worker's children).
+
+    A server removes the scratch dirs of its trusted process when that process dies, but not when it is itself
+    SIGKILLed. Its pid is in the dir's name: once that pid is gone (and the dir is a minute old), so are all the
+    candidates that used it. Returns how many dirs were removed.
+    """
+    removed = 0
+    now = time.time()
+    for entry in Path(directory or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            if now - entry.lstat().st_mtime > ORPHAN_MIN_AGE and entry.is_dir() and not entry.is_symlink():
+                _rmtree(entry)
+                removed += 1
+    return removed
 
 
 def _rmtree(path: Path) -> None:
@@ -268,19 +304,23 @@ def choose_layers(probe: HostProbe, config: SandboxConfig) -> frozenset[Layer]:
     return frozenset(chosen)
 
 
+def unavailable_reason(probe: HostProbe, layer: Layer) -> str:
+    """Why ``layer`` is not in use: the probe's reason, or the dependency or setting that excluded it."""
+    if layer not in probe.available():
+        return probe.why(layer)
+    if layer is Layer.UID and probe.uid_needs_mntns:
+        return "needs the mntns layer to expose the Python install to an unprivileged uid"
+    if layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS) and not probe.root and Layer.USERNS not in probe.available():
+        return f"a non-root launcher needs a user namespace: {probe.why(Layer.USERNS)}"
+    return "excluded by sandbox.layers or by a layer it depends on"
+
+
 def missing_layers(probe: HostProbe, config: SandboxConfig) -> list[tuple[Layer, str]]:
     chosen = choose_layers(probe, config)
-    out = []
-    for layer in config.required_layers:
-        if layer not in chosen:
-            if layer not in probe.available():
-                reason = probe.why(layer)
-            elif layer is Layer.UID and probe.uid_needs_mntns:
-                reason = "needs the mntns layer to expose the Python install to an unprivileged uid"
-            else:
-                reason = "excluded by sandbox.layers or a layer it depends on"
-            out.append((layer, reason))
-    return out
+    return [(layer, unavailable_reason(probe, layer)) for layer in config.required_layers if layer not in chosen]
+
+
+_swept: set[int] = set()
 
 
 class Sandbox:
@@ -300,6 +340,9 @@ class Sandbox:
                                      f"missing {detail}")
         self.layers = choose_layers(self.probe, self.config)
         self.level = format_level(self.layers)
+        if self.server.hello.pid not in _swept:  # once per fork server, i.e. once per process in practice
+            _swept.add(self.server.hello.pid)
+            sweep_orphaned_scratch()
         self.warm = self.config.warm and self.server.hello.warm_ok
         self._uids: dict[Path, int] = {}
         self._counter = 0
@@ -321,7 +364,7 @@ class Sandbox:
         return self.config.uid_base + secrets.randbelow(self.config.uid_count)
 
     def make_scratch(self) -> Path:
-        parent = Path(tempfile.mkdtemp(prefix="evolve-sbx-"))
+        parent = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{self.server.hello.pid}-"))
         os.chmod(parent, 0o711)
         work = parent / "work"
         work.mkdir(mode=0o700)
@@ -329,11 +372,13 @@ class Sandbox:
         if uid is not None:
             os.chown(work, uid, uid)
             self._uids[work] = uid
+        self.server.track(work)  # removed by the server if this process dies before remove_scratch
         return work
 
     def remove_scratch(self, scratch: Path) -> None:
         self._uids.pop(Path(scratch), None)
         _rmtree(Path(scratch).parent if Path(scratch).name == "work" else Path(scratch))
+        self.server.track(Path(scratch), in_use=False)
 
     def scratch_uid(self, scratch: Path) -> int | None:
         return self._uids.get(Path(scratch))
@@ -352,7 +397,7 @@ class Sandbox:
         return base / f"{n}.stdout", base / f"{n}.stderr"
 
     def _plan(self, mode: str, argv: list[str], scratch: Path, timeout: float, env: dict[str, str],
-              gpu: bool, read_paths: tuple[str, ...]) -> Any:
+              gpu: bool, read_paths: tuple[str, ...]) -> SpawnSpec:
         uid = self.scratch_uid(scratch)
         if Layer.UID in self.layers and self.probe.root and uid is None:
             uid = self._allocate_uid()
@@ -369,7 +414,7 @@ class Sandbox:
         except SpawnError as exc:
             raise SandboxSetupError(str(exc)) from None
 
-    def _start(self, spec: Any, stdin: int, out_path: Path, err_path: Path, result: int = -1) -> _Monitor:
+    def _start(self, spec: SpawnSpec, stdin: int, out_path: Path, err_path: Path, result: int = -1) -> _Monitor:
         out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -392,8 +437,10 @@ class Sandbox:
                           read_paths)
         stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
         reply_r, reply_w = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # bigger replies per read; the default 64 KiB works, only slower
-            fcntl.fcntl(reply_r, F_SETPIPE_SZ, 1 << 20)
+        os.set_blocking(stdin_w, False)
+        for fd in (stdin_w, reply_r):
+            with contextlib.suppress(OSError):  # fewer round trips for big data; the default 64 KiB works too
+                fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
         out_path, err_path = self._log_paths(scratch)
         try:
             monitor = self._start(spec, stdin_r, out_path, err_path, reply_w)
@@ -406,8 +453,8 @@ class Sandbox:
             os.close(reply_w)
         # No wait for "ready": the first request is already queued in the pipe while the layers go up. A setup
         # failure shows up as the process dying, with the monitor's error message.
-        return SandboxProcess(monitor, os.fdopen(stdin_w, "wb", buffering=0), reply_r, Path(scratch), out_path,
-                              err_path, self.limits.output_kb * 1024, self.config.max_reply_mb * 1024 * 1024)
+        return SandboxProcess(monitor, stdin_w, reply_r, Path(scratch), out_path, err_path,
+                              self.limits.output_kb * 1024, self.config.max_reply_mb * 1024 * 1024)
 
     def run(self, argv: list[str], scratch: Path, timeout: float, input: bytes | None = None,
             env: dict[str, str] | None = None, *, gpu: bool | None = None,
@@ -424,6 +471,10 @@ class Sandbox:
             writer = threading.Thread(target=_feed, args=(write_fd, input), daemon=True)
         try:
             monitor = self._start(spec, stdin_fd, out_path, err_path)
+        except BaseException:
+            if writer is not None:
+                os.close(write_fd)
+            raise
         finally:
             os.close(stdin_fd)
         if writer is not None:

@@ -100,15 +100,24 @@ def _unshare(flags: int, root: bool) -> None:
 
 
 def _fork_check(check: Callable[[], bool], what: str) -> None:
+    """Run ``check`` in a child (the first process of a new PID namespace); raise with its error if it fails."""
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(read_fd)
         try:
-            os._exit(0 if check() else 1)
-        except BaseException:  # noqa: BLE001
+            ok = check()
+            os.write(write_fd, b"" if ok else b"returned False")
+            os._exit(0 if ok else 1)
+        except BaseException as exc:  # noqa: BLE001
+            os.write(write_fd, f"{type(exc).__name__}: {exc}".encode()[:2000])
             os._exit(2)
+    os.close(write_fd)
+    detail = os.read(read_fd, 4096).decode("utf-8", "replace")
+    os.close(read_fd)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError(1, f"{what} check failed in the new namespace")
+        raise OSError(1, f"{what} failed in the new namespace: {detail or 'child died'}")
 
 
 def probe_host() -> HostProbe:
@@ -158,10 +167,12 @@ def probe_host() -> HostProbe:
         def mounts() -> bool:
             syscalls.mount("proc", "/proc", "proc", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
             syscalls.mount("tmpfs", "/tmp", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,mode=1777")
+            syscalls.set_mount_read_only("/", recursive=True)  # mount_setattr: Linux 5.12+
+            syscalls.set_mount_read_only("/tmp", read_only=False)
             return os.listdir("/tmp") == []
 
-        _fork_check(mounts, "private /proc and /tmp")
-        return "CLONE_NEWNS with private /proc, /tmp, /dev/shm"
+        _fork_check(mounts, "private /proc and /tmp, read-only host files (mount_setattr)")
+        return "CLONE_NEWNS: private /proc, /tmp, /dev/shm; host files read-only"
 
     layers[Layer.MNTNS.value] = _in_child(mntns)
 

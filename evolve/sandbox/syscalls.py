@@ -11,6 +11,8 @@ import contextlib
 import ctypes
 import os
 import platform
+import select
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -64,6 +66,26 @@ _SYSCALLS = {
     "aarch64": {"landlock_create_ruleset": 444, "landlock_add_rule": 445, "landlock_restrict_self": 446,
                 "capset": 91, "mount_setattr": 442},
 }
+
+
+def readable(fds: list[Any], timeout: float | None) -> list[Any]:
+    """The members of ``fds`` (ints or objects with ``fileno()``) ready to read; poll(2), so no 1024-fd limit
+    (a Ray worker easily holds more descriptors than select(2) can watch)."""
+    poller = select.poll()
+    by_fd = {}
+    for item in fds:
+        fd = item if isinstance(item, int) else item.fileno()
+        by_fd[fd] = item
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    events = poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+    return [by_fd[fd] for fd, _ in events]
+
+
+def writable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` accepts a write (or has failed, so that the write reports the error) within ``timeout``."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT | select.POLLERR)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
 
 def syscall_number(name: str) -> int | None:

@@ -34,7 +34,6 @@ import io
 import json
 import os
 import resource
-import select
 import signal
 import socket
 import sys
@@ -111,7 +110,7 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 def _server_gone(lifeline: int) -> bool:
     """True when the server died before our death signal was armed (its lifeline pipe reads EOF)."""
-    return lifeline >= 0 and bool(select.select([lifeline], [], [], 0)[0])
+    return lifeline >= 0 and bool(syscalls.readable([lifeline], 0))
 
 
 # ---------------------------------------------------------------------------------------------- direct child
@@ -252,7 +251,7 @@ def _supervise(child: int, status: socket.socket, err_r: int, st_r: int) -> int:
     setup_error = b""
     killed = False
     while pidfd in watch:
-        ready, _, _ = select.select(list(watch), [], [])
+        ready = syscalls.readable(list(watch), None)
         for fd in ready:
             if fd == err_r:
                 data = os.read(err_r, 65536)
@@ -348,7 +347,7 @@ def setup_mounts(spec: SpawnSpec) -> None:
         size = spec.tmpfs_mb if cover.mode & 0o002 else 1
         syscalls.mount("tmpfs", cover.path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
                        f"size={size}m,mode={cover.mode:o}")
-    for path, writable, fd, is_dir in handles:
+    for path, _, fd, is_dir in handles:
         if is_dir:
             os.makedirs(path, 0o755, exist_ok=True)
         else:

@@ -1,0 +1,5 @@
+"""An honest candidate: sorts its input and reports nothing."""
+
+
+def run(data, context):
+    return {"answer": sorted(data), "report": {}}

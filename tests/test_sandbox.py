@@ -1,0 +1,485 @@
+"""The sandbox: settings, layer choice, the plan for one process (GPU included), the layers themselves, the launcher."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import evolve.sandbox as sandbox_api
+from evolve.problem import Limits
+from evolve.sandbox import (
+    Layer,
+    SandboxConfig,
+    SandboxConfigError,
+    SandboxSetupError,
+    SandboxUnavailable,
+    check_requirement,
+    describe_isolation,
+    format_level,
+    host_probe,
+    landlock,
+    make_sandbox,
+    parse_layers,
+    policy,
+    seccomp,
+)
+from evolve.sandbox.config import level_satisfies
+from evolve.sandbox.launcher import choose_layers, missing_layers
+from evolve.sandbox.policy import PlanInput, candidate_env, plan_covers, plan_spawn
+from evolve.sandbox.probe import HostProbe, LayerStatus
+
+ALL = tuple(Layer)
+
+
+def fake_probe(ok: set[Layer], root: bool = True, uid_needs_mntns: bool = False) -> HostProbe:
+    layers = {layer.value: LayerStatus(layer in ok, "works" if layer in ok else f"{layer.value} refused: EPERM")
+              for layer in Layer}
+    return HostProbe(layers=layers, root=root, landlock_abi=7, python_roots=("/usr",),
+                     uid_needs_mntns=uid_needs_mntns)
+
+
+def in_child(action) -> int:
+    """Run ``action`` in a forked child (layers are irreversible); return its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(action())
+        except BaseException:  # noqa: BLE001
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+def test_levels_parse_in_canonical_order_and_aliases_expand():
+    assert format_level(parse_layers("uid+session+PIDNS")) == "session+pidns+uid"
+    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    assert parse_layers("basic") == (Layer.SESSION, Layer.RLIMITS)
+    assert parse_layers("") == ()
+    assert level_satisfies("session+rlimits+pidns", "pidns+landlock") == [Layer.LANDLOCK]
+
+
+def test_unknown_layer_is_rejected():
+    with pytest.raises(SandboxConfigError, match="unknown sandbox layer 'chroot'"):
+        parse_layers("session+chroot")
+    with pytest.raises(SandboxConfigError):
+        SandboxConfig(require="pidns+magic")
+
+
+def test_config_from_table_checks_keys_and_types():
+    config = SandboxConfig.from_table({"require": "full", "preload": ["numpy", "math"], "allow_in_process": True})
+    assert config.required_layers == parse_layers("full")
+    assert config.preload == ("numpy", "math")
+    assert SandboxConfig.from_table(None, require="pidns").require == "pidns"
+    for table, message in (({"bogus": 1}, "unknown key"), ({"warm": "yes"}, "true or false"),
+                           ({"tmpfs_mb": 0}, "> 0"), ({"preload": "numpy"}, "list"),
+                           ({"unprivileged_uid": 0}, "not root"), ({"require": 3}, "string")):
+        with pytest.raises(SandboxConfigError, match=message):
+            SandboxConfig.from_table(table)
+
+
+# ------------------------------------------------------------------------------------------------ layer choice
+
+
+def test_full_root_host_uses_every_layer():
+    chosen = choose_layers(fake_probe(set(ALL)), SandboxConfig())
+    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+
+
+def test_container_without_namespaces_falls_back_to_subreaper_and_seccomp_network_filter():
+    ok = {Layer.SESSION, Layer.RLIMITS, Layer.SUBREAPER, Layer.LANDLOCK, Layer.SECCOMP, Layer.NONET, Layer.UID}
+    chosen = choose_layers(fake_probe(ok), SandboxConfig())
+    assert format_level(chosen) == "session+rlimits+subreaper+nonet+landlock+seccomp+uid"
+
+
+def test_non_root_launcher_needs_a_user_namespace_for_namespaces():
+    with_userns = choose_layers(fake_probe(set(ALL), root=False), SandboxConfig())
+    assert {Layer.USERNS, Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.UID} <= with_userns
+    without = choose_layers(fake_probe(set(ALL) - {Layer.USERNS}, root=False), SandboxConfig())
+    assert not {Layer.USERNS, Layer.PIDNS, Layer.NETNS, Layer.MNTNS} & without
+    assert Layer.SUBREAPER in without
+
+
+def test_uid_layer_needs_the_mount_namespace_when_python_is_unreachable():
+    probe = fake_probe(set(ALL), uid_needs_mntns=True)
+    config = SandboxConfig(layers="session+rlimits+pidns+landlock+uid", require="uid")
+    assert Layer.UID not in choose_layers(probe, config)
+    (layer, why), = missing_layers(probe, config)
+    assert layer is Layer.UID and "mntns" in why
+
+
+def test_missing_required_layer_names_the_layer_and_the_reason():
+    probe = fake_probe(set(ALL) - {Layer.LANDLOCK})
+    (layer, why), = missing_layers(probe, SandboxConfig(require="full"))
+    assert layer is Layer.LANDLOCK and "landlock refused" in why
+
+
+def test_require_refuses_to_start_with_a_clear_message(monkeypatch):
+    monkeypatch.setattr(sandbox_api, "host_probe", lambda config=None: fake_probe(set(ALL) - {Layer.SECCOMP}))
+    with pytest.raises(SandboxUnavailable, match=r"missing seccomp \(seccomp refused"):
+        check_requirement(SandboxConfig(require="full"))
+    assert check_requirement(SandboxConfig(require="pidns+landlock")).startswith("session+rlimits+pidns")
+
+
+def test_sandbox_refuses_a_requirement_its_own_layers_exclude():
+    with pytest.raises(SandboxUnavailable, match="pidns"):
+        make_sandbox(config=SandboxConfig(layers="basic", require="pidns"))
+
+
+def test_probe_runs_once_per_process_and_describes_itself():
+    assert host_probe() is host_probe()
+    line = describe_isolation()
+    assert line.startswith("sandbox: session+rlimits") and "\n" not in line
+    print(line)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def plan(tmp_path: Path, gpu: bool = False, env: dict[str, str] | None = None, **kw) -> policy.SpawnSpec:
+    scratch = tmp_path / "work"
+    scratch.mkdir(exist_ok=True)
+    return plan_spawn(PlanInput(mode="exec", argv=("true",), scratch=scratch, timeout=10.0,
+                                limits=Limits(memory_mb=512, processes=16), layers=frozenset(ALL) - {Layer.USERNS},
+                                env=env or candidate_env(scratch, gpu=gpu), gpu=gpu, uid=1_900_000_123,
+                                launcher_uid=0, **kw))
+
+
+def test_cpu_process_limits_address_space(tmp_path):
+    spec = plan(tmp_path)
+    limits = {r[0]: r[1:] for r in spec.rlimits}
+    assert limits[resource.RLIMIT_AS] == (512 << 20, 512 << 20)
+    assert resource.RLIMIT_DATA not in limits
+    assert limits[resource.RLIMIT_NPROC] == (16, 16)  # binds: the candidate has its own uid
+    assert limits[resource.RLIMIT_CORE] == (0, 0)
+    assert spec.uid == 1_900_000_123 and spec.gid == 1_900_000_123
+    assert not any("nvidia" in path for path, _ in spec.landlock_rules)
+    assert (str(tmp_path / "work"), landlock.WRITE) in spec.landlock_rules
+
+
+def test_gpu_process_settings(tmp_path, monkeypatch):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidiactl", "nvidia-uvm", "nvidia0", "nvidia1", "nvidia2"):
+        (dev / name).touch()
+    monkeypatch.setattr(policy, "DEV_DIR", str(dev))
+    source = {"CUDA_VISIBLE_DEVICES": "1,2", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PATH": "/usr/bin",
+              "OPENAI_API_KEY": "sk-secret"}
+    scratch = tmp_path / "work"
+    env = candidate_env(scratch, gpu=True, source=source)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,2"
+    assert env["CUPY_CACHE_DIR"].startswith(str(scratch)) and env["CUDA_CACHE_PATH"].startswith(str(scratch))
+    assert "OPENAI_API_KEY" not in env
+    spec = plan(tmp_path, gpu=True, env=env)
+    limits = {r[0]: r[1:] for r in spec.rlimits}
+    assert resource.RLIMIT_DATA in limits and resource.RLIMIT_AS not in limits  # RLIMIT_AS breaks CUDA
+    device_rules = {os.path.basename(p): access for p, access in spec.landlock_rules if p.startswith(str(dev))}
+    assert set(device_rules) == {"nvidiactl", "nvidia-uvm", "nvidia1", "nvidia2"}  # only the assigned GPUs
+    assert all(access & landlock.IOCTL_DEV and access & landlock.WRITE_FILE for access in device_rules.values())
+    assert ("/sys", landlock.READ) in spec.landlock_rules
+    # without PCI_BUS_ID ordering, CUDA ordinals are not minor numbers: every GPU node opens, CUDA selects
+    spec = plan(tmp_path, gpu=True, env={**env, "CUDA_DEVICE_ORDER": "FASTEST_FIRST"})
+    assert sum("nvidia" in os.path.basename(p) for p, _ in spec.landlock_rules if p.startswith(str(dev))) == 5
+
+
+def test_environment_is_an_allowlist():
+    env = candidate_env(Path("/s"), extra={"EXTRA": "1"}, source={"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "x",
+                                                                  "HOME": "/root", "LANG": "C.UTF-8"})
+    assert env["HOME"] == env["TMPDIR"] == "/s"
+    assert env["LANG"] == "C.UTF-8" and env["EXTRA"] == "1" and env["OMP_NUM_THREADS"] == "1"
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_unreachable_directories_are_covered_and_needed_paths_exposed(tmp_path):
+    private = tmp_path / "private"
+    (private / "python" / "lib").mkdir(parents=True)
+    (private / "secret").mkdir()
+    private.chmod(0o700)
+    needed = [(str(private / "python"), False), (str(tmp_path / "scratch"), True)]
+    covers = plan_covers(needed, private=False, other_uid=True)
+    # the outermost unsearchable directory (pytest's own 0700 dir, or ours) is covered; only the need is exposed
+    cover = next(c for c in covers if str(private).startswith(c.path))
+    assert cover.mode == 0o755
+    assert (str(private / "python"), False) in cover.expose
+    assert not any("secret" in path for c in covers for path, _ in c.expose)
+    private_tmp = {c.path: c for c in plan_covers([("/tmp/x", True)], private=True, other_uid=False)}
+    assert private_tmp["/tmp"].mode == 0o1777
+
+
+def test_spec_round_trips_through_json(tmp_path):
+    import json
+
+    spec = plan(tmp_path)
+    assert policy.SpawnSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+# ------------------------------------------------------------------------------------------------ single layers
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="seccomp filter table only for x86-64")
+def test_seccomp_filter_denies_ptrace_namespaces_and_inet_sockets():
+    import ctypes
+
+    program = seccomp.build_filter(deny_network=True)
+    assert len(program) % 8 == 0 and len(program) // 8 < 256
+
+    def attack() -> int:
+        seccomp.install(deny_network=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+        failures = 0
+        failures += libc.ptrace(0, 0, 0, 0) == -1
+        failures += libc.unshare(0x10000000) == -1
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except PermissionError:
+            failures += 1
+        socket.socket(socket.AF_UNIX).close()  # still allowed
+        pid = os.fork()  # plain fork and threads still work (clone without namespace flags)
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return 10 + failures
+
+    assert in_child(attack) == 13
+
+
+@pytest.mark.skipif(landlock.abi_version() < 1, reason="Landlock unavailable in this kernel")
+def test_landlock_confines_reads_and_writes(tmp_path):
+    allowed, forbidden = tmp_path / "allowed", tmp_path / "forbidden"
+    allowed.mkdir()
+    forbidden.mkdir()
+    (forbidden / "secret").write_text("s")
+
+    def confined() -> int:
+        ruleset = landlock.Ruleset(landlock.abi_version())
+        ruleset.allow(str(allowed), landlock.WRITE)
+        ruleset.restrict_self()
+        (allowed / "ok").write_text("fine")
+        for attempt in (lambda: (forbidden / "secret").read_text(), lambda: (forbidden / "new").write_text("x")):
+            try:
+                attempt()
+                return 1
+            except PermissionError:
+                pass
+        return 0
+
+    assert in_child(confined) == 0
+    assert (allowed / "ok").exists() and not (forbidden / "new").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the launcher
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return make_sandbox(Limits(memory_mb=1024, processes=32, output_kb=16))
+
+
+@pytest.fixture
+def scratch(sandbox):
+    path = sandbox.make_scratch()
+    yield path
+    sandbox.remove_scratch(path)
+    assert not path.exists() and not path.parent.exists()
+
+
+def descendants(root_pid: int, settle: float = 0.0) -> list[int]:
+    """Live (non-zombie) descendants; waits up to ``settle`` seconds for exiting monitors to finish."""
+    deadline = time.monotonic() + settle
+    while (found := _descendants(root_pid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
+def _descendants(root_pid: int) -> list[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if fields[0] != b"Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {root_pid}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return sorted(found)
+
+
+def test_run_captures_output_and_exit_code(sandbox, scratch):
+    result = sandbox.run(["sh", "-c", "echo out; echo err >&2; exit 3"], scratch, timeout=10)
+    assert (result.returncode, result.stdout, result.stderr, result.timed_out) == (3, "out\n", "err\n", False)
+    assert sandbox.run(["cat"], scratch, timeout=10, input=b"piped").stdout == "piped"
+    missing = sandbox.run(["no-such-command-here"], scratch, timeout=10)
+    assert missing.returncode == 127 and "cannot execute" in missing.stderr
+
+
+def test_run_reports_the_killing_signal(sandbox, scratch):
+    result = sandbox.run(["sh", "-c", "kill -SEGV $$"], scratch, timeout=10)
+    assert result.signal == signal.SIGSEGV and result.returncode == -signal.SIGSEGV
+
+
+def test_timeout_kills_the_whole_tree_within_a_second(sandbox, scratch):
+    start = time.monotonic()
+    result = sandbox.run(["sh", "-c", "sleep 300 & (setsid sleep 301 &) ; sleep 302"], scratch, timeout=1.0)
+    assert result.timed_out and result.returncode is None
+    assert descendants(sandbox.server.hello.pid, settle=2.0 - (time.monotonic() - start)) == []
+    assert time.monotonic() - start < 2.0
+
+
+def test_output_is_capped_to_a_tail(sandbox, scratch):
+    result = sandbox.run([sys.executable, "-c", "print('a' * 100000 + 'END')"], scratch, timeout=30)
+    assert len(result.stdout) == 16 * 1024 and result.stdout.endswith("END\n")
+
+
+def test_candidate_runs_unprivileged_in_its_scratch_dir(sandbox, scratch):
+    result = sandbox.run([sys.executable, "-c", "import os; print(os.getuid(), os.getcwd(), os.environ['HOME'])"],
+                         scratch, timeout=30)
+    uid, cwd, home = result.stdout.split()
+    assert cwd == home == str(scratch)
+    if Layer.UID in sandbox.layers:
+        assert int(uid) != 0
+
+
+def test_launcher_secrets_do_not_reach_the_sandbox(sandbox, scratch, monkeypatch):
+    monkeypatch.setenv("EVOLVE_TEST_TOKEN", "tok-123456")
+    result = sandbox.run(["env"], scratch, timeout=10)
+    assert result.ok and "tok-123456" not in result.stdout and "PATH=" in result.stdout
+
+
+def test_scratch_removal_survives_hostile_permissions(sandbox):
+    path = sandbox.make_scratch()
+    result = sandbox.run(["sh", "-c", "mkdir -p a/b && touch a/b/f && chmod 000 a/b a"], path, timeout=10)
+    assert result.ok, result
+    sandbox.remove_scratch(path)
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_python_harness_warm_and_cold(sandbox, scratch, warm):
+    (scratch / "prog.py").write_text("import sys\ndef f(x):\n    return [x * 2, 'numpy' in sys.modules]\n")
+    process = sandbox.spawn_python(scratch, timeout=30, warm=warm)
+    try:
+        deadline = time.monotonic() + 30
+        assert process.request({"op": "load", "path": str(scratch / "prog.py")}, deadline)["ok"]
+        reply = process.request({"op": "call", "entry": "f", "args": [21], "kwargs": {}}, deadline)
+        assert reply["ok"] and reply["value"][0] == 42
+        if warm and sandbox.warm:
+            assert reply["value"][1] is True  # preloaded by the fork server
+    finally:
+        process.close()
+    assert process.exit_info() is not None
+
+
+def test_gpu_mode_runs_on_a_cpu_host(sandbox, scratch):
+    result = sandbox.run([sys.executable, "-c", "import os, resource; "
+                          "print(os.environ['CUPY_CACHE_DIR'], resource.getrlimit(resource.RLIMIT_AS)[0])"],
+                         scratch, timeout=30, gpu=True)
+    cache, address_limit = result.stdout.split()
+    assert cache.startswith(str(scratch)) and int(address_limit) == resource.RLIM_INFINITY
+
+
+def test_a_failing_layer_is_a_setup_error_not_a_candidate_failure(scratch):
+    broken = make_sandbox(Limits(open_files=1 << 40))  # more than the kernel allows: setrlimit fails
+    with pytest.raises(SandboxSetupError, match="rlimits"):
+        broken.run(["true"], scratch, timeout=10)
+
+
+def test_a_dead_fork_server_is_replaced(scratch):
+    first = make_sandbox()
+    old = first.server
+    os.kill(old.hello.pid, signal.SIGKILL)
+    old.proc.wait()
+    assert first.run(["true"], scratch, timeout=10).ok
+    assert first.server.hello.pid != old.hello.pid
+
+
+def test_works_with_more_than_1024_open_descriptors(sandbox, scratch):
+    """Ray workers hold many descriptors; select(2) would fail beyond 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"hard descriptor limit {hard} too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    ballast = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert sandbox.run(["true"], scratch, timeout=10).ok
+        (scratch / "p.py").write_text("def f():\n    return 5\n")
+        process = sandbox.spawn_python(scratch, timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            assert process.replies > 1024
+            assert process.request({"op": "load", "path": str(scratch / "p.py")}, deadline)["ok"]
+            assert process.request({"op": "call", "entry": "f", "args": [], "kwargs": {}}, deadline)["value"] == 5
+        finally:
+            process.close()
+    finally:
+        for fd in ballast:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_server_cleans_up_when_the_trusted_process_dies(tmp_path):
+    """A Ray worker killed mid-evaluation: its fork server kills the candidate's tree and removes the scratch dirs,
+    including one that no process ever ran in."""
+    script = tmp_path / "client.py"
+    script.write_text(
+        "import sys, time\n"
+        "from evolve.sandbox import make_sandbox\n"
+        "sb = make_sandbox()\n"
+        "scratch = sb.make_scratch()\n"
+        "(scratch / 'p.py').write_text('import time\\ndef f():\\n    time.sleep(600)\\n')\n"
+        "idle = sb.make_scratch()\n"
+        "proc = sb.spawn_python(scratch, 600)\n"
+        "proc.request({'op': 'load', 'path': str(scratch / 'p.py')}, time.monotonic() + 60)\n"
+        "import os\n"
+        "os.write(proc.requests, b'{\"op\": \"call\", \"entry\": \"f\", \"args\": [], \"kwargs\": {}, \"id\": 1}\\n')\n"
+        "print(sb.server.hello.pid, scratch, idle, flush=True)\n"
+        "time.sleep(600)\n")
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None
+    server_pid, scratch, idle = client.stdout.readline().split()
+    sandboxed = descendants(int(server_pid))
+    assert Path(scratch).exists() and sandboxed
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (Path(f"/proc/{server_pid}").exists() or Path(scratch).exists()):
+        time.sleep(0.05)
+    assert not Path(scratch).parent.exists() and not Path(idle).parent.exists()
+    for pid in [int(server_pid), *sandboxed]:
+        status = Path(f"/proc/{pid}/stat")
+        with contextlib.suppress(OSError):
+            assert status.read_text().rsplit(")", 1)[1].split()[0] == "Z", f"process {pid} survived its launcher"
+
+
+def test_scratch_of_a_killed_server_is_swept(tmp_path):
+    from evolve.sandbox.launcher import sweep_orphaned_scratch
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f"evolve-sbx-{dead.pid}-abc"
+    (orphan / "work").mkdir(parents=True)
+    (orphan / "work" / "program.py").write_text("x = 1\n")
+    live = tmp_path / f"evolve-sbx-{os.getpid()}-def"
+    young = tmp_path / f"evolve-sbx-{dead.pid}-young"
+    live.mkdir()
+    young.mkdir()
+    old = time.time() - 3600
+    for path in (orphan, live):
+        os.utime(path, (old, old))
+    assert sweep_orphaned_scratch(str(tmp_path)) == 1
+    assert not orphan.exists() and live.exists() and young.exists()
