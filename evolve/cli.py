@@ -160,7 +160,7 @@ def run(problem_dir: str, **opts: Any) -> None:
     concurrency = settings.concurrency or f"auto ({view.default_concurrency()}, follows the cluster)"
     out(f"evolve: problem {problem.name} | mutator {settings.mutator} | {settings.iterations} iterations | "
         f"concurrency {concurrency} | islands {settings.islands}")
-    out(f"sandbox: {describe_isolation(sandbox_config)}")
+    out(describe_isolation(sandbox_config))
     out(f"archive: {run_dir}")
     evolution = Evolution(problem, settings, mutator, run_dir, run_id, resume=opts["resume"], progress=progress,
                           sandbox_settings=sandbox_config)
