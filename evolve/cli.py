@@ -173,6 +173,7 @@ def run(problem_dir: str, **opts: Any) -> None:
         f"({summary.done}/{summary.budget} iterations)")
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.statuses.items()))
     out(f"outcomes: {statuses}")
+    _print_llm_stats(summary.mutator_stats)
     if summary.best is not None:
         out(f"seed score: {summary.seed_score}   best score: {summary.best.score} (program {summary.best.program_id}, "
             f"island {summary.best.island})")
@@ -236,6 +237,20 @@ def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, 
                 click.echo("\n".join("    " + line for line in text.splitlines()[-40:]))
     if failed:
         sys.exit(1)
+
+
+def _print_llm_stats(stats: dict[str, Any]) -> None:
+    totals = stats.get("totals")
+    if not isinstance(totals, dict):
+        return
+    click.echo(f"llm: {totals.get('calls', 0)} calls, {totals.get('tokens', 0)} tokens, ${totals.get('cost', 0.0):.4f}, "
+               f"unusable answers {totals.get('unusable_rate', 0.0):.0%}, mean latency "
+               f"{totals.get('mean_latency', 0.0):.2f} s")
+    for name, model in (stats.get("models") or {}).items():
+        click.echo(f"  {name}: {model.get('calls', 0)} calls, {model.get('tokens', 0)} tokens, "
+                   f"${model.get('cost', 0.0):.4f}, unusable {model.get('unusable_rate', 0.0):.0%}, "
+                   f"improved the parent {model.get('improvement_rate', 0.0):.0%}, "
+                   f"latency {model.get('mean_latency', 0.0):.2f} s")
 
 
 def _sandbox_config(problem: Problem, require: str | None) -> Any:

@@ -66,3 +66,21 @@ def test_resume_of_another_problems_run(tmp_path: Path) -> None:
     (run_dir / "run.json").write_text(json.dumps({"problem": "other", "run_id": "r", "settings": {}}))
     code, out = invoke("run", str(CIRCLES), "--resume", "--run-dir", str(run_dir))
     assert code != 0 and "is a run of 'other'" in out
+
+
+def test_run_refuses_when_the_required_sandbox_level_is_unavailable(problem_copy, tmp_path: Path) -> None:
+    folder = problem_copy("circle_packing")
+    with open(folder / "problem.toml", "a") as fh:
+        fh.write('\n[sandbox]\nlayers = "session+rlimits"\n')  # as on a host that allows nothing more
+    code, out = invoke("run", str(folder), "--sandbox-require", "landlock", "--run-dir", str(tmp_path / "run"))
+    assert code != 0
+    assert "sandbox.require = 'landlock' cannot be met" in out and "missing landlock" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_reports_a_bad_sandbox_table(problem_copy, tmp_path: Path) -> None:
+    folder = problem_copy("circle_packing")
+    with open(folder / "problem.toml", "a") as fh:
+        fh.write('\n[sandbox]\nlevel = "max"\n')
+    code, out = invoke("run", str(folder), "--run-dir", str(tmp_path / "run"))
+    assert code != 0 and "sandbox.level: unknown key" in out

@@ -36,6 +36,7 @@ def test_llm_run_records_prompts_answers_tokens_and_children(ray_session, llm_se
         "--run-dir", str(run_dir), "--address", address, "--quiet",
     ])
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "llm: " in result.stdout and "unusable answers" in result.stdout and "  fast: " in result.stdout
     rows = read_programs(run_dir).table.to_pylist()
     children = [r for r in rows if r["iteration"] > 0]
     stats = json.loads((run_dir / "stats.json").read_text())
