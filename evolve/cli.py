@@ -106,9 +106,10 @@ def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> An
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
 def run(problem_dir: str, **opts: Any) -> None:
     """Evolve the problem in PROBLEM_DIR."""
+    from evolve.archive import ArchiveLockedError
     from evolve.cluster import cluster_view, unmet_requirements
     from evolve.live import make_progress
-    from evolve.loop import Evolution, SeedFailed, StopReason
+    from evolve.loop import Evolution, RunRefused, StopReason
     from evolve.mutators import build_mutator
     from evolve.sandbox import describe_isolation
     from evolve.settings import RunSettings
@@ -166,7 +167,7 @@ def run(problem_dir: str, **opts: Any) -> None:
                           sandbox_settings=sandbox_config)
     try:
         summary = evolution.run()
-    except SeedFailed as exc:
+    except (RunRefused, ArchiveLockedError) as exc:
         raise EvolveError(str(exc)) from None
     out("")
     out(f"stopped: {summary.message or summary.stop_reason.value} after {summary.elapsed:.1f} s "

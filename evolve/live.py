@@ -74,7 +74,7 @@ def render_snapshot(s: ProgressSnapshot, title: str = "evolve") -> Panel:
     flight = ", ".join(f"{k} {v}" for k, v in s.in_flight.items() if v) or "idle"
     head.add_row("in flight", flight)
     total = sum(s.statuses.values())
-    failures = {k: v for k, v in sorted(s.statuses.items()) if k != "ok" and v}
+    failures = {k: v for k, v in sorted(s.statuses.items()) if k not in ("ok", "duplicate") and v}
     outcome = Text(f"ok {s.statuses.get('ok', 0)}", style="green")
     for name, count in failures.items():
         outcome.append(f"  {name} {count}", style="red" if name != "invalid_edit" else "yellow")

@@ -9,6 +9,7 @@ children are made in fixed-size batches from the state after the previous batch 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import math
 import shutil
@@ -52,14 +53,21 @@ class StopReason(StrEnum):
     INTERRUPTED = "interrupted"
 
 
-class SeedFailed(RuntimeError):
+class RunRefused(RuntimeError):
+    """The run cannot start or continue as asked; nothing was changed."""
+
+
+class SeedFailed(RunRefused):
     """The seed program failed its evaluation; evolution would start from nothing."""
 
     def __init__(self, outcome: StageOutcome):
         self.outcome = outcome
         details = "\n".join(f"--- {name} ---\n{text}" for name, text in outcome.artifacts.items())
+        hint = ""
+        if outcome.status is Status.SYSTEM_ERROR:
+            hint = " (an infrastructure failure, not the seed's fault: `--resume` evaluates it again)"
         super().__init__(
-            f"the seed program failed stage {outcome.stage!r} with status {outcome.status.value}: "
+            f"the seed program failed stage {outcome.stage!r} with status {outcome.status.value}{hint}: "
             f"{outcome.message}\n{details}".rstrip()
         )
 
@@ -146,6 +154,7 @@ class Evolution:
         self._concurrency = settings.concurrency
         self.edit_mode = getattr(mutator, "edit_mode", "diff")
         self._concurrency_checked = -1e9
+        self._started = False  # set once run.json belongs to this session; a refused resume leaves it untouched
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> RunSummary:
@@ -159,6 +168,7 @@ class Evolution:
                 self._restore()
             else:
                 self._write_run_info("running")
+            self._started = True
             if self.db.best() is None:
                 # Nothing to evolve from yet: a new run, or a resumed one killed before its seed was recorded.
                 self._evaluate_seed()
@@ -201,8 +211,14 @@ class Evolution:
     def _restore(self) -> None:
         """Rebuild the database from the archive; continue numbering after the last recorded iteration."""
         programs = read_programs(self.run_dir).table
-        self.db = ProgramDatabase.rebuild(programs, read_migrations(self.run_dir), n_islands=self.settings.islands,
-                                          grid_shape=self.problem.grid_shape, exploitation=self.settings.exploitation)
+        try:
+            self.db = ProgramDatabase.rebuild(programs, read_migrations(self.run_dir),
+                                              n_islands=self.settings.islands, grid_shape=self.problem.grid_shape,
+                                              exploitation=self.settings.exploitation)
+        except ValueError as exc:
+            raise RunRefused(f"cannot resume {self.run_dir}: {exc}. The number of islands or the problem's feature "
+                             "grid changed since the run started; resume with the run's own settings or start a "
+                             "new run") from None
         if programs.num_rows:
             iterations = programs.column("iteration").to_pylist()
             statuses = programs.column("status").to_pylist()
@@ -216,10 +232,15 @@ class Evolution:
         if restore is not None and programs.num_rows and "llm" in programs.column_names:
             # Budgets (calls, tokens, cost) cover the whole run, not just this session.
             restore([json.loads(text) for text in programs.column("llm").to_pylist() if text and text != "{}"])
+        self.since_migration = self.done % self.settings.migration_interval
         self._write_run_info("running")
         self.progress.message(f"resuming {self.run_dir}: {self.done} iterations already recorded")
+        if self.db.best() is not None:
+            self._seed_islands()
 
     def _shutdown(self) -> None:
+        if self._started and self.writer is not None:
+            self._flush_batch()
         if self.jobs:
             self.executor.cancel(list(self.jobs))
         if self.pool is not None:
@@ -229,6 +250,9 @@ class Evolution:
             close()
         if self.writer is not None:
             self.writer.close()
+        if not self._started:
+            self.progress.close()
+            return
         state = "finished" if self.stop_reason in (StopReason.BUDGET, StopReason.TARGET) else "stopped"
         self._write_run_info(state)
         stats = self._stats()
@@ -247,19 +271,34 @@ class Evolution:
         self.progress.message(f"evaluating the seed program {child.program_id}")
         self._submit(child)
         while self.jobs and self.stop_reason is None:
+            self._check_limits()
             self._collect(timeout=1.0)
         record = child.record
         assert record is not None or self.stop_reason is not None
         if record is None:
             return
         if record.status != Status.OK.value:
-            raise SeedFailed(child.outcomes[-1])
+            outcome = child.outcomes[-1]
+            if outcome.passed:  # every stage passed, but the result cannot be placed (no finite score, ...)
+                outcome = dataclasses.replace(outcome, status=Status(record.status),
+                                              message=record.artifacts.get("message", ""), artifacts={})
+            raise SeedFailed(outcome)
         self.seed_score = record.score
-        # The seed populates every island; recorded as migrations so a resumed run rebuilds the same grids.
-        for island in range(1, self.settings.islands):
-            self.db.place(record.program_id, island)
-            self._writer().record_migration(record.program_id, 0, island, SEED_ITERATION)
+        self._seed_islands()
         self.progress.message(f"seed score {record.score}")
+
+    def _seed_islands(self) -> None:
+        """Give every empty island the best program so far (the seed, at the start of a run).
+
+        Recorded as migrations so a resumed run rebuilds the same grids; after a kill between the seed's row and
+        these copies, the resumed run finishes the job.
+        """
+        best = self.db.best()
+        assert best is not None
+        for island, elites in enumerate(self.db.stats().elites_per_island):
+            if island != best.island and elites == 0:
+                self.db.place(best.program_id, island)
+                self._writer().record_migration(best.program_id, best.island, island, SEED_ITERATION)
 
     # ------------------------------------------------------------------ main loop
     def _loop(self) -> None:
@@ -289,11 +328,14 @@ class Evolution:
                 self._submit(self.queue.pop(0))
             self._collect(timeout=0.2)
             self.progress.update(self._snapshot())
-        if self.settings.deterministic:
-            for child in self.batch:
-                if child.record is not None:
-                    self._integrate(child, child.record)
-            self.batch = []
+        self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        """Deterministic mode, when stopping: integrate the batch's finished children, in iteration order."""
+        for child in self.batch:
+            if child.record is not None:
+                self._integrate(child, child.record)
+        self.batch = []
 
     @property
     def concurrency(self) -> int:
@@ -390,11 +432,14 @@ class Evolution:
             return
         child.program_id = program_id_for(child.code)
         if child.program_id in self.db or child.program_id in self.in_flight_ids:
+            # Not evaluated again, but recorded: the iteration (and any LLM call behind it) counts on resume.
             self.duplicates += 1
-            self.done += 1
-            self._observe(child, MutationOutcome("duplicate", self._fitness_of(child.parent), None))
-            if self.settings.deterministic:
-                self.batch.remove(child)
+            twin = child.program_id
+            child.edit_error = f"identical to program {twin} (already archived or being evaluated)"
+            child.code = ""
+            child.program_id = program_id_for(f"duplicate:{child.parent.program_id}:{child.iteration}:{twin}")
+            child.outcomes.append(StageOutcome(stage="edit", status=Status.DUPLICATE, message=child.edit_error))
+            self._finish(child)
             return
         if self.settings.deterministic:
             self.in_flight_ids.add(child.program_id)
@@ -412,13 +457,17 @@ class Evolution:
             for _ in range(max(0, size)):
                 child = self._new_child()
                 self.batch.append(child)
-            # Proposals are made in iteration order from the same database state, whatever the concurrency.
+            # Proposals come from the same database state whatever the concurrency, and are used in iteration
+            # order; a pooled (LLM) mutator answers the whole batch at once.
+            futures = {}
+            if self.pool is not None:
+                futures = {id(c): self.pool.submit(self._timed_propose, c.request) for c in self.batch}
             for child in list(self.batch):
                 request = child.request
                 assert request is not None
                 if self.pool is not None:
                     try:
-                        proposal, child.mutate_seconds = self.pool.submit(self._timed_propose, request).result()
+                        proposal, child.mutate_seconds = futures[id(child)].result()
                     except MutatorStopped as exc:
                         self._stop(StopReason.MUTATOR, str(exc))
                         return
@@ -487,6 +536,8 @@ class Evolution:
         record = self._record(child)
         child.record = record
         self.in_flight_ids.discard(child.program_id)
+        if child.iteration == SEED_ITERATION and record.status == Status.SYSTEM_ERROR.value:
+            return  # not the seed's fault: leave no row, so that a resume evaluates it again
         if self.settings.deterministic and child.iteration != SEED_ITERATION:
             return  # integrated with its batch, in order
         self._integrate(child, record)
@@ -497,13 +548,26 @@ class Evolution:
             metrics.update(outcome.metrics)
         last = child.outcomes[-1]
         status = Status.OK if all(o.passed for o in child.outcomes) else last.status
-        score = metrics.get(self.problem.score.metric)
-        if score is not None and not math.isfinite(score):
-            score = None
-        fitness = score * self.sign if status is Status.OK and score is not None else None
+        metric = self.problem.score.metric
+        score = metrics.get(metric)
         features = feature_values(self.problem, metrics, child.code) if status is Status.OK else {}
         cell = cell_of(self.problem.features, features) if status is Status.OK else None
         artifacts: dict[str, str] = {}
+        if status is Status.OK:
+            # An "ok" program must be placeable: a score to rank it by and a value for every feature axis.
+            missing = [dim.name for dim in self.problem.features if dim.name not in features]
+            if score is None:
+                status, artifacts["message"] = Status.EVALUATOR_ERROR, f"the evaluator returned no {metric!r} metric"
+            elif not math.isfinite(score):
+                status, artifacts["message"] = Status.WRONG_OUTPUT, f"the score {metric!r} is {score}"
+            elif missing:
+                status = Status.EVALUATOR_ERROR
+                artifacts["message"] = f"no value for feature(s) {', '.join(missing)} in the evaluator's metrics"
+        if score is not None and not math.isfinite(score):
+            score = None
+        if status is not Status.OK:
+            cell = None
+        fitness = score * self.sign if status is Status.OK and score is not None else None
         for outcome in child.outcomes:
             for name, text in outcome.artifacts.items():
                 artifacts[f"{outcome.stage}.{name}" if len(child.outcomes) > 1 else name] = text
@@ -545,6 +609,7 @@ class Evolution:
         self.statuses[record.status] += 1
         if record.status != Status.INVALID_EDIT.value:
             self.evaluated_this_session += 1
+        self._check_target(record)
         if child.iteration == SEED_ITERATION:
             return
         self.done += 1
@@ -558,9 +623,10 @@ class Evolution:
             for migration in self.db.migrate(child.iteration):
                 self._writer().record_migration(migration.program_id, migration.from_island, migration.to_island,
                                                 child.iteration)
+
+    def _check_target(self, record: ProgramRecord) -> None:
         target = self.settings.target_score
-        if target is not None and record.score is not None and record.status == Status.OK.value \
-                and record.score * self.sign >= target * self.sign:
+        if target is not None and record.fitness is not None and record.fitness >= target * self.sign:
             self._stop(StopReason.TARGET, f"target score {target} reached by {record.program_id}")
 
     def _observe(self, child: Child, outcome: MutationOutcome) -> None:

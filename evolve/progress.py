@@ -36,7 +36,7 @@ class Progress(Protocol):
 
 def format_snapshot(s: ProgressSnapshot) -> str:
     best = "-" if s.best_score is None else f"{s.best_score:.6g} ({s.best_program})"
-    failures = {k: v for k, v in s.statuses.items() if k != "ok" and v}
+    failures = {k: v for k, v in s.statuses.items() if k not in ("ok", "duplicate") and v}
     fails = ", ".join(f"{k}={v}" for k, v in sorted(failures.items())) or "none"
     flight = ", ".join(f"{k}={v}" for k, v in s.in_flight.items() if v) or "idle"
     cover = " ".join(f"{i}:{c:.0%}" for i, c in sorted(s.coverage.items()))

@@ -793,7 +793,7 @@ class RunArchive:
         best = self.best()
         seed = self.seed()
         coverage = {str(g.island): g.coverage for g in self.grids()}
-        failures = sum(v for k, v in statuses.items() if k != "ok")
+        failures = sum(v for k, v in statuses.items() if k not in ("ok", "duplicate"))  # duplicates: not evaluated
         first, last = agg["first_at"], agg["last_at"]
         span = float(last - first) if first is not None and last is not None else None
         improvement = None

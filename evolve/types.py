@@ -25,10 +25,11 @@ class Status(StrEnum):
     REJECTED = "rejected"  # ran fine but missed a cascade stage's threshold
     EVALUATOR_ERROR = "evaluator_error"  # the problem's trusted evaluator itself raised
     SYSTEM_ERROR = "system_error"  # infrastructure failure (worker/node died); never the candidate's fault
+    DUPLICATE = "duplicate"  # the child's code equals a program already archived or in flight: not evaluated
 
     @property
     def is_candidate_fault(self) -> bool:
-        return self not in (Status.OK, Status.EVALUATOR_ERROR, Status.SYSTEM_ERROR)
+        return self not in (Status.OK, Status.EVALUATOR_ERROR, Status.SYSTEM_ERROR, Status.DUPLICATE)
 
 
 def program_id_for(code: str) -> str:

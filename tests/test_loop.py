@@ -107,7 +107,8 @@ def test_scripted_run_end_to_end(ray_session, tiny_problem: Path, tmp_path: Path
         if row["iteration"]:
             assert row["parent_ids"][0] in known
             assert row["mutator"] == "scripted"
-    assert {r["status"] for r in rows} <= {"ok", "invalid_edit", "wrong_output", "runtime_error", "compile_error"}
+    assert {r["status"] for r in rows} <= {"ok", "invalid_edit", "wrong_output", "runtime_error", "compile_error",
+                                           "duplicate"}
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(r["isolation"] for r in ok), "every evaluated result records its isolation level"
     assert all(r["cell"] is not None for r in ok)
@@ -231,7 +232,54 @@ def test_sigkill_then_resume_loses_nothing(ray_session, tiny_problem: Path, tmp_
     info = json.loads((run_dir / "run.json").read_text())
     stats = json.loads((run_dir / "stats.json").read_text())
     assert info["state"] == "finished" and info["sessions"] == 2
-    # The budget counts recorded children plus identical children skipped (not recorded) after the resume;
-    # duplicates skipped before the kill left no trace, so their iterations were done again.
-    assert len(children) + stats["duplicates_this_session"] == 40
-    assert stats["done"] == 40
+    # Every iteration leaves a row (identical children too, as status "duplicate"), so the budget is exact.
+    assert len(children) == 40 and stats["done"] == 40
+    assert sorted(r["iteration"] for r in children) == sorted(set(r["iteration"] for r in children))
+
+
+def test_identical_children_are_recorded_not_evaluated(ray_session, tiny_problem: Path, tmp_path: Path) -> None:
+    # A script that always proposes the same (worsening) edit: each time the seed is the parent again, the child
+    # is identical to the first one; when the first child is the parent, the edit no longer applies.
+    edit = "<<<<<<< SEARCH\nA = 1.0\n=======\nA = 0.0\n>>>>>>> REPLACE\n"
+    run_dir = tmp_path / "run"
+    summary = run_evolution(tiny_problem, run_dir, ScriptedMutator([edit]), iterations=8, concurrency=1, islands=1)
+    rows = read_programs(run_dir).table.to_pylist()
+    statuses = sorted(r["status"] for r in rows if r["iteration"] > 0)
+    assert summary.done == 8 and len(statuses) == 8
+    assert statuses.count("ok") == 1 and statuses.count("duplicate") >= 1
+    assert set(statuses) <= {"ok", "duplicate", "invalid_edit"}
+    duplicate = next(r for r in rows if r["status"] == "duplicate")
+    assert "identical to program" in duplicate["edit_error"] and duplicate["code"] == ""
+    # Resuming the finished run does no more work: the duplicates' iterations were counted.
+    again = Evolution(load_problem(tiny_problem), RunSettings(iterations=8, concurrency=1, islands=1, seed=7),
+                      ScriptedMutator([edit]), run_dir, "run", resume=True).run()
+    assert again.done == 8 and len(read_programs(run_dir).table) == len(rows)
+
+
+def test_resume_with_incompatible_settings_is_refused_untouched(ray_session, tiny_problem: Path,
+                                                                tmp_path: Path) -> None:
+    from evolve.loop import RunRefused
+
+    run_dir = tmp_path / "run"
+    run_evolution(tiny_problem, run_dir, ScriptedMutator(), iterations=4, islands=2)
+    info_before = (run_dir / "run.json").read_text()
+    stats_before = (run_dir / "stats.json").read_text()
+    problem = load_problem(tiny_problem)
+    with pytest.raises(RunRefused, match="islands or the problem's feature grid changed"):
+        Evolution(problem, RunSettings(iterations=8, islands=1), ScriptedMutator(), run_dir, "run",
+                  resume=True).run()
+    assert (run_dir / "run.json").read_text() == info_before
+    assert (run_dir / "stats.json").read_text() == stats_before
+
+
+def test_seed_with_a_non_finite_score_stops_the_run(ray_session, tiny_problem: Path, tmp_path: Path) -> None:
+    (tiny_problem / "seed.py").write_text(SEED.replace("A = 1.0", "A = float('nan')"))
+    (tiny_problem / "evaluator.py").write_text(EVALUATOR.replace(
+        '    if not math.isfinite(loss):\n        raise WrongOutput("loss is not finite")\n', ""))
+    with pytest.raises(SeedFailed, match="wrong_output"):
+        run_evolution(tiny_problem, tmp_path / "run", ScriptedMutator())
+
+
+def test_a_seed_that_meets_the_target_stops_at_once(ray_session, tiny_problem: Path, tmp_path: Path) -> None:
+    summary = run_evolution(tiny_problem, tmp_path / "run", TuneMutator(), iterations=50, target_score=1e6)
+    assert summary.stop_reason is StopReason.TARGET and summary.done == 0
