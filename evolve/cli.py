@@ -189,6 +189,8 @@ def run(problem_dir: str, **opts: Any) -> None:
         out(f"  evolve run {problem_dir} --resume --run-dir {run_dir}")
     if summary.stop_reason is StopReason.MUTATOR:
         sys.exit(3)
+    if summary.stop_reason is StopReason.INTERRUPTED:
+        sys.exit(130)  # the shell's convention for a run ended by Ctrl-C
 
 
 @main.command("eval")

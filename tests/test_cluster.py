@@ -145,7 +145,7 @@ def assert_recorded_exactly_once(run: dict[str, Any]) -> None:
     iterations = Counter(r["iteration"] for r in rows)
     assert max(ids.values()) == 1, f"programs written more than once: {[k for k, n in ids.items() if n > 1]}"
     assert max(iterations.values()) == 1
-    assert len(rows) == 1 + run["budget"] - run["duplicates"]  # the seed, then every non-duplicate child
+    assert len(rows) == 1 + run["budget"]  # the seed, then one row per iteration (duplicates included)
     assert set(iterations) <= set(range(run["budget"] + 1)) and 0 in iterations
     assert run["deduplicated_rows"] == len(rows) and not run["journal_files"]
 

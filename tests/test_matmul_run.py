@@ -25,14 +25,32 @@ RECORDING_STAND_IN = STAND_IN + '''
 
 import os
 
-_score = bench
+_score, _compile, _cpu_check = bench, compile, cpu_check
+
+
+def _granted():
+    # Ray sets CUDA_VISIBLE_DEVICES to the granted GPUs ("" for a task granted none).
+    return 1.0 if os.environ.get("CUDA_VISIBLE_DEVICES", "") != "" else 0.0
+
+
+def _with(report, name):
+    from evolve import StageReport
+
+    if isinstance(report, dict):
+        return {**report, name: _granted()}
+    return StageReport({**report.metrics, name: _granted()}, report.artifacts)
 
 
 def bench(candidate):
-    metrics = _score(candidate)
-    # Ray sets CUDA_VISIBLE_DEVICES only for tasks that were granted a GPU.
-    metrics["gpu_granted"] = 1.0 if os.environ.get("CUDA_VISIBLE_DEVICES", "") != "" else 0.0
-    return metrics
+    return _with(_score(candidate), "gpu_granted")
+
+
+def compile(candidate):
+    return _with(_compile(candidate), "compile_gpu_granted")
+
+
+def cpu_check(candidate):
+    return _with(_cpu_check(candidate), "cpu_check_gpu_granted")
 '''
 
 
@@ -53,6 +71,7 @@ def test_matmul_cascade_runs_on_ray_with_gpu_stage_scheduling(ray_session, probl
     assert all(s["status"] == "ok" for s in stages)
     metrics = json.loads(seed["metrics"])
     assert metrics["gpu_granted"] == 1.0 and metrics["registers"] > 0
+    assert metrics["compile_gpu_granted"] == 0.0 and metrics["cpu_check_gpu_granted"] == 0.0
     for row in rows:
         for stage in json.loads(row["stages"]):
             if stage["stage"] == "bench":

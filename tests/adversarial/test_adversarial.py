@@ -155,6 +155,13 @@ def requires(sandbox, *layers: Layer) -> None:
             pytest.skip(f"needs the {layer.value} layer, unavailable here: {sandbox.probe.why(layer)}")
 
 
+def requires_any(sandbox, *layers: Layer) -> None:
+    """Skip unless at least one of ``layers`` contains the attack (without any, it would hit the test process)."""
+    if not any(layer in sandbox.layers for layer in layers):
+        names = ", ".join(layer.value for layer in layers)
+        pytest.skip(f"needs one of the layers {names}; none is available here")
+
+
 def test_program_files_are_present():
     assert len([p for p in PROGRAMS.glob("*.py") if p.name != "check_tmp_files.py"]) >= 25
 
@@ -296,12 +303,14 @@ def test_reference_file_is_unreadable(workspace, sandbox, context):
 
 
 def test_parent_memory_is_unreadable(workspace, sandbox, context):
+    requires_any(sandbox, Layer.PIDNS, Layer.UID, Layer.SECCOMP)  # without them, ptrace would stop pytest itself
     outcome = evaluate(workspace, sandbox, "read_parent_memory.py")
     assert outcome.status is Status.OK, outcome
     assert outcome.metrics["succeeded"] == 0
 
 
 def test_parent_and_server_cannot_be_killed(workspace, sandbox, context):
+    requires_any(sandbox, Layer.PIDNS, Layer.UID)  # without them, the candidate could kill pytest itself
     server_pid = sandbox.server.hello.pid
     outcome = evaluate(workspace, sandbox, "kill_parent.py")
     assert outcome.status is Status.OK, outcome
@@ -446,3 +455,10 @@ def test_subreaper_kills_a_runaway_tree_at_the_deadline(workspace, subreaper_san
     outcome = evaluate(workspace, subreaper_sandbox, "loop_in_call.py", stage="quick")
     assert outcome.status is Status.TIMEOUT, outcome
     assert time.monotonic() - start <= timeout + 1.0
+
+
+def test_zz_still_healthy_after_the_hostile_programs(workspace, sandbox, context):
+    """Last in the module: after every hostile program, an honest candidate still evaluates normally."""
+    outcome = evaluate(workspace, sandbox, "../problem/seed.py")
+    assert outcome.status is Status.OK, outcome
+    assert outcome.metrics["score"] == 1.0
