@@ -402,7 +402,6 @@ def test_bench_without_a_gpu_says_so(problem):
 # ---- the GPU stage (skipped without a CUDA device) -----------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.slow
 def test_bench_scores_the_ladder_in_order(problem):
     fractions = {}
     for path in LADDER:
