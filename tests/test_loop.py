@@ -283,3 +283,26 @@ def test_seed_with_a_non_finite_score_stops_the_run(ray_session, tiny_problem: P
 def test_a_seed_that_meets_the_target_stops_at_once(ray_session, tiny_problem: Path, tmp_path: Path) -> None:
     summary = run_evolution(tiny_problem, tmp_path / "run", TuneMutator(), iterations=50, target_score=1e6)
     assert summary.stop_reason is StopReason.TARGET and summary.done == 0
+
+
+def test_concurrency_follows_the_cluster_as_nodes_join_and_leave(tiny_problem: Path, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    from evolve import loop
+    from evolve.cluster import ClusterView
+
+    views = iter([ClusterView(nodes=1, cpus=2, gpus=0, node_resources=({"CPU": 2.0},)),
+                  ClusterView(nodes=3, cpus=10, gpus=1, node_resources=({"CPU": 2.0}, {"CPU": 8.0},
+                                                                         {"CPU": 1.0, "GPU": 1.0})),
+                  ClusterView(nodes=1, cpus=2, gpus=0, node_resources=({"CPU": 2.0},))])
+    monkeypatch.setattr(loop, "cluster_view", lambda: next(views))
+    clock = [1000.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    evolution = Evolution(load_problem(tiny_problem), RunSettings(concurrency=0), ScriptedMutator(),
+                          tmp_path / "run", "run", executor=object())  # type: ignore[arg-type]
+    assert evolution.concurrency == 4  # 2 per slot
+    clock[0] += 1
+    assert evolution.concurrency == 4  # re-read every few seconds, not per iteration
+    clock[0] += 6
+    assert evolution.concurrency == 22  # nodes joined: 2 + 8 + 1 slots
+    clock[0] += 6
+    assert evolution.concurrency == 4  # and left
