@@ -12,6 +12,25 @@ REPO = Path(__file__).resolve().parents[1]
 PROBLEMS = REPO / "problems"
 
 
+def live_descendants(root_pid: int) -> list[int]:
+    """Every living (non-zombie) process below ``root_pid``, read from /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if fields[0] != b"Z":
+                parents[int(entry)] = int(fields[1])
+    found, frontier = set(), {root_pid}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return sorted(found)
+
+
 def has_gpu() -> bool:
     """True when a CUDA device is usable through CuPy."""
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 import time
 from dataclasses import replace
@@ -24,6 +23,8 @@ from evolve.evaluation import run_stage
 from evolve.problem import Limits, load_problem
 from evolve.sandbox import Layer, SandboxConfig, make_sandbox
 from evolve.types import Status, program_id_for
+
+from .conftest import live_descendants
 
 
 @pytest.fixture(scope="module")
@@ -216,24 +217,6 @@ def test_memory_hog_is_a_memory_failure(circle_packing):
     hog = "def run_packing():\n    blocks = []\n    while True:\n        blocks.append(bytearray(1 << 28))\n"
     outcome = stage(circle_packing, hog)
     assert outcome.status is Status.MEMORY, outcome
-
-
-def live_descendants(root_pid: int) -> list[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_bytes()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if fields[0] != b"Z":
-                parents[int(entry)] = int(fields[1])
-    found, frontier = set(), {root_pid}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
-        found |= frontier
-    return sorted(found)
 
 
 def test_timeout_kills_candidate_and_children_within_a_second(circle_packing):

@@ -37,6 +37,8 @@ from evolve.sandbox.launcher import choose_layers, missing_layers
 from evolve.sandbox.policy import PlanInput, candidate_env, plan_covers, plan_spawn
 from evolve.sandbox.probe import HostProbe, LayerStatus
 
+from .conftest import live_descendants
+
 ALL = tuple(Layer)
 
 
@@ -297,27 +299,9 @@ def scratch(sandbox):
 def descendants(root_pid: int, settle: float = 0.0) -> list[int]:
     """Live (non-zombie) descendants; waits up to ``settle`` seconds for exiting monitors to finish."""
     deadline = time.monotonic() + settle
-    while (found := _descendants(root_pid)) and time.monotonic() < deadline:
+    while (found := live_descendants(root_pid)) and time.monotonic() < deadline:
         time.sleep(0.02)
     return found
-
-
-def _descendants(root_pid: int) -> list[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_bytes()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(b")") + 2:].split()
-            if fields[0] != b"Z":
-                parents[int(entry)] = int(fields[1])
-    found, frontier = set(), {root_pid}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in found}
-        found |= frontier
-    return sorted(found)
 
 
 def test_run_captures_output_and_exit_code(sandbox, scratch):
