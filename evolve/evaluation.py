@@ -13,7 +13,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -151,7 +150,3 @@ def evaluate_locally(problem: Problem, code: str, program_id: str, seed: int,
         if not outcome.passed:
             break
     return outcomes
-
-
-def evaluator_path(problem: Problem) -> Path:
-    return problem.evaluator_path

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -61,17 +59,6 @@ def stage_options(stage: StageSpec) -> dict[str, Any]:
     return options
 
 
-@dataclass
-class StageJob:
-    """One submitted stage evaluation the driver is waiting for."""
-
-    iteration: int
-    stage_index: int
-    ref: Any
-    submitted_at: float
-    attempts: int = 1
-
-
 class RayStageExecutor:
     """Submits stage tasks and collects finished ones; the problem object is shipped once through the store."""
 
@@ -120,7 +107,3 @@ class RayStageExecutor:
 def system_error(stage: StageSpec, attempts: int) -> StageOutcome:
     return StageOutcome(stage=stage.name, status=Status.SYSTEM_ERROR,
                         message=f"evaluation lost to infrastructure failures {attempts} times (worker or node died)")
-
-
-def now() -> float:
-    return time.time()
