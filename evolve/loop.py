@@ -15,6 +15,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -331,7 +332,8 @@ class Evolution:
         self._flush_batch()
 
     def _flush_batch(self) -> None:
-        """Deterministic mode, when stopping: integrate the batch's finished children, in iteration order."""
+        """Deterministic mode: integrate the batch's finished children, in iteration order (all of them, or those
+        that finished before a stop)."""
         for child in self.batch:
             if child.record is not None:
                 self._integrate(child, child.record)
@@ -390,15 +392,16 @@ class Evolution:
             future = self.pool.submit(self._timed_propose, request)
             self.mutations[future] = child
             return
-        self._on_proposal(child, self._propose_now(request, child))
+        self._on_proposal(child, self._take_proposal(child, lambda: self._timed_propose(request)))
 
     def _timed_propose(self, request: MutationRequest) -> tuple[Proposal, float]:
         start = time.monotonic()
         return self.mutator.propose(request), time.monotonic() - start
 
-    def _propose_now(self, request: MutationRequest, child: Child) -> Proposal | None:
+    def _take_proposal(self, child: Child, get: Callable[[], tuple[Proposal, float]]) -> Proposal | None:
+        """Run (or collect) one mutation: a stopped mutator stops the run; any other failure is the child's."""
         try:
-            proposal, child.mutate_seconds = self._timed_propose(request)
+            proposal, child.mutate_seconds = get()
             return proposal
         except MutatorStopped as exc:
             self._stop(StopReason.MUTATOR, str(exc))
@@ -465,27 +468,15 @@ class Evolution:
             for child in list(self.batch):
                 request = child.request
                 assert request is not None
-                if self.pool is not None:
-                    try:
-                        proposal, child.mutate_seconds = futures[id(child)].result()
-                    except MutatorStopped as exc:
-                        self._stop(StopReason.MUTATOR, str(exc))
-                        return
-                    except Exception as exc:  # noqa: BLE001
-                        child.edit_error = f"mutator raised {type(exc).__name__}: {exc}"
-                        proposal = None
-                else:
-                    proposal = self._propose_now(request, child)
-                    if self.stop_reason is not None:
-                        return
+                get = futures[id(child)].result if futures else (lambda r=request: self._timed_propose(r))
+                proposal = self._take_proposal(child, get)
+                if self.stop_reason is not None:
+                    return
                 self._on_proposal(child, proposal)
         while self.queue and len(self.jobs) < self.concurrency:
             self._submit(self.queue.pop(0))
         if self.batch and all(c.record is not None for c in self.batch):
-            for child in self.batch:
-                assert child.record is not None
-                self._integrate(child, child.record)
-            self.batch = []
+            self._flush_batch()
 
     # ------------------------------------------------------------------ evaluation
     def _submit(self, child: Child) -> None:
@@ -501,15 +492,8 @@ class Evolution:
                               return_when=cf.FIRST_COMPLETED)
             for future in done:
                 child = self.mutations.pop(future)
-                try:
-                    proposal, child.mutate_seconds = future.result()
-                except MutatorStopped as exc:
-                    self._stop(StopReason.MUTATOR, str(exc))
-                    return
-                except Exception as exc:  # noqa: BLE001
-                    child.edit_error = f"mutator raised {type(exc).__name__}: {exc}"
-                    proposal = None
-                self._on_proposal(child, proposal)
+                # After a stop, answers that did arrive are still used (they were paid for).
+                self._on_proposal(child, self._take_proposal(child, future.result))
             if done:
                 return
         for ref in self.executor.wait(list(self.jobs), timeout if not self.mutations else 0.02):

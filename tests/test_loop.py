@@ -306,3 +306,17 @@ def test_concurrency_follows_the_cluster_as_nodes_join_and_leave(tiny_problem: P
     assert evolution.concurrency == 22  # nodes joined: 2 + 8 + 1 slots
     clock[0] += 6
     assert evolution.concurrency == 4  # and left
+
+
+class PooledScripted(ScriptedMutator):
+    """The scripted mutator called from the driver's thread pool, as the LLM mutator is."""
+
+    max_concurrency = 3
+
+
+def test_deterministic_with_a_pooled_mutator(ray_session, tiny_problem: Path, tmp_path: Path) -> None:
+    run_evolution(tiny_problem, tmp_path / "a", PooledScripted(), deterministic=True, concurrency=1, iterations=10)
+    run_evolution(tiny_problem, tmp_path / "b", PooledScripted(), deterministic=True, concurrency=4, iterations=10)
+    inline = tmp_path / "c"
+    run_evolution(tiny_problem, inline, ScriptedMutator(), deterministic=True, concurrency=2, iterations=10)
+    assert program_sequence(tmp_path / "a") == program_sequence(tmp_path / "b") == program_sequence(inline)
