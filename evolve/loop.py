@@ -242,8 +242,9 @@ class Evolution:
     def _shutdown(self) -> None:
         if self._started and self.writer is not None:
             self._flush_batch()
-        if self.jobs:
-            self.executor.cancel(list(self.jobs))
+        # In-flight evaluations are abandoned, not cancelled: they end with this driver's Ray job (and each is
+        # bounded by its stage deadline). Force-cancelling them raced with their replies and crashed Ray 2.60's
+        # core worker on Ctrl-C ("Tried to complete task that was not pending").
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.mutator, "close", None)

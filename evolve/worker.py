@@ -1,12 +1,12 @@
 """Evaluation as Ray tasks: one task per (program, stage), with the resources the stage declares.
 
-Untrusted evaluations are tasks, not actor methods, because a task's worker can be force-cancelled. Candidate
-failures come back as results; only infrastructure failures surface as Ray errors, which the driver resubmits.
+Untrusted evaluations are tasks, not actor methods: a task lost with its worker or node is retried elsewhere, and
+no long-lived process accumulates state from candidates. Candidate failures come back as results; only
+infrastructure failures surface as Ray errors, which the driver resubmits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from typing import Any
 
@@ -95,13 +95,6 @@ class RayStageExecutor:
                                 message=f"evaluation task raised: {exc.cause!r}"[:2000])
         except (RayError, GetTimeoutError):
             return None
-
-    @staticmethod
-    def cancel(refs: list[Any]) -> None:
-        for ref in refs:
-            # A ref that already finished, or whose node is gone, cannot be cancelled; nothing to do then.
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
 
 
 def system_error(stage: StageSpec, attempts: int) -> StageOutcome:
