@@ -498,6 +498,8 @@ def test_bench_without_a_gpu_says_so(problem):
     ({"phase": "timing", "wrong": True, "error": "M=4 N=4 K=4, timed run 3 of 35: the kernel changed 1 element(s)"},
      Status.WRONG_OUTPUT, "timed run 3 of 35"),
     ({"phase": "setup", "error": "no usable CUDA device"}, Status.SYSTEM_ERROR, "GPU bench unavailable"),
+    ({"phase": "load", "error": "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "build": {"tool": "nvcc", "arch": "sm_90"}},
+     Status.SYSTEM_ERROR, "could not load the kernel compiled by nvcc for sm_90"),
 ])
 def test_bench_reports_map_to_statuses(problem, tmp_path, report, status, words):
     evaluator = load_evaluator(problem)
@@ -507,6 +509,29 @@ def test_bench_reports_map_to_statuses(problem, tmp_path, report, status, words)
         evaluator._read_report(path, RunResult(1, "", "", 0.1), [], [], evaluator.load_settings(problem.root))
     assert info.value.status is status
     assert words in str(info.value)
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+
+
+def test_gpu_check_script_parses():
+    assert subprocess.run(["bash", "-n", str(GPU_CHECK)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("nvidia_smi", [None, "#!/bin/sh\necho 'No devices were found' >&2\nexit 6\n",
+                                        "#!/bin/sh\nexit 0\n"], ids=["no-driver", "no-device", "empty-list"])
+def test_gpu_check_says_quickly_that_no_gpu_is_present(tmp_path, nvidia_smi):
+    """Exit status 2 and one clear line, before installing or running anything."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if nvidia_smi is not None:
+        (bin_dir / "nvidia-smi").write_text(nvidia_smi)
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no GPU present" in done.stdout and "nothing was run" in done.stdout
+    assert "installing" not in done.stdout
 
 
 # ---- the GPU stage (skipped without a CUDA device) -----------------------------------------------------------------

@@ -112,6 +112,7 @@ class Kernel:
         if done.returncode != 0 or not cubin.is_file():
             raise Stop(f"{spec['tool']} could not compile the kernel for {arch}")
         build["cubin_sha256"] = hashlib.sha256(cubin.read_bytes()).hexdigest()
+        report["phase"] = "load"
         self.function = cp.RawModule(path=str(cubin)).get_function("matmul")
         static = int(self.function.shared_size_bytes)
         dynamic = int(self.launch["smem_bytes"])

@@ -10,6 +10,7 @@
 // Writes into A or B, and reads of C, are errors the evaluator reports from the buffers themselves.
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -133,7 +134,7 @@ void touch(Region& r, std::size_t index, bool write) {
 }
 
 void on_access(const void* address, std::size_t size, bool write) {
-    if (!internal::in_kernel) return;
+    if (!internal::in_kernel || size == 0) return;
     const char* p = static_cast<const char*>(address);
     for (Region* r : {&output, &static_shared, &dynamic_shared}) {
         if (r->begin == nullptr || p + size <= r->begin || p >= r->end) continue;
@@ -170,6 +171,21 @@ void __tsan_func_exit() {}
 void __tsan_vptr_read(void**) {}
 void __tsan_vptr_update(void**, void*) {}
 void __tsan_read_range(void* p, unsigned long size) { evolve_emu::on_access(p, size, false); }
+// Clang turns memcpy/memset/memmove in instrumented code into these (GCC keeps the library calls).
+void* __tsan_memcpy(void* to, const void* from, unsigned long size) {
+    evolve_emu::on_access(from, size, false);
+    evolve_emu::on_access(to, size, true);
+    return std::memcpy(to, from, size);
+}
+void* __tsan_memmove(void* to, const void* from, unsigned long size) {
+    evolve_emu::on_access(from, size, false);
+    evolve_emu::on_access(to, size, true);
+    return std::memmove(to, from, size);
+}
+void* __tsan_memset(void* to, int value, unsigned long size) {
+    evolve_emu::on_access(to, size, true);
+    return std::memset(to, value, size);
+}
 void __tsan_write_range(void* p, unsigned long size) { evolve_emu::on_access(p, size, true); }
 #define EVOLVE_EMU_HOOKS(n)                                                                   \
     void __tsan_read##n(void* p) { evolve_emu::on_access(p, n, false); }                      \

@@ -478,6 +478,11 @@ def _read_report(path: Path, run: RunResult, checks: list[tuple[Path, mc.MatmulC
         failure = compile_failure(str(build.get("tool", "?")), str(build.get("arch", "?")), log or error)
         failure.artifacts.update(artifacts)
         raise failure
+    if phase == "load":
+        raise CandidateFailure(f"the GPU's driver could not load the kernel compiled by {build.get('tool', '?')} for "
+                               f"{build.get('arch', '?')} ({error[:1000]}); a toolkit newer than the driver? Pin "
+                               f"`compiler` in settings.toml or point EVOLVE_NVCC/EVOLVE_NVRTC at a matching one",
+                               artifacts, Status.SYSTEM_ERROR)
     if phase == "launch":
         raise CandidateFailure(f"the kernel cannot be launched on this GPU: {error}", artifacts, Status.REJECTED)
     if report.get("wrong"):
