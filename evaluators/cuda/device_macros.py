@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 _DEFINE_RE = re.compile(r"#define (\w+)(\([^)]*\))?(?: (.*))?$")
@@ -94,12 +95,32 @@ def host_table(host_compiler: str) -> dict[str, str]:
     return macro_table([host_compiler, "-std=c++17"])
 
 
+@dataclass(frozen=True)
+class DeviceTable:
+    """A device compile's macros; ``note`` says why they are only approximate (empty when read from the compiler)."""
+
+    macros: dict[str, str]
+    note: str = ""
+
+
 @functools.lru_cache(maxsize=8)
-def device_table(host_compiler: str, tool: str, tool_path: str, arch: str, options: tuple[str, ...]) -> dict[str, str]:
-    """Every macro a device compile of this tool predefines (cached per process)."""
+def device_table(host_compiler: str, tool: str, tool_path: str, arch: str, options: tuple[str, ...]) -> DeviceTable:
+    """Every macro a device compile of this tool predefines (cached per process).
+
+    When nvcc's device pass cannot be read (a wrapper without ``--dryrun``...), the host compiler's own macros plus
+    the CUDA ones nvcc always defines, with a note saying so.
+    """
     if tool == "nvcc":
-        return macro_table(nvcc_device_pass(tool_path, arch, options))
-    return {**host_table(host_compiler), **nvrtc_defines(arch, nvrtc_version(tool_path))}
+        try:
+            return DeviceTable(macro_table(nvcc_device_pass(tool_path, arch, options)))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            basic = {name: f"#define {name} {value}" for name, value in
+                     (("__CUDACC__", "1"), ("__NVCC__", "1"), ("__CUDA_ARCH__", str(arch_number(arch))),
+                      ("__CUDA_ARCH_LIST__", str(arch_number(arch))))}
+            return DeviceTable({**host_table(host_compiler), **basic},
+                               f"approximate device macros (nvcc's device pass could not be read: {exc})")
+    return DeviceTable({**host_table(host_compiler), **nvrtc_defines(arch, nvrtc_version(tool_path))},
+                       "approximate device macros (NVRTC's documented ones; no nvcc to read a device pass from)")
 
 
 def emulator_prologue(emulator: dict[str, str], device: dict[str, str], keep: frozenset[str]) -> str:

@@ -139,22 +139,23 @@ def _device_compiler(settings: Settings) -> bd.DeviceCompiler:
     return compiler
 
 
-def _device_table(settings: Settings, host: str) -> dict[str, str]:
+def _device_table(settings: Settings, host: str) -> dm.DeviceTable:
     """The device compile's macro table (trusted, cached per process)."""
     compiler = _device_compiler(settings)
     try:
         return dm.device_table(host, compiler.tool, compiler.path, settings.arch, bd.DEVICE_OPTIONS)
     except (OSError, RuntimeError, ValueError) as exc:
-        raise CandidateFailure(f"cannot read the device compile's macros: {exc}", status=Status.EVALUATOR_ERROR) \
+        raise CandidateFailure(f"cannot read the host compiler's macros: {exc}", status=Status.EVALUATOR_ERROR) \
             from None
 
 
 def _check_includes(candidate: Candidate, settings: Settings, harness: Path) -> str:
-    """Reject any header beyond the allowlist, as the preprocessor resolves it; returns a note when skipped."""
+    """Reject any header beyond the allowlist, as the preprocessor resolves it; returns a note when imperfect."""
     host = tc.find_host_compiler()
     if host is None:
         return "include check by the preprocessor skipped: no host C++ compiler (the text check still applies)"
-    defines = dm.defines_header(dm.host_table(host), _device_table(settings, host))
+    table = _device_table(settings, host)
+    defines = dm.defines_header(dm.host_table(host), table.macros)
     ic.prepare(harness, src.DEFAULT_INCLUDES, defines)
     unit = candidate.scratch / "include_check.cu"
     unit.write_text(candidate.code)
@@ -162,7 +163,7 @@ def _check_includes(candidate: Candidate, settings: Settings, harness: Path) -> 
     problems = ic.violations(result, harness, src.DEFAULT_INCLUDES)
     if problems:
         raise CandidateFailure("; ".join(problems), {"policy": "\n".join(problems)}, Status.REJECTED)
-    return ""
+    return table.note
 
 
 # ---- stage 1: compile (CPU) ---------------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def compile(candidate: Candidate) -> StageReport:  # shadows the builtin on purp
                  "cubin": f"sha256 {build.cubin_sha256} ({build.tool}, {settings.arch}, "
                           f"{' '.join(bd.DEVICE_OPTIONS)}); the bench builds the same for its GPU"}
     if note:
-        artifacts["include_check"] = note
+        artifacts["preprocessor"] = note
     sass_metrics, sass_note = _sass_check(candidate, artifacts["resources"])
     metrics.update(sass_metrics)
     if sass_note:
@@ -303,7 +304,7 @@ def _build_failure(candidate: Candidate, settings: Settings, log: str) -> StageR
 
 def _build_emulator(candidate: Candidate, settings: Settings, compiler: str) -> StageReport | None:
     """Compile and link the kernel against the emulator in the sandbox; a report when it cannot be built."""
-    prologue = emu.prologue(compiler, _device_table(settings, compiler))
+    prologue = emu.prologue(compiler, _device_table(settings, compiler).macros)
     (candidate.scratch / "emu_kernel.cpp").write_text(emu.emulation_unit(candidate.code, EMULATION_LAUNCHER, prologue))
     objects = emu.prebuilt_objects(compiler, EMU_SOURCES).verified()
     harness = stage_files(candidate.scratch, emu.EMU_HEADER, *objects)
@@ -364,7 +365,7 @@ def cpu_check(candidate: Candidate) -> StageReport:
         raise WrongOutput(summary, {"cpu_check": detail})
     artifacts = {"cpu_check": f"correct on {len(cases)} shapes, no data race: {', '.join(c.label for c in cases)}"}
     if note:
-        artifacts["include_check"] = note
+        artifacts["preprocessor"] = note
     return StageReport(
         {"cpu_checked": 1.0, "cpu_cases": float(len(cases)), "cpu_worst_error": worst,
          "emulator_build_seconds": build_seconds, "emulate_seconds": emulate_seconds}, artifacts)

@@ -25,7 +25,7 @@ def bench_compile_argv(candidate, settings):
     from evaluators.cuda.staging import stage_files
 
     compiler = tc.find_host_compiler()
-    prologue = emu.prologue(compiler, _base._device_table(settings, compiler))
+    prologue = emu.prologue(compiler, _base._device_table(settings, compiler).macros)
     unit = candidate.scratch / "standin_kernel.cpp"
     unit.write_text(emu.emulation_unit(candidate.code, _base.EMULATION_LAUNCHER, prologue))
     objects = emu.prebuilt_objects(compiler, (emu.EMU_RUNTIME, emu.EMU_RACE), PIC_FLAGS).verified()
