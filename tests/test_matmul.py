@@ -4,20 +4,26 @@ stages on the reference ladder and on hostile kernels (tests/matmul_kernels/), a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from evaluators.cuda import HARNESS_DIR
+from evaluators.cuda import build as bd
 from evaluators.cuda import emulation as emu
 from evaluators.cuda import matmul_check as mc
 from evaluators.cuda import source as src
 from evaluators.cuda import toolchain as tc
-from evolve.candidate import CandidateFailure, WrongOutput
+from evolve.candidate import Candidate, CandidateFailure, WrongOutput
 from evolve.evaluation import evaluate_locally, load_evaluator, run_stage
 from evolve.problem import Problem, load_problem
+from evolve.sandbox import sandbox_for_problem
+from evolve.sandbox.launcher import RunResult
 from evolve.types import StageOutcome, Status, program_id_for
 
 from .conftest import PROBLEMS, has_gpu
@@ -213,12 +219,18 @@ def test_tolerance_passes_fp32_and_rejects_tf32(k):
     assert np.max(mc.normalized_errors(case.a, case.b, tf32.astype(np.float32))) > 4 * mc.TOLERANCE
 
 
-def _report(kernel_ms: float, cublas_ms: float, device: dict | None = None, **entry) -> dict:
+CLEAN = {"poisoned": 0, "nonfinite": 0, "inputs_changed": 0, "guards": 0}
+
+
+def _report(kernel_ms: float, cublas_ms: float, device: dict | None = None, full: dict | None = None,
+            **entry) -> dict:
     shapes = [[1024, 1024, 1024], [2048, 512, 256]]
     return {"ok": True, "device": device if device is not None else
             {"name": "test", "major": 9, "minor": 0, "sms": 132, "clock_khz": 1980000},
+            "full_checks": [{"shape": s, "when": when, "max_error": 1e-7, **CLEAN, **(full or {})}
+                            for s in shapes for when in ("before", "after")],
             "shapes": [{"shape": s, "kernel_ms": [kernel_ms * (1 + 0.01 * i) for i in range(30)],
-                        "cublas_ms": [cublas_ms] * 30, "max_sample_error": 1e-7, "poisoned": 0, "nonfinite": 0,
+                        "cublas_ms": [cublas_ms] * 30, "max_sample_error": 1e-7, **CLEAN, "checked_runs": 35,
                         "cublas_max_sample_error": 1e-7, **entry} for s in shapes]}
 
 
@@ -226,7 +238,7 @@ SHAPES = [[1024, 1024, 1024], [2048, 512, 256]]
 
 
 def test_bench_report_gives_fraction_of_cublas():
-    metrics, artifacts = mc.judge_bench(_report(kernel_ms=2.0, cublas_ms=1.0), SHAPES, 30)
+    metrics, artifacts = mc.judge_bench(_report(kernel_ms=2.0, cublas_ms=1.0), SHAPES, 30, 5)
     median = 2.0 * (1 + 0.01 * 14.5)
     assert metrics["cublas_fraction"] == pytest.approx(1.0 / median)
     assert metrics["pct_cublas_1024x1024x1024"] == pytest.approx(100.0 / median)
@@ -236,22 +248,38 @@ def test_bench_report_gives_fraction_of_cublas():
 
 def test_bench_report_faster_than_the_device_is_rejected():
     with pytest.raises(WrongOutput, match="peak"):
-        mc.judge_bench(_report(kernel_ms=0.001, cublas_ms=1.0), SHAPES, 30)
+        mc.judge_bench(_report(kernel_ms=0.001, cublas_ms=1.0), SHAPES, 30, 5)
     # Unknown peak: bounded by twice cuBLAS's rate instead.
     with pytest.raises(WrongOutput, match="twice cuBLAS"):
-        mc.judge_bench(_report(kernel_ms=0.3, cublas_ms=1.0, device={}), SHAPES, 30)
+        mc.judge_bench(_report(kernel_ms=0.3, cublas_ms=1.0, device={}), SHAPES, 30, 5)
 
 
-def test_bench_report_checks_samples_poison_and_baseline():
-    with pytest.raises(WrongOutput, match="sampled outputs"):
-        mc.judge_bench(_report(1.0, 1.0, max_sample_error=1e-4), SHAPES, 30)
-    with pytest.raises(WrongOutput, match="poison"):
-        mc.judge_bench(_report(1.0, 1.0, poisoned=12), SHAPES, 30)
+@pytest.mark.parametrize(("report", "words"), [
+    (_report(1.0, 1.0, max_sample_error=1e-4), "during timing: error"),
+    (_report(1.0, 1.0, poisoned=12), "poisoned=12"),
+    (_report(1.0, 1.0, inputs_changed=3), "inputs_changed=3"),
+    (_report(1.0, 1.0, guards=1), "guards=1"),
+    (_report(1.0, 1.0, full={"inputs_changed": 7}), "full check before timing: inputs_changed=7"),
+    (_report(1.0, 1.0, full={"max_error": float("nan")}), "full check before timing: error nan"),
+])
+def test_bench_report_checks_every_timed_run_and_the_full_checks(report, words):
+    with pytest.raises(WrongOutput, match=words.replace("(", r"\(")):
+        mc.judge_bench(report, SHAPES, 30, 5)
+
+
+def test_bench_report_must_be_complete_and_its_baseline_fp32():
     with pytest.raises(CandidateFailure, match="TF32") as info:
-        mc.judge_bench(_report(1.0, 1.0, cublas_max_sample_error=3e-5), SHAPES, 30)
+        mc.judge_bench(_report(1.0, 1.0, cublas_max_sample_error=3e-5), SHAPES, 30, 5)
     assert info.value.status is Status.EVALUATOR_ERROR
     with pytest.raises(CandidateFailure, match="malformed"):
-        mc.judge_bench(_report(1.0, 1.0), SHAPES, 31)
+        mc.judge_bench(_report(1.0, 1.0), SHAPES, 31, 4)
+    with pytest.raises(CandidateFailure, match="checked 34 of 35") as info:
+        mc.judge_bench(_report(1.0, 1.0, checked_runs=34), SHAPES, 30, 5)
+    assert info.value.status is Status.EVALUATOR_ERROR
+    incomplete = _report(1.0, 1.0)
+    incomplete["full_checks"] = incomplete["full_checks"][:-1]
+    with pytest.raises(CandidateFailure, match="lacks the full check at M=2048 N=512 K=256 after"):
+        mc.judge_bench(incomplete, SHAPES, 30, 5)
 
 
 # ---- the CPU stages ------------------------------------------------------------------------------------------------
@@ -284,7 +312,7 @@ HOSTILE = [
     ("constant_output.cu", "cpu_check", Status.WRONG_OUTPUT, "are wrong"),
     ("tile_multiples_only.cu", "cpu_check", Status.WRONG_OUTPUT, "poison"),
     ("guard_band_write.cu", "cpu_check", Status.WRONG_OUTPUT, "guard band after C"),
-    ("missing_syncthreads.cu", "cpu_check", Status.WRONG_OUTPUT, "missing __syncthreads"),
+    ("missing_syncthreads.cu", "cpu_check", Status.WRONG_OUTPUT, "data race on static shared memory"),
     ("reads_c.cu", "cpu_check", Status.WRONG_OUTPUT, "must not read C"),
     ("writes_input.cu", "cpu_check", Status.WRONG_OUTPUT, "wrote into input A"),
     ("hardcoded_sizes.cu", "cpu_check", Status.WRONG_OUTPUT, "M=3 N=5 K=7"),
@@ -358,6 +386,14 @@ def test_inline_ptx_passes_as_not_checkable_on_cpu(problem):
 
 @needs_cuda_compiler
 @needs_host_compiler
+def test_atomics_do_not_count_as_races(problem):
+    outcome = run(problem, "cpu_check", kernel("valid_atomic_split_k.cu"))
+    assert outcome.status is Status.OK, f"{outcome.message}\n{outcome.artifacts}"
+    assert outcome.metrics["cpu_checked"] == 1.0
+
+
+@needs_cuda_compiler
+@needs_host_compiler
 def test_cascade_stops_at_the_first_failing_stage(problem):
     code = kernel("reads_c.cu")
     outcomes = evaluate_locally(problem, code, program_id_for(code), 1, stages=["compile", "cpu_check"])
@@ -373,19 +409,72 @@ def test_nvrtc_compiles_where_nvcc_is_absent(problem, monkeypatch):
     assert outcome.metrics["registers"] > 0
     bad = run(problem, "compile", kernel("compile_error.cu"))
     assert bad.status is Status.COMPILE_ERROR and "error" in bad.artifacts["compiler_output"]
+    assert 'expected a ";"' in bad.message  # the compiler's own reason, in the message
+
+
+def _header_sets() -> list[tuple[str, tuple[str, ...]]]:
+    """CUDA header folders NVRTC can use here: a toolkit's, and the wheels' (nvidia-cuda-runtime + nvidia-cuda-nvcc)."""
+    sets = []
+    toolkit = Path("/usr/local/cuda/include")
+    if (toolkit / "crt" / "mma.h").is_file():
+        sets.append(("toolkit", (str(toolkit),)))
+    wheels = tuple(str(base / name / "include") for base in tc.nvidia_package_dirs()
+                   for name in ("cuda_runtime", "cuda_nvcc") if (base / name / "include").is_dir())
+    if len(wheels) == 2:
+        sets.append(("wheels", wheels))
+    return sets
+
+
+@pytest.mark.skipif(tc.find_nvrtc() is None or not _header_sets(), reason="needs NVRTC and CUDA headers")
+@pytest.mark.parametrize("headers", _header_sets(), ids=lambda h: h[0])
+def test_every_allowed_header_compiles_with_nvrtc(tmp_path, headers):
+    """NVRTC ships no headers: the include path (shims for <cstdint>/<stdint.h>, then CUDA's) must cover the list."""
+    compiler = bd.DeviceCompiler("nvrtc", tc.find_nvrtc(), headers[1])
+    harness = bd.stage_device_files(tmp_path)
+    uses = "std::uint64_t u = UINT64_MAX; int32_t i = INT32_MIN; __half h = __float2half(1.0f); (void)u; (void)i;"
+    for name in [*sorted(src.DEFAULT_INCLUDES), "all"]:
+        names = sorted(src.DEFAULT_INCLUDES) if name == "all" else [name]
+        body = uses if name == "all" else ""
+        unit = tmp_path / f"{name.replace('.', '_')}.cu"
+        unit.write_text("".join(f"#include <{h}>\n" for h in names) + f"{NAIVE}\n__device__ void use() {{ {body} }}\n")
+        argv = bd.device_argv(compiler, unit.name, "out.cubin", "sm_90", harness)
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"<{name}>: {done.stdout}{done.stderr}"
+
+
+@needs_cuda_compiler
+def test_the_bench_builds_the_binary_the_compile_stage_measured(problem):
+    """Same tool, same flags: on a GPU of the compile stage's architecture the bench's cubin is byte-identical."""
+    compiled = run(problem, "compile", NAIVE)
+    assert compiled.status is Status.OK, compiled.message
+    evaluator = load_evaluator(problem)
+    settings = evaluator.load_settings(problem.root)
+    with Candidate(NAIVE, program_id_for(NAIVE), "bench", 120, 7, sandbox_for_problem(problem),
+                   filename="program.cu", problem_root=problem.root) as candidate:
+        job, _, _ = evaluator.bench_job(candidate, settings, src.read_launch_shape(NAIVE))
+        argv = [part.replace("{arch}", settings.arch) for part in job["compile"]["argv"]]
+        assert candidate.run(argv).ok
+        digest = hashlib.sha256(Path(job["compile"]["cubin"]).read_bytes()).hexdigest()
+    assert compiled.artifacts["cubin"].startswith(f"sha256 {digest} ")
+    assert all(option in argv for option in bd.DEVICE_OPTIONS)  # explicit: no wrapper's defaults (-ftz=true)
 
 
 @needs_host_compiler
 def test_emulator_portable_context_switch_gives_the_same_answer(tmp_path):
     """The ucontext fallback (non-x86-64 hosts) runs the same kernel to the same result as the fast switch."""
     code = (MATMUL / "ladder" / "3_shared_tiled.cu").read_text()
-    launcher = load_evaluator(load_problem(MATMUL)).EMULATION_LAUNCHER
-    (tmp_path / "unit.cpp").write_text(emu.emulation_unit(code, launcher))
-    case = mc.make_case(np.random.default_rng(0), 45, 33, 70)
-    mc.write_case_file(tmp_path / "case.bin", case, src.read_launch_shape(code), reverse=True)
+    evaluator = load_evaluator(load_problem(MATMUL))
     compiler = tc.find_host_compiler()
-    argv = emu.build_command(compiler, "unit.cpp", HARNESS_DIR, ["emu_runtime.cpp", "emu_matmul_main.cpp"], "emu")
-    subprocess.run([*argv, "-DEVOLVE_EMU_UCONTEXT"], cwd=tmp_path, check=True, timeout=120)
+    (tmp_path / "unit.cpp").write_text(emu.emulation_unit(code, evaluator.EMULATION_LAUNCHER))
+    objects = emu.prebuilt_objects(compiler, evaluator.EMU_SOURCES, ("-DEVOLVE_EMU_UCONTEXT",)).verified()
+    shutil.copy(emu.EMU_HEADER, tmp_path)
+    for o in objects:
+        shutil.copy(o, tmp_path)
+    subprocess.run(emu.compile_command(compiler, "unit.cpp", tmp_path, "unit.o"), cwd=tmp_path, check=True, timeout=120)
+    subprocess.run(emu.link_command(compiler, ["unit.o", *(o.name for o in objects)], tmp_path, "emu"), cwd=tmp_path,
+                   check=True, timeout=120)
+    case = mc.make_case(np.random.default_rng(0), 45, 33, 70)
+    mc.write_case_file(tmp_path / "case.bin", case, src.read_launch_shape(code), mc.schedule_code("shuffled", 3))
     subprocess.run(["./emu", "case.bin"], cwd=tmp_path, check=True, timeout=60)
     problems, _ = mc.check_case(case, mc.read_case_output(tmp_path / "case.bin.out", case), emulated=True)
     assert problems == []
@@ -399,22 +488,81 @@ def test_bench_without_a_gpu_says_so(problem):
     assert "CuPy" in outcome.message or "CUDA device" in outcome.message
 
 
+@pytest.mark.parametrize(("report", "status", "words"), [
+    ({"phase": "timing", "error": "CUDADriverError: CUDA_ERROR_ILLEGAL_ADDRESS"}, Status.RUNTIME_ERROR,
+     "CUDA error during timing: CUDADriverError: CUDA_ERROR_ILLEGAL_ADDRESS"),
+    ({"phase": "compile", "error": "nvcc could not compile", "build": {"tool": "nvcc", "arch": "sm_80", "returncode": 1,
+      "log": 'kernel_unit.cu(9): error: identifier "x" is undefined\n1 error detected'}}, Status.COMPILE_ERROR,
+     'nvcc failed to compile the kernel for sm_80: kernel_unit.cu(9): error: identifier "x" is undefined'),
+    ({"phase": "launch", "error": "THREADS=1024 exceeds the 768 threads"}, Status.REJECTED, "cannot be launched"),
+    ({"phase": "timing", "wrong": True, "error": "M=4 N=4 K=4, timed run 3 of 35: the kernel changed 1 element(s)"},
+     Status.WRONG_OUTPUT, "timed run 3 of 35"),
+    ({"phase": "setup", "error": "no usable CUDA device"}, Status.SYSTEM_ERROR, "GPU bench unavailable"),
+    ({"phase": "load", "error": "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "build": {"tool": "nvcc", "arch": "sm_90"}},
+     Status.SYSTEM_ERROR, "could not load the kernel compiled by nvcc for sm_90"),
+])
+def test_bench_reports_map_to_statuses(problem, tmp_path, report, status, words):
+    evaluator = load_evaluator(problem)
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"ok": False, **report}))
+    with pytest.raises(CandidateFailure) as info:
+        evaluator._read_report(path, RunResult(1, "", "", 0.1), [], [], evaluator.load_settings(problem.root))
+    assert info.value.status is status
+    assert words in str(info.value)
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+
+
+def test_gpu_check_script_parses():
+    assert subprocess.run(["bash", "-n", str(GPU_CHECK)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("nvidia_smi", [None, "#!/bin/sh\necho 'No devices were found' >&2\nexit 6\n",
+                                        "#!/bin/sh\nexit 0\n"], ids=["no-driver", "no-device", "empty-list"])
+def test_gpu_check_says_quickly_that_no_gpu_is_present(tmp_path, nvidia_smi):
+    """Exit status 2 and one clear line, before installing or running anything."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if nvidia_smi is not None:
+        (bin_dir / "nvidia-smi").write_text(nvidia_smi)
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", str(GPU_CHECK)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no GPU present" in done.stdout and "nothing was run" in done.stdout
+    assert "installing" not in done.stdout
+
+
 # ---- the GPU stage (skipped without a CUDA device) -----------------------------------------------------------------
+
+def _quick(problem_copy) -> Problem:
+    """problems/matmul with small timed shapes: the GPU checks below need correctness and order, not the figures."""
+    root = problem_copy("matmul")
+    settings = root / "settings.toml"
+    text = settings.read_text().replace("bench_shapes = [[4096, 4096, 4096], [2048, 6144, 3072]]",
+                                        "bench_shapes = [[1024, 1024, 1024], [512, 1536, 768]]")
+    settings.write_text(text.replace("flush_mb = 256", "flush_mb = 64"))
+    return load_problem(root)
+
 
 @pytest.mark.gpu
 def test_bench_scores_the_ladder_in_order(problem):
+    """The real settings: the fractions of cuBLAS per rung (bench/gpu_check.sh reads them from $EVOLVE_LADDER_REPORT)."""
     fractions = {}
     for path in LADDER:
         outcome = run(problem, "bench", path.read_text())
         assert outcome.status is Status.OK, f"{path.name}: {outcome.message}\n{outcome.artifacts}"
         fractions[path.stem] = outcome.metrics["cublas_fraction"]
         assert 0 < fractions[path.stem] < 1.5
+    if os.environ.get("EVOLVE_LADDER_REPORT"):
+        Path(os.environ["EVOLVE_LADDER_REPORT"]).write_text(json.dumps(fractions))
     assert fractions["initial_program"] == min(fractions.values())
     assert fractions["5_blocktile_2d"] > fractions["3_shared_tiled"]
 
 
 GPU_HOSTILE = [
-    ("constant_output.cu", {Status.WRONG_OUTPUT}),
+    ("constant_output.cu", {Status.WRONG_OUTPUT, Status.REJECTED}),
     ("tile_multiples_only.cu", {Status.WRONG_OUTPUT}),
     ("guard_band_write.cu", {Status.WRONG_OUTPUT}),
     ("missing_syncthreads.cu", {Status.WRONG_OUTPUT}),
@@ -430,169 +578,9 @@ GPU_HOSTILE = [
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("name", "statuses"), GPU_HOSTILE, ids=[h[0] for h in GPU_HOSTILE])
-def test_bench_rejects_hostile_kernels(problem, name, statuses):
-    outcome = run(problem, "bench", kernel(name), timeout=90)
+def test_bench_rejects_hostile_kernels(problem_copy, name, statuses):
+    outcome = run(_quick(problem_copy), "bench", kernel(name), timeout=40)
     assert outcome.status in statuses, f"{outcome.message}\n{outcome.artifacts}"
-
-
-# ---- the bench script's host logic, with a numpy stand-in for CuPy defined here (no GPU needed) --------------------
-
-class _FakeCuPy:
-    """Just enough of CuPy's API, on numpy, for bench_matmul.py's host logic; the "kernel" is numpy's matmul."""
-
-    float32, uint32 = np.float32, np.uint32
-    launches: list[tuple] = []
-
-    def __init__(self, kernel_fn):
-        fake = self
-
-        class RawKernel:
-            def __init__(self, source, name, options=(), backend="nvrtc"):
-                assert name == "matmul" and "extern \"C\"" in source
-                self.max_dynamic_shared_size_bytes = 0
-
-            def compile(self):
-                pass
-
-            def __call__(self, grid, block, args, shared_mem=0):
-                fake.launches.append((grid, block, shared_mem))
-                a, b, c, m, n, k = args
-                kernel_fn(a, b, c, int(m), int(n), int(k))
-
-        class Event:
-            def record(self):
-                fake.clock += 1
-
-            def synchronize(self):
-                pass
-
-        class RandomState:
-            def __init__(self, seed):
-                self.rng = np.random.default_rng(seed)
-
-            def uniform(self, low, high, size, dtype):
-                return self.rng.uniform(low, high, size).astype(dtype)
-
-        class Runtime:
-            @staticmethod
-            def getDeviceProperties(index):  # noqa: N802 - CuPy's name
-                return {"name": b"numpy", "major": 9, "minor": 0, "multiProcessorCount": 132, "clockRate": 1980000}
-
-        class Device:
-            def __init__(self, index=0):
-                self.attributes = {}
-
-            def synchronize(self):
-                pass
-
-        class Cuda:
-            runtime = Runtime
-            get_elapsed_time = staticmethod(lambda start, end: 1.0 + 0.01 * (fake.clock % 7))
-
-        Cuda.Event, Cuda.Device = Event, Device
-        self.cuda, self.RawKernel, self.clock = Cuda, RawKernel, 0
-        self.random = type("random", (), {"RandomState": RandomState})
-
-    asarray = staticmethod(np.array)
-    asnumpy = staticmethod(np.asarray)
-    empty = staticmethod(np.empty)
-    isfinite = staticmethod(np.isfinite)
-    count_nonzero = staticmethod(np.count_nonzero)
-
-    @staticmethod
-    def matmul(x, y, out):
-        np.matmul(x, y, out=out)
-
-    @staticmethod
-    def get_default_memory_pool():
-        return type("pool", (), {"free_all_blocks": staticmethod(lambda: None)})
-
-
-def _numpy_matmul(a, b, c, m, n, k):
-    c[:] = (a.reshape(m, k).astype(np.float64) @ b.reshape(k, n)).astype(np.float32).reshape(c.shape)
-
-
-def _bench_job(tmp_path: Path, shape: src.LaunchShape) -> tuple[dict, list[tuple[Path, mc.MatmulCase]]]:
-    rng = np.random.default_rng(5)
-    cases = []
-    for i, dims in enumerate([(1, 1, 1), (17, 19, 23), (64, 33, 100)]):
-        case = mc.make_case(rng, *dims)
-        mc.write_case_file(tmp_path / f"check_{i}.bin", case, shape, reverse=False)
-        cases.append((tmp_path / f"check_{i}.bin", case))
-    (tmp_path / "k.cu").write_text(NAIVE)
-    job = {"source": str(tmp_path / "k.cu"), "options": ["-std=c++17"],
-           "launch": {"threads": shape.threads, "block_m": shape.block_m, "block_n": shape.block_n,
-                      "smem_bytes": shape.smem_bytes},
-           "check_cases": [str(p) for p, _ in cases[:2]], "recheck_cases": [str(cases[2][0])],
-           "bench_shapes": [[48, 40, 32], [20, 60, 8]], "warmups": 5, "repetitions": 30, "flush_bytes": 4096,
-           "samples": 16, "device_seed": 11, "poison_bits": mc.POISON_BITS, "result": str(tmp_path / "r.json")}
-    return job, cases
-
-
-def _load_bench_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_matmul_under_test", HARNESS_DIR / "bench_matmul.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_script_host_logic_with_a_numpy_stand_in(tmp_path, monkeypatch):
-    bench = _load_bench_script()
-    shape = src.read_launch_shape(NAIVE)
-    job, cases = _bench_job(tmp_path, shape)
-    fake = _FakeCuPy(_numpy_matmul)
-    monkeypatch.setattr(bench, "load_cupy", lambda: fake)
-    report: dict = {}
-    bench.run(job, report)
-    assert report["phase"] == "done" and report["device"]["sms"] == 132
-    for path, case in cases:
-        problems, _ = mc.check_case(case, mc.read_case_output(Path(f"{path}.out"), case))
-        assert problems == []
-    assert ((40 + 15) // 16, (48 + 15) // 16, 1) in [launch[0] for launch in fake.launches]  # grid from the shape
-    assert {launch[1] for launch in fake.launches} == {(256, 1, 1)}
-    metrics, _ = mc.judge_bench(report, job["bench_shapes"], 30)
-    assert 0.5 < metrics["cublas_fraction"] < 2.0
-    assert all(len(s["kernel_ms"]) == 30 and s["max_sample_error"] < mc.TOLERANCE for s in report["shapes"])
-
-
-def test_bench_script_catches_a_kernel_that_skips_work_during_timing(tmp_path, monkeypatch):
-    bench = _load_bench_script()
-    job, _ = _bench_job(tmp_path, src.read_launch_shape(NAIVE))
-    calls = {"n": 0}
-
-    def lazy(a, b, c, m, n, k):  # correct on the check cases, then leaves C alone once timing starts
-        calls["n"] += 1
-        if calls["n"] <= len(job["check_cases"]):
-            _numpy_matmul(a, b, c, m, n, k)
-
-    monkeypatch.setattr(bench, "load_cupy", lambda: _FakeCuPy(lazy))
-    report: dict = {}
-    bench.run(job, report)
-    with pytest.raises(WrongOutput, match="poison"):
-        mc.judge_bench(report, job["bench_shapes"], 30)
-
-
-def test_a_cuda_error_in_the_bench_process_becomes_a_runtime_error(tmp_path, monkeypatch):
-    import io
-    import json
-
-    from evolve.sandbox.launcher import RunResult
-
-    bench = _load_bench_script()
-    job, _ = _bench_job(tmp_path, src.read_launch_shape(NAIVE))
-
-    def crash(a, b, c, m, n, k):
-        raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
-
-    monkeypatch.setattr(bench, "load_cupy", lambda: _FakeCuPy(crash))
-    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(job)))
-    assert bench.main() == 1
-    evaluator = load_evaluator(load_problem(MATMUL))
-    with pytest.raises(CandidateFailure, match="CUDA error during correctness: .*illegal memory access") as info:
-        evaluator._read_report(Path(job["result"]), RunResult(1, "", "", 0.1))
-    assert info.value.status is Status.RUNTIME_ERROR
 
 
 STAND_IN = '''"""Test stand-in: the real CPU stages, and a CPU "bench" that scores by code length (not a GPU measurement)."""

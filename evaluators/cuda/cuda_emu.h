@@ -3,20 +3,28 @@
 // Runs inside the sandbox, force-included (g++ -include) in front of the candidate's kernel source. Execution model
 // (implemented in emu_runtime.cpp): blocks run one after another; every CUDA thread of a block is a user-level fiber
 // on one host thread; __syncthreads parks a fiber until every live thread of the block reaches it; warp shuffles and
-// votes park until every live lane of the warp (within the mask) arrives. Fibers switch only at those points, so a
-// kernel that misses a __syncthreads reads shared memory that other threads have not written yet (or already
-// overwrote) and produces wrong outputs deterministically. Shared memory is poisoned (all bits set, a NaN for
-// floats) before every block, like uninitialised memory on a GPU.
+// votes park until every live lane of the warp (within the mask) arrives. Fibers switch only at those points, in an
+// order (of blocks and of threads) that the driver varies from case to case: forward, reverse or shuffled. Shared
+// memory is poisoned (all bits set, a NaN for floats) before every block, like uninitialised memory on a GPU.
 //
-// Not emulated (the evaluator detects these in the source and reports the kernel as "not checkable on CPU"):
-// inline PTX (asm), wmma/mma, cp.async and pipelines, half/bfloat16 types, cooperative groups, textures.
+// Races: the kernel's translation unit is compiled with -fsanitize=thread, which makes the compiler call a hook
+// (__tsan_read4, __tsan_write16, ...) before every memory access; the runtime implements those hooks itself (no
+// ThreadSanitizer library is linked) and reports two threads touching the same shared-memory word or the same
+// element of C, one of them writing, with no barrier between them (or from two different blocks).
+//
+// Not giving itself away: the evaluator puts a prologue after this header that makes the preprocessor state that of
+// the device compile (__CUDA_ARCH__, __CUDACC__, __NVCC__, the CUDA runtime's macros; host-only macros removed), and
+// clock()/clock64() advance like a GPU's cycle counters.
+//
+// Not emulated (the kernel is then reported as "not checkable on CPU", cpu_checked = 0): inline PTX (asm),
+// wmma/mma, cp.async and pipelines, half/bfloat16 types, cooperative groups, textures.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <cstdio>  // device-side printf
 #include <cstring>
+#include <ctime>  // clock(), which the runtime redefines as the device's cycle counter
 #include <tuple>
 #include <utility>
 
@@ -27,7 +35,6 @@
 #define __constant__
 #define __managed__
 #define __grid_constant__
-#define __restrict__ __restrict
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
 #define __align__(n) __attribute__((aligned(n)))
@@ -80,9 +87,15 @@ void sync_warp(unsigned int mask);
 void* dynamic_smem();
 unsigned int lane_id();
 unsigned int live_lanes();
-std::uint64_t* exchange_slot(unsigned int lane);  // this warp's 8-byte slot of `lane`
+unsigned long long* exchange_slot(unsigned int lane);  // this warp's 8-byte slot of `lane`
 void launch(dim3 grid, dim3 block, std::size_t smem_bytes, void (*thunk)(void*), void* context);
-void set_reverse_schedule(bool reverse);  // run a block's fibers last-to-first (a second interleaving for races)
+long long device_clock();  // cycles since an arbitrary origin, advancing with real time
+
+// The order in which blocks, and threads between barriers, run (the driver varies it from case to case).
+enum class Schedule : unsigned int { Forward = 0, Reverse = 1, Shuffled = 2 };
+void set_schedule(Schedule schedule, unsigned long long seed);
+// Track races on a global buffer (the output); `row_elements` names elements as [row][column] in messages.
+void watch(const char* name, void* begin, std::size_t bytes, unsigned int row_elements);
 
 template <class T, class U>
 struct same_type {
@@ -112,7 +125,7 @@ void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t smem
 
 template <class T>
 T exchange(unsigned int mask, T value, unsigned int source_lane, bool use_source) {
-    static_assert(sizeof(T) <= sizeof(std::uint64_t), "warp exchange of types wider than 8 bytes");
+    static_assert(sizeof(T) <= sizeof(unsigned long long), "warp exchange of types wider than 8 bytes");
     std::memcpy(exchange_slot(lane_id()), &value, sizeof(T));
     sync_warp(mask);
     T result = value;
@@ -123,7 +136,7 @@ T exchange(unsigned int mask, T value, unsigned int source_lane, bool use_source
 
 inline unsigned int vote(unsigned int mask, bool predicate) {
     unsigned int lane = lane_id();
-    std::uint64_t mine = predicate ? 1u : 0u;
+    unsigned long long mine = predicate ? 1u : 0u;
     std::memcpy(exchange_slot(lane), &mine, sizeof mine);
     sync_warp(mask);
     unsigned int ballot = 0, live = live_lanes() & mask;
@@ -197,19 +210,16 @@ void __stcs(T* p, T v) { *p = v; }
 template <class T>
 void __stwt(T* p, T v) { *p = v; }
 
-// Fibers never preempt each other between these calls, so plain read-modify-write is atomic here.
-template <class T>
-T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
-template <class T>
-T atomicSub(T* p, T v) { T old = *p; *p = old - v; return old; }
-template <class T>
-T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
-template <class T>
-T atomicMax(T* p, T v) { T old = *p; *p = old < v ? v : old; return old; }
-template <class T>
-T atomicMin(T* p, T v) { T old = *p; *p = v < old ? v : old; return old; }
-template <class T>
-T atomicCAS(T* p, T compare, T v) { T old = *p; if (old == compare) *p = v; return old; }
+// Fibers never preempt each other between these calls, so plain read-modify-write is atomic here. They are not
+// instrumented: atomics never race with each other.
+#define EVOLVE_EMU_ATOMIC template <class T> __attribute__((no_sanitize("thread"), noinline))
+EVOLVE_EMU_ATOMIC T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+EVOLVE_EMU_ATOMIC T atomicSub(T* p, T v) { T old = *p; *p = old - v; return old; }
+EVOLVE_EMU_ATOMIC T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
+EVOLVE_EMU_ATOMIC T atomicMax(T* p, T v) { T old = *p; *p = old < v ? v : old; return old; }
+EVOLVE_EMU_ATOMIC T atomicMin(T* p, T v) { T old = *p; *p = v < old ? v : old; return old; }
+EVOLVE_EMU_ATOMIC T atomicCAS(T* p, T compare, T v) { T old = *p; if (old == compare) *p = v; return old; }
+#undef EVOLVE_EMU_ATOMIC
 
 // ---- arithmetic intrinsics ----------------------------------------------------------------------------------------
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -257,4 +267,5 @@ inline unsigned int __brev(unsigned int a) {
     for (int i = 0; i < 32; ++i) r |= ((a >> i) & 1u) << (31 - i);
     return r;
 }
-inline long long clock64() { return 0; }
+inline long long clock64() { return evolve_emu::device_clock(); }
+inline void __nanosleep(unsigned int) {}

@@ -2,9 +2,11 @@
 // evaluator wrote and writes every buffer back, guard bands included, for the evaluator to check.
 //
 // Usage: emu_matmul CASE_FILE...   (writes CASE_FILE.out next to each)
-// Case file: 9 little-endian int64 (M, N, K, grid_x, grid_y, threads, smem_bytes, reverse, guard) followed by the
+// Case file: 9 little-endian int64 (M, N, K, grid_x, grid_y, threads, smem_bytes, schedule, guard) followed by the
 // float32 buffers A, B, C, each laid out as [guard | data | guard]. The output holds the same three buffers.
-// Each buffer lives in its own mapping fenced by inaccessible pages, so a write far past the guard band faults.
+// `schedule`: the low 2 bits choose the order blocks and threads run in (0 forward, 1 reverse, 2 shuffled), the
+// rest seed the shuffle. Each buffer lives in its own mapping fenced by inaccessible pages, so a write far past the
+// guard band faults; C is watched for races (see emu_race.cpp). Compiled with cuda_emu.h force-included.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -13,10 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
-namespace evolve_emu {
-void set_reverse_schedule(bool reverse);
-}
 
 extern "C" void evolve_emu_launch(unsigned int grid_x, unsigned int grid_y, unsigned int threads,
                                   unsigned long long smem_bytes, const float* A, const float* B, float* C, int M,
@@ -63,7 +61,10 @@ int main(int argc, char** argv) {
             read_exact(in, buffers[b], sizes[b] * sizeof(float), argv[i]);
         }
         std::fclose(in);
-        evolve_emu::set_reverse_schedule(h[7] != 0);
+        evolve_emu::set_schedule(static_cast<evolve_emu::Schedule>(h[7] & 3),
+                                 static_cast<unsigned long long>(h[7]) >> 2);
+        evolve_emu::watch("C", buffers[2] + guard, static_cast<std::size_t>(M * N) * sizeof(float),
+                          static_cast<unsigned int>(N));
         evolve_emu_launch(static_cast<unsigned int>(h[3]), static_cast<unsigned int>(h[4]),
                           static_cast<unsigned int>(h[5]), static_cast<unsigned long long>(h[6]), buffers[0] + guard,
                           buffers[1] + guard, buffers[2] + guard, static_cast<int>(M), static_cast<int>(N),

@@ -1,15 +1,20 @@
-// Fiber runtime behind cuda_emu.h: runs one kernel launch on the host, block after block, one fiber per CUDA thread.
+// Fiber runtime behind cuda_emu.h: runs one kernel launch on the host, block after block, one fiber per CUDA thread,
+// in a schedule the driver chooses; implements the memory-access hooks that find races (see cuda_emu.h).
 //
 // Runs inside the sandbox next to untrusted kernel code; the trusted evaluator checks only the buffers this process
-// writes back, so this file has to be correct and robust, not secure. Errors that end the run (deadlock, bad launch
-// shape) print one line starting with "evolve-emu:" on stderr and exit with a distinct status.
+// writes back, so this file has to be correct and robust, not secure. Errors that end the run (deadlock, data race,
+// bad launch shape) print one line starting with "evolve-emu:" on stderr and exit with a distinct status.
 #include "cuda_emu.h"
+#include "emu_internal.h"
 
 #include <sys/mman.h>
+#include <time.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 uint3 threadIdx;
@@ -85,10 +90,27 @@ std::vector<Fiber> fibers;
 Fiber* current = nullptr;
 void (*kernel_thunk)(void*) = nullptr;
 void* kernel_context = nullptr;
-bool reverse_schedule = false;
+Schedule schedule = Schedule::Forward;
+unsigned long long schedule_state = 0x9E3779B97F4A7C15ull;
 alignas(128) unsigned char dynamic_shared[kMaxDynamicSmem];
 std::size_t dynamic_shared_bytes = 0;
-std::uint64_t exchange_slots[kMaxThreads / 32][32];
+unsigned long long exchange_slots[kMaxThreads / 32][32];
+std::vector<unsigned int> order;  // scratch for the per-round fiber order
+
+unsigned long long next_random() {  // xorshift64*: the shuffled schedule, reproducible from its seed
+    schedule_state ^= schedule_state >> 12;
+    schedule_state ^= schedule_state << 25;
+    schedule_state ^= schedule_state >> 27;
+    return schedule_state * 0x2545F4914F6CDD1Dull;
+}
+
+void arrange(std::vector<unsigned int>& items) {
+    if (schedule == Schedule::Reverse) {
+        std::reverse(items.begin(), items.end());
+    } else if (schedule == Schedule::Shuffled) {
+        for (std::size_t i = items.size(); i > 1; --i) std::swap(items[i - 1], items[next_random() % i]);
+    }
+}
 
 [[noreturn]] void fail(int code, const char* what) {
     std::fprintf(stderr, "evolve-emu: %s\n", what);
@@ -138,6 +160,7 @@ void start_fiber(Fiber& f) {
 void resume(Fiber& f) {
     current = &f;
     threadIdx = f.index;
+    internal::thread = linear_index(f);
 #ifdef EVOLVE_EMU_FAST_SWITCH
     evolve_emu_switch(&scheduler_sp, f.sp);
 #else
@@ -188,6 +211,7 @@ bool release_barriers(std::size_t count) {
             for (std::size_t i = warp * 32; i < end; ++i) {
                 if (fibers[i].state == State::AtWarpBarrier) fibers[i].state = State::Ready;
             }
+            ++internal::warp_epochs[warp % 32];
             released = true;
         }
     }
@@ -196,6 +220,7 @@ bool release_barriers(std::size_t count) {
         for (std::size_t i = 0; i < count; ++i) {
             if (fibers[i].state == State::AtBlockBarrier) fibers[i].state = State::Ready;
         }
+        ++internal::block_epoch;
         return true;
     }
     return live == 0;
@@ -210,9 +235,16 @@ void run_block(std::size_t count) {
         f.index = uint3{linear % blockDim.x, (linear / blockDim.x) % blockDim.y, linear / (blockDim.x * blockDim.y)};
     }
     poison_shared_memory();
+    internal::block_epoch = 1;
+    std::fill(std::begin(internal::warp_epochs), std::end(internal::warp_epochs), 0u);
+    internal::race_block_start(dynamic_shared, dynamic_shared_bytes);
+    internal::in_kernel = true;
     for (;;) {
-        for (std::size_t step = 0; step < count; ++step) {
-            Fiber& f = fibers[reverse_schedule ? count - 1 - step : step];
+        order.resize(count);
+        for (std::size_t i = 0; i < count; ++i) order[i] = static_cast<unsigned int>(i);
+        arrange(order);
+        for (unsigned int index : order) {
+            Fiber& f = fibers[index];
             if (f.state != State::Ready) continue;
             resume(f);
         }
@@ -225,6 +257,7 @@ void run_block(std::size_t count) {
                  "that not every live thread of the block/warp reaches)");
         }
     }
+    internal::in_kernel = false;
     current = nullptr;
 }
 }  // namespace
@@ -253,9 +286,23 @@ unsigned int live_lanes() {
     return mask;
 }
 
-std::uint64_t* exchange_slot(unsigned int lane) { return &exchange_slots[linear_index(*current) / 32][lane % 32]; }
+unsigned long long* exchange_slot(unsigned int lane) { return &exchange_slots[linear_index(*current) / 32][lane % 32]; }
 
-void set_reverse_schedule(bool reverse) { reverse_schedule = reverse; }
+void set_schedule(Schedule mode, unsigned long long seed) {
+    schedule = mode;
+    schedule_state = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;  // never zero for xorshift
+    if (schedule_state == 0) schedule_state = 1;
+}
+
+long long device_clock() {
+    // A GPU's SM clock runs near 2 GHz; successive reads always differ, as they do on a GPU.
+    static long long last = 0;
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long cycles = (static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec) * 2;
+    last = cycles > last ? cycles : last + 1;
+    return last;
+}
 
 void launch(dim3 grid, dim3 block, std::size_t smem_bytes, void (*thunk)(void*), void* context) {
     std::size_t count = static_cast<std::size_t>(block.x) * block.y * block.z;
@@ -268,14 +315,34 @@ void launch(dim3 grid, dim3 block, std::size_t smem_bytes, void (*thunk)(void*),
     dynamic_shared_bytes = smem_bytes;
     kernel_thunk = thunk;
     kernel_context = context;
-    for (unsigned int z = 0; z < grid.z; ++z) {
-        for (unsigned int y = 0; y < grid.y; ++y) {
-            for (unsigned int x = 0; x < grid.x; ++x) {
-                blockIdx = uint3{x, y, z};
-                run_block(count);
-            }
-        }
+    std::vector<unsigned int> blocks(static_cast<std::size_t>(grid.x) * grid.y * grid.z);
+    for (std::size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<unsigned int>(i);
+    arrange(blocks);
+    for (unsigned int b : blocks) {
+        blockIdx = uint3{b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
+        internal::block = b;
+        run_block(count);
     }
 }
 
+namespace internal {
+bool in_kernel = false;
+unsigned int thread = 0;
+unsigned int block = 0;
+unsigned int block_epoch = 0;
+unsigned int warp_epochs[32] = {};
+}  // namespace internal
+
 }  // namespace evolve_emu
+
+// The device's clock() is its SM cycle counter (32 bits wide); this definition takes the place of the C library's
+// in the emulator process, so a kernel calling clock() sees cycles advance as on a GPU.
+extern "C" clock_t clock() noexcept {
+    return static_cast<clock_t>(static_cast<unsigned int>(evolve_emu::device_clock()));
+}
+
+// Static shared memory of the kernel linked into this program or library (the CPU bench stand-in asks for it).
+extern "C" unsigned long long evolve_emu_static_smem_bytes() {
+    if (__start_evolve_smem == nullptr || __stop_evolve_smem == nullptr) return 0;
+    return static_cast<unsigned long long>(__stop_evolve_smem - __start_evolve_smem);
+}

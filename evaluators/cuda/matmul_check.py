@@ -1,7 +1,7 @@
 """Trusted checks of matmul kernel outputs: inputs, poison, guard bands and a float64 reference.
 
-Used for the CPU emulation (this module writes the case files and reads every buffer back) and, for the GPU bench,
-to judge the error statistics the bench script reports. The tolerance is relative to |A||B| (the sum of absolute
+Used for the CPU emulation and the GPU bench's case files (this module writes them and reads every buffer back) and
+to judge the checks the bench script reports for its timed runs. The tolerance is relative to |A||B| (the sum of absolute
 products) and sits between FP32 accumulation (about 1.5e-7 measured, any order) and TF32 / FP16 inputs
 (above 2e-5 at K = 4096, far more at small K), so a reduced-precision shortcut cannot pass.
 """
@@ -69,10 +69,18 @@ def make_case(rng: np.random.Generator, m: int, n: int, k: int) -> MatmulCase:
     return MatmulCase(m, n, k, a, b)
 
 
-def write_case_file(path: Path, case: MatmulCase, shape: LaunchShape, reverse: bool) -> None:
+SCHEDULES = ("forward", "reverse", "shuffled")  # emu_matmul_main.cpp's order of blocks and threads
+
+
+def schedule_code(schedule: str, seed: int = 0) -> int:
+    """The case header's schedule field: the order's index in the low 2 bits, the shuffle's seed above them."""
+    return SCHEDULES.index(schedule) | ((seed & 0xFFFFFFFF) << 2)
+
+
+def write_case_file(path: Path, case: MatmulCase, shape: LaunchShape, schedule: int = 0) -> None:
     """The emulator driver's input: header, then A, B and a poisoned C, each between guard bands."""
     gx, gy, _ = shape.grid(case.m, case.n)
-    header = np.array([case.m, case.n, case.k, gx, gy, shape.threads, shape.smem_bytes, int(reverse), case.guard],
+    header = np.array([case.m, case.n, case.k, gx, gy, shape.threads, shape.smem_bytes, schedule, case.guard],
                       dtype="<i8")
     with open(path, "wb") as fh:
         fh.write(header.tobytes())
@@ -220,26 +228,52 @@ def _times(values: Any, what: str, expected: int) -> np.ndarray:
     return times
 
 
-def judge_bench(report: dict[str, Any], shapes: list[list[int]], repetitions: int,
+_CLEAN_FIELDS = ("inputs_changed", "guards", "poisoned", "nonfinite")
+
+
+def _dirty(entry: dict[str, Any], tolerance: float) -> str:
+    """What a reported check says is wrong ('' when clean); missing or malformed fields count as wrong."""
+    found = []
+    for name in _CLEAN_FIELDS:
+        value = entry.get(name)
+        if not isinstance(value, int | float) or value != 0:
+            found.append(f"{name}={value!r}")
+    error = entry.get("max_sample_error", entry.get("max_error"))
+    if not isinstance(error, int | float) or not error <= tolerance:
+        found.append(f"error {error!r} above the tolerance {tolerance:g}·|A||B|")
+    return ", ".join(found)
+
+
+def judge_bench(report: dict[str, Any], shapes: list[list[int]], repetitions: int, warmups: int = 0,
                 tolerance: float = TOLERANCE) -> tuple[dict[str, float], dict[str, str]]:
-    """Metrics from a bench report after checking it: sampled errors, poison, the peak-rate bound, the baseline.
+    """Metrics from a bench report after checking it: every timed run checked, full checks before and after timing at
+    every timed shape, the peak-rate bound, the baseline.
 
     Raises ``WrongOutput`` for the kernel's faults and ``CandidateFailure(status=EVALUATOR_ERROR)`` when the baseline
-    itself looks wrong (cuBLAS outside the FP32 tolerance means TF32 was on).
+    itself looks wrong (cuBLAS outside the FP32 tolerance means TF32 was on) or the report is incomplete.
     """
     measured = report.get("shapes")
     if not isinstance(measured, list) or len(measured) != len(shapes):
         raise CandidateFailure("bench report has no timings for the requested shapes", status=Status.EVALUATOR_ERROR)
+    full = report.get("full_checks")
+    for (m, n, k) in shapes:
+        for when in ("before", "after"):
+            entries = [e for e in full or [] if isinstance(e, dict) and e.get("shape") == [m, n, k]
+                       and e.get("when") == when]
+            if not entries:
+                raise CandidateFailure(f"bench report lacks the full check at M={m} N={n} K={k} {when} timing",
+                                       status=Status.EVALUATOR_ERROR)
+            if problem := _dirty(entries[0], tolerance):
+                raise WrongOutput(f"M={m} N={n} K={k}, full check {when} timing: {problem}")
     timings: list[ShapeTiming] = []
     for entry, (m, n, k) in zip(measured, shapes, strict=True):
         label = f"M={m} N={n} K={k}"
-        if entry.get("poisoned", 1) or entry.get("nonfinite", 1):
-            raise WrongOutput(f"{label}, during timing: {entry.get('poisoned')} output(s) left at the poison value "
-                              f"and {entry.get('nonfinite')} non-finite output(s) after a timed run")
-        error = float(entry.get("max_sample_error", np.inf))
-        if not error <= tolerance:
-            raise WrongOutput(f"{label}, during timing: sampled outputs are off by {error / tolerance:.3g}x the "
-                              f"tolerance {tolerance:g}·|A||B| (reduced precision such as TF32/FP16 does not pass)")
+        if entry.get("checked_runs") != warmups + repetitions:
+            raise CandidateFailure(f"{label}: the bench checked {entry.get('checked_runs')!r} of "
+                                   f"{warmups + repetitions} timed runs", status=Status.EVALUATOR_ERROR)
+        if problem := _dirty(entry, tolerance):
+            raise WrongOutput(f"{label}, during timing: {problem} (reduced precision such as TF32/BF16 does not "
+                              f"pass; inputs must stay unchanged)")
         if not float(entry.get("cublas_max_sample_error", np.inf)) <= tolerance:
             raise CandidateFailure(f"{label}: the cuBLAS baseline misses the FP32 tolerance; is TF32 enabled "
                                    f"(CUPY_TF32)?", status=Status.EVALUATOR_ERROR)

@@ -12,19 +12,23 @@ from dataclasses import dataclass
 
 DEFAULT_INCLUDES = frozenset({"cstdint", "stdint.h", "cuda_fp16.h", "cuda_bf16.h", "mma.h", "cuda_pipeline.h"})
 
-_INCLUDE_RE = re.compile(r"^[ \t]*#[ \t]*include\w*[ \t]*(.*)$", re.MULTILINE)
+# A directive starts with # or its digraph %:; include_next and import name headers too.
+_INCLUDE_RE = re.compile(r"^[ \t]*(?:#|%:)[ \t]*(?:include\w*|import)\b[ \t]*(.*)$", re.MULTILINE)
 _FORBIDDEN = (
     (re.compile(r"<<<"), "device-side kernel launches (<<<...>>>) are not allowed"),
     (re.compile(r"\bcuda[A-Z]\w*\s*\("), "CUDA runtime API calls are not allowed in kernel code"),
     (re.compile(r"\bcudaGraph|\bcudaStream"), "CUDA graphs and streams are not allowed in kernel code"),
+    (re.compile(r"\b__has_include(?:_next)?\b"), "__has_include is not allowed (the allowed headers are known)"),
 )
-# Features the host emulator cannot run; a kernel using them is checked on the GPU only.
+# What the host emulator cannot run. Inline assembly could even build for the host and mean something else there,
+# so it is never emulated; the rest only names the likely reason when the emulator's build fails.
+_NEVER_EMULATED = ((re.compile(r"\b(?:asm|__asm__|__asm)\b"), "inline PTX (asm)"),)
 _NOT_EMULATED = (
-    (re.compile(r"\b(?:asm|__asm__|__asm)\b"), "inline PTX (asm)"),
+    *_NEVER_EMULATED,
     (re.compile(r"\b(?:wmma|nvcuda)\s*::|\bmma\.sync|\bwgmma|<\s*mma\.h\s*>"), "tensor-core wmma/mma"),
     (re.compile(r"\b__pipeline_\w+|cp\.async|\bmemcpy_async\b|<\s*cuda_pipeline\.h\s*>"), "cp.async / pipelines"),
-    (re.compile(r"\b(?:__half2?|half2?|__nv_bfloat162?|__float2half\w*|__bfloat16\w*)\b|cuda_(?:fp16|bf16)\.h"),
-     "half / bfloat16 types"),
+    (re.compile(r"\b(?:__half2?|__nv_bfloat162?|__float2half\w*|__half2float\w*|__bfloat16\w*)\b|"
+                r"cuda_(?:fp16|bf16)\.h"), "half / bfloat16 types"),
     (re.compile(r"\bcooperative_groups\b|\bcg\s*::"), "cooperative groups"),
     (re.compile(r"\b(?:tex[123]D\w*|surf[123]D\w*|cudaTextureObject_t)\b"), "textures"),
     (re.compile(r"\b__syncthreads_(?:count|and|or)\b|\b__match_\w+_sync\b|\b__reduce_\w+_sync\b"),
@@ -76,14 +80,23 @@ def strip_comments(code: str) -> str:
 
 def _include_target(raw: str, original_line: str) -> str:
     """The header named by an include line; quoted names are blanked in stripped text, so read the original."""
-    text = original_line.split("include", 1)[-1].strip()
+    text = re.split(r"include\w*|import", original_line, maxsplit=1)[-1].strip()
     if text.startswith("<") and ">" in text:
         return text[1:text.index(">")].strip()
     return text or raw
 
 
+def splice_lines(code: str) -> str:
+    """Translation phase 2: a backslash at the end of a line joins it with the next."""
+    return re.sub(r"\\[ \t]*\n", "", code)
+
+
 def includes(code: str) -> list[str]:
-    """Headers named by ``#include`` lines (``"..."`` forms keep their quotes, so they never match the allowlist)."""
+    """Headers named by include directives (``"..."`` forms keep their quotes, so they never match the allowlist).
+
+    A lint on the text, after line splicing: the evaluator also asks the preprocessor (``include_check``).
+    """
+    code = splice_lines(code)
     stripped = strip_comments(code)
     lines = code.split("\n")
     found = []
@@ -109,18 +122,27 @@ def policy_violations(code: str, allowed_includes: frozenset[str] = DEFAULT_INCL
     return problems
 
 
-def not_emulated(code: str) -> list[str]:
-    """Features in the source that the CPU emulator cannot run (empty when the kernel is checkable on CPU)."""
-    stripped = strip_comments(code)
+def _features(code: str, table: tuple[tuple[re.Pattern[str], str], ...]) -> list[str]:
+    stripped = strip_comments(splice_lines(code))
     found = []
     for header in includes(code):  # include lines are matched on their original text
-        for pattern, reason in _NOT_EMULATED:
+        for pattern, reason in table:
             if pattern.search(f"<{header}>") and reason not in found:
                 found.append(reason)
-    for pattern, reason in _NOT_EMULATED:
+    for pattern, reason in table:
         if pattern.search(stripped) and reason not in found:
             found.append(reason)
     return found
+
+
+def never_emulated(code: str) -> list[str]:
+    """Features the CPU emulator never runs even if they build on the host (inline assembly)."""
+    return _features(code, _NEVER_EMULATED)
+
+
+def not_emulated(code: str) -> list[str]:
+    """Features the CPU emulator lacks, found in the text: the likely reason when its build of a kernel fails."""
+    return _features(code, _NOT_EMULATED)
 
 
 @dataclass(frozen=True)

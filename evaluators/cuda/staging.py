@@ -13,14 +13,18 @@ from pathlib import Path
 STAGED = "evolve-harness"
 
 
-def stage_files(scratch: Path, *files: Path) -> Path:
-    """Copy ``files`` into ``scratch/evolve-harness``, owned by the evaluator (when the sandbox runs candidates under
-    another uid, they cannot change these copies; the sources of truth stay outside the sandbox's reach anyway)."""
-    folder = scratch / STAGED
+def stage_files(scratch: Path, *files: Path, into: str = "") -> Path:
+    """Copy ``files`` into ``scratch/evolve-harness`` (or its sub-folder ``into``) and return that harness folder.
+
+    The copies are owned by the evaluator (when the sandbox runs candidates under another uid, they cannot change
+    them; the sources of truth stay outside the sandbox's reach anyway)."""
+    harness = scratch / STAGED
+    harness.mkdir(mode=0o755, exist_ok=True)
+    folder = harness / into if into else harness
     folder.mkdir(mode=0o755, exist_ok=True)
     for path in files:
         target = folder / path.name
         target.unlink(missing_ok=True)
         shutil.copyfile(path, target)
         target.chmod(0o444)
-    return folder
+    return harness

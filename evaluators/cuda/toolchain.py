@@ -11,7 +11,6 @@ import math
 import os
 import re
 import shutil
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ def max_shared_bytes(arch: str) -> int:
     return MAX_SHARED_BYTES.get(arch.removesuffix("a"), 64 * 1024)
 
 
-def _nvidia_package_dirs() -> list[Path]:
+def nvidia_package_dirs() -> list[Path]:
     """Folders of the ``nvidia`` namespace package from the PyPI CUDA wheels (found without importing them)."""
     try:
         spec = importlib.util.find_spec("nvidia")
@@ -67,7 +66,7 @@ def find_nvrtc() -> str | None:
     if os.environ.get("EVOLVE_NVRTC"):
         return os.environ["EVOLVE_NVRTC"]
     found: list[Path] = []
-    for base in _nvidia_package_dirs():
+    for base in nvidia_package_dirs():
         found += sorted(base.glob("*/lib/libnvrtc.so*"))
     found += sorted(Path("/usr/local").glob("cuda*/lib64/libnvrtc.so*"))
     for path in found:
@@ -88,7 +87,7 @@ def find_disassembler() -> str | None:
     if nvcc:
         candidates.append(Path(os.path.realpath(nvcc)).parent / "nvdisasm")
     candidates.append(Path("/usr/local/cuda/bin/nvdisasm"))
-    for base in _nvidia_package_dirs():
+    for base in nvidia_package_dirs():
         candidates += sorted(base.glob("*/bin/nvdisasm"), reverse=True)
     return _first_existing(candidates)
 
@@ -101,39 +100,12 @@ def find_host_compiler() -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class CompileCommand:
-    """A device compile to run in the sandbox; ``tool`` names it in messages."""
-
-    tool: str
-    argv: list[str]
-
-
 NVRTC_SCRIPT = HARNESS_DIR / "nvrtc_compile.py"
-
-
 NVRTC_UNUSABLE = 2  # exit status of nvrtc_compile.py when NVRTC itself cannot be used (not the source's fault)
 
-
-def device_compile_command(source: str, cubin: str, arch: str, options: tuple[str, ...] = (),
-                           nvrtc_script: Path = NVRTC_SCRIPT) -> CompileCommand | None:
-    """Compile ``source`` to ``cubin`` with resource usage printed (ptxas -v); ``None`` when no compiler exists.
-
-    ``nvrtc_script``: where the sandbox can read ``nvrtc_compile.py`` (a staged copy, see ``staging``).
-    """
-    nvcc = find_nvcc()
-    if nvcc:
-        return CompileCommand("nvcc", [nvcc, f"-arch={arch}", "-cubin", "-Xptxas", "-v", *options, "-o", cubin, source])
-    nvrtc = find_nvrtc()
-    if nvrtc:
-        argv = [sys.executable, "-I", str(nvrtc_script), "--library", nvrtc, "--output", cubin, source, "--",
-                f"-arch={arch}", "--ptxas-options=-v", *options]
-        return CompileCommand("nvrtc", argv)
-    return None
-
-
-NO_COMPILER_HELP = ("no CUDA compiler found: install the CUDA toolkit (nvcc) or `pip install nvidia-cuda-nvrtc-cu12`; "
-                    "set EVOLVE_NVCC or EVOLVE_NVRTC to point at one")
+NO_COMPILER_HELP = ("no CUDA compiler found: install the CUDA toolkit (nvcc) or `pip install nvidia-cuda-nvrtc-cu12 "
+                    "nvidia-cuda-runtime-cu12 nvidia-cuda-nvcc-cu12` (NVRTC and the CUDA headers); set EVOLVE_NVCC or "
+                    "EVOLVE_NVRTC to point at one")
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,19 @@
 """Trusted evaluator for CUDA matmul kernels: compile (CPU), cpu_check (CPU emulation), bench (1 GPU, CuPy).
 
-Every native step (nvcc/NVRTC, nvdisasm, the host compiler, the emulated kernel, the CuPy bench) runs through
-``candidate.run`` in the sandbox; this module only writes inputs, reads results back and judges them. Inputs come
-from ``candidate.seed``, which the kernel never sees. Settings (target architecture, shapes, repetitions, tolerance)
-are in ``settings.toml`` next to this file; ``$EVOLVE_CUDA_ARCH`` overrides the architecture.
+Every native step (nvcc/NVRTC, the preprocessor, nvdisasm, the host compiler, the emulated kernel, the CuPy bench)
+runs through ``candidate.run`` in the sandbox; this module only writes inputs, reads results back and judges them.
+Inputs come from ``candidate.seed``, which the kernel never sees. Settings (target architecture, compiler, shapes,
+repetitions, tolerance) are in ``settings.toml`` next to this file; ``$EVOLVE_CUDA_ARCH`` overrides the architecture.
 
 Each stage function can be used alone (``evolve eval --stages``), so each re-checks the source policy and launch
-shape it relies on. To swap a stage (e.g. a CPU stand-in for ``bench`` in a scheduling test), point problem.toml's
-``evaluator`` at a module that loads this file with importlib (registering it in ``sys.modules`` first: it defines
-dataclasses), re-exports ``compile`` and ``cpu_check`` and defines its own ``bench``; tests/test_matmul.py has one.
+shape it relies on. To swap the GPU for a stand-in (tests), point problem.toml's ``evaluator`` at a module that loads
+this file with importlib (registering it in ``sys.modules`` first: it defines dataclasses), re-exports the stages and
+replaces ``bench_compile_argv`` and ``run_bench_process``; tests/reward_hacking/matmul has one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -25,13 +26,17 @@ from typing import Any
 import numpy as np
 
 from evaluators.cuda import HARNESS_DIR
+from evaluators.cuda import build as bd
+from evaluators.cuda import device_macros as dm
 from evaluators.cuda import emulation as emu
+from evaluators.cuda import include_check as ic
 from evaluators.cuda import matmul_check as mc
 from evaluators.cuda import source as src
 from evaluators.cuda import toolchain as tc
 from evaluators.cuda.staging import stage_files
 from evolve import Candidate, CandidateFailure, CompileError, StageReport, Status, WrongOutput
 from evolve.candidate import CandidateTimeout
+from evolve.sandbox.launcher import RunResult
 
 KERNEL = "matmul"
 SIGNATURE = "void (*)(const float*, const float*, float*, int, int, int)"
@@ -53,23 +58,27 @@ extern "C" void evolve_emu_launch(unsigned int grid_x, unsigned int grid_y, unsi
     evolve_emu::launch_kernel({KERNEL}, dim3(grid_x, grid_y, 1), dim3(threads, 1, 1), smem_bytes, A, B, C, M, N, K);
 }}
 """
-DEVICE_OPTIONS = ("-std=c++17",)  # the evaluator owns the flags: no fast-math, no -rdc (so no device launches)
 EMU_DRIVER = HARNESS_DIR / "emu_matmul_main.cpp"
+EMU_SOURCES = (emu.EMU_RUNTIME, emu.EMU_RACE, EMU_DRIVER)
 BENCH_SCRIPT = HARNESS_DIR / "bench_matmul.py"
 PASSTHROUGH_ENV = ("CUDA_PATH", "CUDA_HOME", "LD_LIBRARY_PATH", "CUPY_CUDA_PATH")
+UNIT = "kernel_unit.cu"
+BEFORE, AFTER = "before timing", "after timing (new inputs and buffers)"
 
 
 @dataclass(frozen=True)
 class Settings:
     arch: str
+    compiler: str
     cpu_shapes: tuple[tuple[int, int, int], ...]
+    require_cpu_check: bool
     check_shapes: tuple[tuple[int, int, int], ...]
     recheck_shapes: tuple[tuple[int, int, int], ...]
     bench_shapes: tuple[tuple[int, int, int], ...]
     warmups: int
     repetitions: int
     flush_mb: int
-    samples: int
+    sample_lines: int
     tolerance: float
 
 
@@ -86,18 +95,22 @@ def load_settings(root: Path | None) -> Settings:
     bench = data["bench"]
     settings = Settings(
         arch=os.environ.get("EVOLVE_CUDA_ARCH") or data["compile"]["arch"],
+        compiler=str(data["compile"].get("compiler", "auto")),
         cpu_shapes=_shapes(data["cpu_check"], "shapes"),
+        require_cpu_check=bool(data["cpu_check"].get("require", False)),
         check_shapes=_shapes(bench, "check_shapes"),
         recheck_shapes=_shapes(bench, "recheck_shapes"),
         bench_shapes=_shapes(bench, "bench_shapes"),
         warmups=int(bench["warmups"]),
         repetitions=int(bench["repetitions"]),
         flush_mb=int(bench["flush_mb"]),
-        samples=int(bench["samples"]),
+        sample_lines=int(bench["sample_lines"]),
         tolerance=float(bench["tolerance"]),
     )
     if settings.repetitions < 30 or settings.warmups < 5:
         raise ValueError("settings.toml: at least 5 warm-ups and 30 repetitions")
+    if settings.sample_lines < 1:
+        raise ValueError("settings.toml: sample_lines must be at least 1")
     return settings
 
 
@@ -119,11 +132,45 @@ def _launch_metrics(shape: src.LaunchShape) -> dict[str, float]:
             "dynamic_smem_bytes": float(shape.smem_bytes)}
 
 
+def _device_compiler(settings: Settings) -> bd.DeviceCompiler:
+    compiler = bd.find_device_compiler(settings.compiler)
+    if compiler is None:
+        raise CandidateFailure(tc.NO_COMPILER_HELP, status=Status.EVALUATOR_ERROR)
+    return compiler
+
+
+def _device_table(settings: Settings, host: str) -> dm.DeviceTable:
+    """The device compile's macro table (trusted, cached per process)."""
+    compiler = _device_compiler(settings)
+    try:
+        return dm.device_table(host, compiler.tool, compiler.path, settings.arch, bd.DEVICE_OPTIONS)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CandidateFailure(f"cannot read the host compiler's macros: {exc}", status=Status.EVALUATOR_ERROR) \
+            from None
+
+
+def _check_includes(candidate: Candidate, settings: Settings, harness: Path) -> str:
+    """Reject any header beyond the allowlist, as the preprocessor resolves it; returns a note when imperfect."""
+    host = tc.find_host_compiler()
+    if host is None:
+        return "include check by the preprocessor skipped: no host C++ compiler (the text check still applies)"
+    table = _device_table(settings, host)
+    defines = dm.defines_header(dm.host_table(host), table.macros)
+    ic.prepare(harness, src.DEFAULT_INCLUDES, defines)
+    unit = candidate.scratch / "include_check.cu"
+    unit.write_text(candidate.code)
+    result = candidate.run(ic.preprocess_argv(host, unit.name, harness))
+    problems = ic.violations(result, harness, src.DEFAULT_INCLUDES)
+    if problems:
+        raise CandidateFailure("; ".join(problems), {"policy": "\n".join(problems)}, Status.REJECTED)
+    return table.note
+
+
 # ---- stage 1: compile (CPU) ---------------------------------------------------------------------------------------
 
 def _device_unit(candidate: Candidate) -> Path:
     """The candidate's source with the signature check appended (its own line numbers unchanged)."""
-    unit = candidate.scratch / "kernel_unit.cu"
+    unit = candidate.scratch / UNIT
     unit.write_text(candidate.code + "\n" + DEVICE_SIGNATURE_CHECK)
     return unit
 
@@ -132,32 +179,40 @@ def _device_unit(candidate: Candidate) -> Path:
 class DeviceBuild:
     tool: str  # "nvcc" or "nvrtc"
     log: str  # compiler output, ptxas -v resource usage included
+    cubin_sha256: str
+
+
+def compile_failure(tool: str, arch: str, log: str) -> CompileError:
+    """The compiler's own reason, first error line in the message, the log bounded in an artifact."""
+    message = f"{tool} failed to compile the kernel for {arch}"
+    if SIGNATURE_HELP.split(":")[0] in log:
+        message += f": {SIGNATURE_HELP}"
+    elif reason := bd.first_error(log):
+        message += f": {reason}"
+    return CompileError(message, {"compiler_output": tc.compiler_errors(log)})
 
 
 def _device_compile(candidate: Candidate, settings: Settings) -> DeviceBuild:
     """Compile for ``settings.arch`` to kernel.cubin in the sandbox; ``CompileError`` with the log on failure."""
-    unit = _device_unit(candidate)
-    script = stage_files(candidate.scratch, tc.NVRTC_SCRIPT) / tc.NVRTC_SCRIPT.name
-    command = tc.device_compile_command(unit.name, "kernel.cubin", settings.arch, DEVICE_OPTIONS, script)
-    if command is None:
-        raise CandidateFailure(tc.NO_COMPILER_HELP, status=Status.EVALUATOR_ERROR)
-    result = candidate.run(command.argv)
+    compiler = _device_compiler(settings)
+    _device_unit(candidate)
+    harness = bd.stage_device_files(candidate.scratch)
+    result = candidate.run(bd.device_argv(compiler, UNIT, "kernel.cubin", settings.arch, harness))
     log = (result.stdout + "\n" + result.stderr).strip()
     if result.timed_out:
-        raise CandidateTimeout(f"{command.tool} did not finish", {"compiler_output": tc.compiler_errors(log)})
-    if command.tool == "nvrtc" and result.returncode == tc.NVRTC_UNUSABLE:
+        raise CandidateTimeout(f"{compiler.tool} did not finish", {"compiler_output": tc.compiler_errors(log)})
+    if compiler.tool == "nvrtc" and result.returncode == tc.NVRTC_UNUSABLE:
         raise CandidateFailure(f"NVRTC is unusable here: {log[-1000:]}", status=Status.EVALUATOR_ERROR)
-    if not result.ok or not (candidate.scratch / "kernel.cubin").is_file():
-        message = f"{command.tool} failed to compile the kernel for {settings.arch}"
-        if SIGNATURE_HELP.split(":")[0] in log:
-            message += f": {SIGNATURE_HELP}"
-        raise CompileError(message, {"compiler_output": tc.compiler_errors(log)})
-    return DeviceBuild(command.tool, log)
+    cubin = candidate.scratch / "kernel.cubin"
+    if not result.ok or not cubin.is_file():
+        raise compile_failure(compiler.tool, settings.arch, log)
+    return DeviceBuild(compiler.tool, log, hashlib.sha256(cubin.read_bytes()).hexdigest())
 
 
 def compile(candidate: Candidate) -> StageReport:  # shadows the builtin on purpose: the stage name
     settings = load_settings(candidate.problem_root)
     shape = _screen(candidate, settings)
+    note = _check_includes(candidate, settings, bd.stage_device_files(candidate.scratch))
     build = _device_compile(candidate, settings)
     resources = tc.parse_ptxas_report(build.log)
     if KERNEL not in resources:
@@ -178,11 +233,15 @@ def compile(candidate: Candidate) -> StageReport:  # shadows the builtin on purp
     }
     artifacts = {"resources": f"{build.tool} for {settings.arch}: {usage.registers} registers, {usage.shared_bytes} B "
                               f"static + {shape.smem_bytes} B dynamic shared memory, {usage.spill_store_bytes} B "
-                              f"spill stores, {usage.spill_load_bytes} B spill loads, {usage.stack_bytes} B stack"}
-    sass_metrics, note = _sass_check(candidate, artifacts["resources"])
-    metrics.update(sass_metrics)
+                              f"spill stores, {usage.spill_load_bytes} B spill loads, {usage.stack_bytes} B stack",
+                 "cubin": f"sha256 {build.cubin_sha256} ({build.tool}, {settings.arch}, "
+                          f"{' '.join(bd.DEVICE_OPTIONS)}); the bench builds the same for its GPU"}
     if note:
-        artifacts["sass_check"] = note
+        artifacts["preprocessor"] = note
+    sass_metrics, sass_note = _sass_check(candidate, artifacts["resources"])
+    metrics.update(sass_metrics)
+    if sass_note:
+        artifacts["sass_check"] = sass_note
     return StageReport(metrics, artifacts)
 
 
@@ -221,40 +280,63 @@ def _sass_check(candidate: Candidate, resources: str) -> tuple[dict[str, float],
 
 # ---- stage 2: cpu_check (CPU emulation) ---------------------------------------------------------------------------
 
+def _not_checkable(settings: Settings, why: str, artifacts: dict[str, str] | None = None) -> StageReport:
+    """A kernel the emulator cannot run: said in the outcome (cpu_checked = 0), or rejected when required."""
+    text = f"not checkable on CPU: {why}; correctness is checked on the GPU only"
+    if settings.require_cpu_check:
+        raise CandidateFailure(f"{text} (settings.toml requires the CPU check)", {"cpu_check": text, **(artifacts or {})},
+                               Status.REJECTED)
+    return StageReport({"cpu_checked": 0.0}, {"cpu_check": text, **(artifacts or {})})
+
+
+def _build_failure(candidate: Candidate, settings: Settings, log: str) -> StageReport:
+    """The emulator could not build the kernel: the candidate's fault if the CUDA compiler rejects it too."""
+    if SIGNATURE_HELP.split(":")[0] in log or f"'{KERNEL}' was not declared" in log:
+        raise CompileError(f"the kernel's signature is wrong: {SIGNATURE_HELP}",
+                           {"emulator_build": tc.compiler_errors(log)})
+    _device_compile(candidate, settings)
+    features = src.not_emulated(candidate.code)
+    reason = bd.first_error(log)
+    why = (f"uses {', '.join(features)}, which the emulator lacks" if features else
+           "the host emulator could not build it (a CUDA feature it lacks)") + (f" ({reason})" if reason else "")
+    return _not_checkable(settings, why, {"emulator_build": tc.compiler_errors(log, 6000)})
+
+
+def _build_emulator(candidate: Candidate, settings: Settings, compiler: str) -> StageReport | None:
+    """Compile and link the kernel against the emulator in the sandbox; a report when it cannot be built."""
+    prologue = emu.prologue(compiler, _device_table(settings, compiler).macros)
+    (candidate.scratch / "emu_kernel.cpp").write_text(emu.emulation_unit(candidate.code, EMULATION_LAUNCHER, prologue))
+    objects = emu.prebuilt_objects(compiler, EMU_SOURCES).verified()
+    harness = stage_files(candidate.scratch, emu.EMU_HEADER, *objects)
+    for argv in (emu.compile_command(compiler, "emu_kernel.cpp", harness, "emu_kernel.o"),
+                 emu.link_command(compiler, ["emu_kernel.o", *(o.name for o in objects)], harness, "emu_matmul")):
+        step = candidate.run(argv)
+        if not step.ok:
+            return _build_failure(candidate, settings, (step.stdout + step.stderr).strip())
+    return None
+
+
 def cpu_check(candidate: Candidate) -> StageReport:
     settings = load_settings(candidate.problem_root)
     shape = _screen(candidate, settings)
-    blockers = src.not_emulated(candidate.code)
     compiler = tc.find_host_compiler()
-    if blockers or compiler is None:
-        why = f"uses {', '.join(blockers)}" if blockers else "no host C++ compiler (g++/clang++) here"
-        return StageReport({"cpu_checked": 0.0},
-                           {"cpu_check": f"not checkable on CPU: {why}; correctness is checked on the GPU only"})
-    unit = candidate.scratch / "emu_kernel.cpp"
-    unit.write_text(emu.emulation_unit(candidate.code, EMULATION_LAUNCHER))
+    if compiler is None:
+        return _not_checkable(settings, "no host C++ compiler (g++/clang++) here")
+    note = _check_includes(candidate, settings, bd.stage_device_files(candidate.scratch))
+    if never := src.never_emulated(candidate.code):
+        return _not_checkable(settings, f"uses {', '.join(never)}")
     start = time.monotonic()
-    objects = emu.prebuilt_objects(compiler, (emu.EMU_RUNTIME, EMU_DRIVER)).verified()
-    harness = stage_files(candidate.scratch, emu.EMU_HEADER, *objects)
-    build = candidate.run(emu.build_command(compiler, unit.name, harness, [o.name for o in objects], "emu_matmul"))
-    build_log = (build.stdout + build.stderr).strip()
-    if not build.ok:
-        if SIGNATURE_HELP.split(":")[0] in build_log or f"'{KERNEL}' was not declared" in build_log:
-            raise CompileError(f"the kernel's signature is wrong: {SIGNATURE_HELP}",
-                               {"emulator_build": tc.compiler_errors(build_log)})
-        # A kernel the CUDA compiler rejects too is a compile error; one it accepts uses something the emulator
-        # lacks, and the GPU stage still checks it fully.
-        _device_compile(candidate, settings)
-        return StageReport({"cpu_checked": 0.0},
-                           {"cpu_check": "not checkable on CPU: the host emulator could not build this kernel (a CUDA "
-                                         "feature it lacks?); correctness is checked on the GPU only",
-                            "emulator_build": tc.compiler_errors(build_log, 6000)})
+    failed = _build_emulator(candidate, settings, compiler)
+    if failed is not None:
+        return failed
     build_seconds = time.monotonic() - start
     rng = np.random.default_rng(candidate.seed)
     cases = [mc.make_case(rng, *dims) for dims in settings.cpu_shapes]
     names = []
     for i, case in enumerate(cases):
-        # Alternate the order fibers run in, so a race shows up whichever thread gets there first.
-        mc.write_case_file(candidate.scratch / f"case_{i}.bin", case, shape, reverse=i % 2 == 1)
+        # Blocks and threads run forward, in reverse or shuffled, case by case: a race shows whichever goes first.
+        schedule = mc.schedule_code(mc.SCHEDULES[i % len(mc.SCHEDULES)], candidate.seed + i)
+        mc.write_case_file(candidate.scratch / f"case_{i}.bin", case, shape, schedule)
         names.append(f"case_{i}.bin")
     start = time.monotonic()
     run = candidate.run(["./emu_matmul", *names])
@@ -281,11 +363,12 @@ def cpu_check(candidate: Candidate) -> StageReport:
         summary = f"wrong output on the CPU emulator: {failures[0]}"
         detail = "\n".join(failures[:20]) + f"\npassed: {', '.join(passed) or 'none'}"
         raise WrongOutput(summary, {"cpu_check": detail})
+    artifacts = {"cpu_check": f"correct on {len(cases)} shapes, no data race: {', '.join(c.label for c in cases)}"}
+    if note:
+        artifacts["preprocessor"] = note
     return StageReport(
         {"cpu_checked": 1.0, "cpu_cases": float(len(cases)), "cpu_worst_error": worst,
-         "emulator_build_seconds": build_seconds, "emulate_seconds": emulate_seconds},
-        {"cpu_check": f"correct on {len(cases)} shapes: {', '.join(c.label for c in cases)}"},
-    )
+         "emulator_build_seconds": build_seconds, "emulate_seconds": emulate_seconds}, artifacts)
 
 
 # ---- stage 3: bench (1 GPU) ---------------------------------------------------------------------------------------
@@ -296,9 +379,23 @@ def _bench_env() -> dict[str, str]:
     return env
 
 
-def bench(candidate: Candidate) -> StageReport:
-    settings = load_settings(candidate.problem_root)
-    shape = _screen(candidate, settings)
+def bench_compile_argv(candidate: Candidate, settings: Settings) -> tuple[str, list[str]]:
+    """The compile stage's command for the bench, the architecture left for the bench to fill in (its GPU's)."""
+    compiler = _device_compiler(settings)
+    _device_unit(candidate)
+    harness = bd.stage_device_files(candidate.scratch)
+    return compiler.tool, bd.device_argv(compiler, UNIT, "kernel_bench.cubin", bd.ARCH_PLACEHOLDER, harness)
+
+
+def run_bench_process(candidate: Candidate, job: dict[str, Any]) -> RunResult:
+    """Run bench_matmul.py on the GPU, in the sandbox."""
+    script = stage_files(candidate.scratch, BENCH_SCRIPT) / BENCH_SCRIPT.name
+    return candidate.run([sys.executable, "-I", str(script)], input=json.dumps(job).encode(), env=_bench_env())
+
+
+def bench_job(candidate: Candidate, settings: Settings, shape: src.LaunchShape
+              ) -> tuple[dict[str, Any], list[tuple[Path, mc.MatmulCase]], list[tuple[Path, mc.MatmulCase]]]:
+    """The bench script's job, and the case files it runs before and after timing (checked here afterwards)."""
     rng = np.random.default_rng(candidate.seed)
 
     def write(prefix: str, shapes: tuple[tuple[int, int, int], ...]) -> list[tuple[Path, mc.MatmulCase]]:
@@ -306,43 +403,60 @@ def bench(candidate: Candidate) -> StageReport:
         for i, dims in enumerate(shapes):
             case = mc.make_case(rng, *dims)
             path = candidate.scratch / f"{prefix}_{i}.bin"
-            mc.write_case_file(path, case, shape, reverse=False)
+            mc.write_case_file(path, case, shape)
             written.append((path, case))
         return written
 
     checks, rechecks = write("check", settings.check_shapes), write("recheck", settings.recheck_shapes)
-    result_path = candidate.scratch / "bench_result.json"
+    tool, argv = bench_compile_argv(candidate, settings)
     job = {
-        "source": str(_device_unit(candidate)),
+        "source": str(candidate.scratch / UNIT),
+        "compile": {"tool": tool, "argv": argv, "cubin": str(candidate.scratch / "kernel_bench.cubin"),
+                    "timeout": 120},
         "launch": {"threads": shape.threads, "block_m": shape.block_m, "block_n": shape.block_n,
                    "smem_bytes": shape.smem_bytes},
-        "options": list(DEVICE_OPTIONS),
         "check_cases": [str(p) for p, _ in checks],
         "recheck_cases": [str(p) for p, _ in rechecks],
         "bench_shapes": [list(s) for s in settings.bench_shapes],
+        "bench_guards": [mc.guard_elements(*s) for s in settings.bench_shapes],
         "warmups": settings.warmups,
         "repetitions": settings.repetitions,
         "flush_bytes": settings.flush_mb * 1024 * 1024,
-        "samples": settings.samples,
+        "sample_lines": settings.sample_lines,
+        "tolerance": settings.tolerance,
         "device_seed": int(rng.integers(0, 2**31 - 1)),
         "poison_bits": mc.POISON_BITS,
-        "result": str(result_path),
+        "input_guard_bits": mc.INPUT_GUARD_BITS,
+        "result": str(candidate.scratch / "bench_result.json"),
     }
-    script = stage_files(candidate.scratch, BENCH_SCRIPT) / BENCH_SCRIPT.name
-    run = candidate.run([sys.executable, "-I", str(script)], input=json.dumps(job).encode(), env=_bench_env())
+    return job, checks, rechecks
+
+
+def bench(candidate: Candidate) -> StageReport:
+    settings = load_settings(candidate.problem_root)
+    shape = _screen(candidate, settings)
+    _check_includes(candidate, settings, bd.stage_device_files(candidate.scratch))
+    job, checks, rechecks = bench_job(candidate, settings, shape)
+    run = run_bench_process(candidate, job)
     if run.timed_out:
         raise CandidateTimeout("the bench did not finish (a hanging kernel?)", {"stderr": run.stderr[-4000:]})
-    report = _read_report(result_path, run)
-    _check_cases(checks, settings.tolerance, "before timing")
-    _check_cases(rechecks, settings.tolerance, "after timing (new inputs and buffers)")
+    report = _read_report(Path(job["result"]), run, checks, rechecks, settings)
+    _check_cases(checks, settings.tolerance, BEFORE)
+    _check_cases(rechecks, settings.tolerance, AFTER)
     metrics, artifacts = mc.judge_bench(report, [list(s) for s in settings.bench_shapes], settings.repetitions,
-                                        settings.tolerance)
+                                        settings.warmups, settings.tolerance)
     device = report.get("device") or {}
+    build = report.get("build") or {}
     artifacts["device"] = f"{device.get('name', '?')} (sm_{device.get('major', '?')}{device.get('minor', '?')})"
+    artifacts["cubin"] = (f"sha256 {build.get('cubin_sha256', '?')} ({build.get('tool', '?')}, {build.get('arch', '?')}, "
+                          f"{' '.join(bd.DEVICE_OPTIONS)}; {build.get('registers', '?')} registers, "
+                          f"{build.get('static_smem', '?')} B static shared memory, opt-in "
+                          f"{build.get('opt_in_bytes', 0)} B)")
     return StageReport(metrics, artifacts)
 
 
-def _read_report(path: Path, run: Any) -> dict[str, Any]:
+def _read_report(path: Path, run: RunResult, checks: list[tuple[Path, mc.MatmulCase]],
+                 rechecks: list[tuple[Path, mc.MatmulCase]], settings: Settings) -> dict[str, Any]:
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -355,10 +469,28 @@ def _read_report(path: Path, run: Any) -> dict[str, Any]:
         return report
     phase, error = str(report.get("phase", "?")), str(report.get("error", "unknown error"))
     artifacts = {"bench_error": f"{error}\n{report.get('traceback', '')}".strip(), "stderr": run.stderr[-2000:]}
+    build = report.get("build") if isinstance(report.get("build"), dict) else {}
     if phase == "setup":
         raise CandidateFailure(f"GPU bench unavailable on this worker: {error}", artifacts, Status.SYSTEM_ERROR)
     if phase == "compile":
-        raise CompileError(f"NVRTC (CuPy) failed to compile the kernel: {error[:2000]}", artifacts)
+        log = str(build.get("log", ""))
+        if build.get("tool") == "nvrtc" and build.get("returncode") == tc.NVRTC_UNUSABLE:
+            raise CandidateFailure(f"NVRTC is unusable on this worker: {log[-1000:]}", artifacts, Status.SYSTEM_ERROR)
+        failure = compile_failure(str(build.get("tool", "?")), str(build.get("arch", "?")), log or error)
+        failure.artifacts.update(artifacts)
+        raise failure
+    if phase == "load":
+        raise CandidateFailure(f"the GPU's driver could not load the kernel compiled by {build.get('tool', '?')} for "
+                               f"{build.get('arch', '?')} ({error[:1000]}); a toolkit newer than the driver? Pin "
+                               f"`compiler` in settings.toml or point EVOLVE_NVCC/EVOLVE_NVRTC at a matching one",
+                               artifacts, Status.SYSTEM_ERROR)
+    if phase == "launch":
+        raise CandidateFailure(f"the kernel cannot be launched on this GPU: {error}", artifacts, Status.REJECTED)
+    if report.get("wrong"):
+        # The trusted side's own look at the case files it wrote gives the most detailed reason when one is there.
+        for cases, when in ((checks, BEFORE), (rechecks, AFTER)):
+            _check_cases([c for c in cases if Path(f"{c[0]}.out").is_file()], settings.tolerance, when)
+        raise WrongOutput(f"wrong output on the GPU: {error[:2000]}", artifacts)
     raise CandidateFailure(f"CUDA error during {phase}: {error[:2000]}", artifacts, Status.RUNTIME_ERROR)
 
 

@@ -1,0 +1,16 @@
+// Hostile (include trick): an absolute path to a forbidden header.
+// (It is also caught by the text check; the preprocessor check must not let it through either.)
+#include </usr/include/stdio.h>
+constexpr int THREADS = 256;
+constexpr int BLOCK_M = 16;
+constexpr int BLOCK_N = 16;
+constexpr int SMEM_BYTES = 0;
+
+extern "C" __global__ void matmul(const float* A, const float* B, float* C, int M, int N, int K) {
+    const int row = blockIdx.y * BLOCK_M + threadIdx.x / BLOCK_N;
+    const int col = blockIdx.x * BLOCK_N + threadIdx.x % BLOCK_N;
+    if (row >= M || col >= N) return;
+    float acc = 0.0f;
+    for (int k = 0; k < K; ++k) acc += A[row * K + k] * B[k * N + col];
+    C[row * N + col] = acc;
+}
