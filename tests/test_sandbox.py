@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import os
 import resource
 import signal
@@ -66,7 +68,7 @@ def in_child(action) -> int:
 
 def test_levels_parse_in_canonical_order_and_aliases_expand():
     assert format_level(parse_layers("uid+session+PIDNS")) == "session+pidns+uid"
-    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup"
+    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup+scratchfs"
     assert parse_layers("basic") == (Layer.SESSION, Layer.RLIMITS)
     assert parse_layers("") == ()
     assert level_satisfies("session+rlimits+pidns", "pidns+landlock") == [Layer.LANDLOCK]
@@ -96,13 +98,20 @@ def test_config_from_table_checks_keys_and_types():
 
 def test_full_root_host_uses_every_layer():
     chosen = choose_layers(fake_probe(set(ALL)), SandboxConfig())
-    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup"
+    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup+scratchfs"
 
 
 def test_container_without_namespaces_falls_back_to_subreaper_and_seccomp_network_filter():
     ok = {Layer.SESSION, Layer.RLIMITS, Layer.SUBREAPER, Layer.LANDLOCK, Layer.SECCOMP, Layer.NONET, Layer.UID}
     chosen = choose_layers(fake_probe(ok), SandboxConfig())
     assert format_level(chosen) == "session+rlimits+subreaper+nonet+landlock+seccomp+uid"
+
+
+def test_scratch_is_capped_by_a_filesystem_or_watched():
+    assert Layer.SCRATCHFS in choose_layers(fake_probe(set(ALL)), SandboxConfig())
+    watched = choose_layers(fake_probe(set(ALL) - {Layer.SCRATCHFS}), SandboxConfig())
+    assert Layer.DISKWATCH in watched and Layer.SCRATCHFS not in watched
+    assert Layer.DISKWATCH not in choose_layers(fake_probe(set(ALL)), SandboxConfig(layers="basic"))
 
 
 def test_non_root_launcher_needs_a_user_namespace_for_namespaces():
@@ -222,7 +231,9 @@ def test_unreachable_directories_are_covered_and_needed_paths_exposed(tmp_path):
 def test_spec_round_trips_through_json(tmp_path):
     import json
 
-    spec = plan(tmp_path)
+    spec = plan(tmp_path, cores=(1,), scratch_cap=(1 << 20, 1024))
+    spec = dataclasses.replace(spec, cgroup=("/sys/fs/cgroup/x/cgroup.procs",), cgroup_leave=("/sys/fs/cgroup/p",))
+    assert spec.cores == (1,) and spec.scratch_cap == (1 << 20, 1024)  # ALL includes diskwatch
     assert policy.SpawnSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
@@ -254,6 +265,35 @@ def test_seccomp_filter_denies_ptrace_namespaces_and_inet_sockets():
         return 10 + failures
 
     assert in_child(attack) == 13
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="seccomp filter table only for x86-64")
+@pytest.mark.parametrize("deny_network", [False, True])
+def test_seccomp_allows_few_socket_families_and_keeps_the_cores(deny_network):
+    def attack() -> int:
+        seccomp.install(deny_network=deny_network)
+        for family in (socket.AF_VSOCK, socket.AF_NETLINK, socket.AF_PACKET, 30):  # 30: AF_TIPC
+            try:
+                socket.socket(family, socket.SOCK_DGRAM).close()
+                return 1
+            except OSError as exc:
+                if exc.errno != errno.EAFNOSUPPORT:
+                    return 2
+        try:
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+            inet = 0
+        except PermissionError:
+            inet = 1
+        for end in socket.socketpair(socket.AF_UNIX):
+            end.close()
+        try:
+            os.sched_setaffinity(0, os.sched_getaffinity(0))
+            return 3
+        except PermissionError:
+            pass
+        return 10 + inet
+
+    assert in_child(attack) == 10 + deny_network
 
 
 @pytest.mark.skipif(landlock.abi_version() < 1, reason="Landlock unavailable in this kernel")

@@ -26,6 +26,8 @@ class Layer(StrEnum):
     SECCOMP = "seccomp"  # syscall filter: no ptrace, namespace games, mounts, cross-process memory
     UID = "uid"  # the candidate runs as a non-root uid (a fresh one per candidate when the launcher is root)
     CGROUP = "cgroup"  # the candidate's tree has a cgroup of its own: its CPU time is the kernel's accounting
+    SCRATCHFS = "scratchfs"  # the scratch dir is a tmpfs of its own, capped in bytes and files
+    DISKWATCH = "diskwatch"  # used instead of scratchfs: the monitor measures the scratch dir and kills over the cap
 
 
 LAYER_ORDER = tuple(Layer)
@@ -34,7 +36,7 @@ LAYER_ORDER = tuple(Layer)
 ALIASES: dict[str, tuple[Layer, ...]] = {
     "basic": (Layer.SESSION, Layer.RLIMITS),
     "full": (Layer.SESSION, Layer.RLIMITS, Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP,
-             Layer.UID, Layer.CGROUP),
+             Layer.UID, Layer.CGROUP, Layer.SCRATCHFS),
 }
 
 

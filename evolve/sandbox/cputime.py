@@ -72,10 +72,29 @@ class _Times:
     reaped: float  # cutime + cstime: children it waited for
 
 
-def _read_times(pid: int) -> _Times | None:
+def proc_read(path: str, proc: int | None = None) -> bytes:
+    """``/proc/<path>``, or ``<path>`` below ``proc``: a descriptor of the /proc a monitor opened before its
+    namespace's own /proc was mounted over it (host pids, not the namespace's)."""
+    fd = os.open(path if proc is not None else f"/proc/{path}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def proc_listdir(path: str, proc: int | None = None) -> list[str]:
+    if proc is None:
+        return os.listdir(f"/proc/{path}")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_times(pid: int, proc: int | None = None) -> _Times | None:
+    try:
+        data = proc_read(f"{pid}/stat", proc)
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2:].split()
@@ -85,16 +104,16 @@ def _read_times(pid: int) -> _Times | None:
     return _Times(int(fields[1]), own, reaped)
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, proc: int | None = None) -> list[int]:
     kids: list[int] = []
     with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
-                kids += [int(k) for k in fh.read().split()]
+        for tid in proc_listdir(f"{pid}/task", proc):
+            with contextlib.suppress(OSError):
+                kids += [int(k) for k in proc_read(f"{pid}/task/{tid}/children", proc).split()]
     return kids
 
 
-def tree_times(roots: list[int]) -> dict[int, _Times]:
+def tree_times(roots: list[int], proc: int | None = None) -> dict[int, _Times]:
     """Times of every live (or zombie) process in the trees below ``roots``, roots included."""
     seen: dict[int, _Times] = {}
     frontier = list(roots)
@@ -102,11 +121,11 @@ def tree_times(roots: list[int]) -> dict[int, _Times]:
         pid = frontier.pop()
         if pid in seen:
             continue
-        times = _read_times(pid)
+        times = _read_times(pid, proc)
         if times is None:
             continue
         seen[pid] = times
-        frontier += _children(pid)
+        frontier += _children(pid, proc)
     return seen
 
 

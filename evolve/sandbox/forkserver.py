@@ -124,7 +124,7 @@ class _Server:
         self.direct: dict[int, _Direct] = {}
         self.inits: dict[int, int] = {}  # init pid -> candidate pid
         self.monitors: set[int] = set()
-        self.scratch: set[str] = set()  # scratch dirs in use, removed here if the trusted side dies
+        self.scratch: dict[str, list[int]] = {}  # scratch dirs in use (removed here if the trusted side dies): leases
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -168,7 +168,14 @@ class _Server:
             return False
         request = json.loads(message)
         if request.get("op") in ("track", "untrack"):
-            (self.scratch.add if request["op"] == "track" else self.scratch.discard)(str(request["path"]))
+            # A tracked scratch dir comes with its candidate's lease descriptors: holding them here keeps the uid and
+            # cores leased until this server has killed the candidate's processes, even if the trusted side dies.
+            path = str(request["path"])
+            for fd in self.scratch.pop(path, []):
+                os.close(fd)
+            if request["op"] == "track":
+                self.scratch[path] = fds
+            return True
         if request.get("op") != "spawn" or len(fds) < 4:
             for fd in fds:
                 os.close(fd)
@@ -312,8 +319,11 @@ class _Server:
         for path in self.scratch:
             parent = Path(path).parent
             if Path(path).name == "work" and parent.name.startswith("evolve-sbx-"):
+                if os.path.ismount(path):
+                    with contextlib.suppress(OSError):
+                        self.syscalls.umount(path, self.syscalls.MNT_DETACH)
                 shutil.rmtree(parent, ignore_errors=True)
-        os._exit(0)
+        os._exit(0)  # the lease descriptors close with us
 
 
 # ----------------------------------------------------------------------------------------------- client side
@@ -385,11 +395,12 @@ class ForkServer:
             theirs.close()
         return ours
 
-    def track(self, scratch: Path, in_use: bool = True) -> None:
-        """Tell the server about a scratch dir (or that it is gone): if this process dies, the server removes it."""
+    def track(self, scratch: Path, in_use: bool = True, lease_fds: list[int] | tuple[int, ...] = ()) -> None:
+        """Tell the server about a scratch dir (or that it is gone): if this process dies, the server removes it.
+        ``lease_fds``: the candidate's lease locks, which the server holds (duplicates) until the dir is untracked."""
         payload = json.dumps({"op": "track" if in_use else "untrack", "path": str(scratch)}).encode()
         with contextlib.suppress(OSError), self._lock:
-            self.sock.send(payload)
+            socket.send_fds(self.sock, [payload], list(lease_fds)) if lease_fds else self.sock.send(payload)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

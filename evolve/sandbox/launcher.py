@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import secrets
 import shutil
@@ -31,11 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from evolve.problem import Limits
-from evolve.sandbox import cgroups
+from evolve.sandbox import cgroups, leases, syscalls
 from evolve.sandbox.config import Layer, SandboxConfig, format_level
 from evolve.sandbox.cputime import CgroupMeter, CpuMeter, ProcMeter
 from evolve.sandbox.forkserver import HARNESS_PATH, ForkServer, get_forkserver, wait_message
-from evolve.sandbox.policy import PlanInput, SpawnError, SpawnSpec, candidate_env, plan_spawn
+from evolve.sandbox.policy import (
+    PlanInput,
+    SpawnError,
+    SpawnSpec,
+    candidate_env,
+    files_for,
+    plan_spawn,
+    scratch_mb,
+)
 from evolve.sandbox.probe import HostProbe
 from evolve.sandbox.syscalls import readable, writable
 
@@ -279,6 +288,23 @@ class SandboxProcess:
         self.monitor.close()
 
 
+@dataclass
+class _Scratch:
+    """What the trusted side keeps for one scratch dir: the leases its candidate holds."""
+
+    lease: leases.Lease
+
+
+def unmount_scratch(work: Path) -> None:
+    """Detach a scratch tmpfs (``scratchfs``), so that removing the dir removes nothing below another mount."""
+    if os.path.ismount(work):
+        try:
+            syscalls.umount(str(work))  # its processes are gone; a plain umount is several times faster than a lazy one
+        except OSError:
+            with contextlib.suppress(OSError):
+                syscalls.umount(str(work), syscalls.MNT_DETACH)
+
+
 def sweep_orphaned_scratch(directory: str | None = None) -> int:
     """Remove scratch dirs left by fork servers that were killed outright (Ray kills a dead worker's children).
 
@@ -294,6 +320,7 @@ def sweep_orphaned_scratch(directory: str | None = None) -> int:
             continue
         with contextlib.suppress(OSError):
             if now - entry.lstat().st_mtime > ORPHAN_MIN_AGE and entry.is_dir() and not entry.is_symlink():
+                unmount_scratch(entry / "work")
                 _rmtree(entry)
                 removed += 1
     return removed
@@ -339,6 +366,10 @@ def choose_layers(probe: HostProbe, config: SandboxConfig) -> frozenset[Layer]:
     if use(Layer.MNTNS) and Layer.PIDNS in chosen:
         chosen.add(Layer.MNTNS)
     chosen |= {layer for layer in (Layer.LANDLOCK, Layer.SECCOMP, Layer.UID, Layer.CGROUP) if use(layer)}
+    if use(Layer.SCRATCHFS):
+        chosen.add(Layer.SCRATCHFS)
+    elif use(Layer.DISKWATCH, Layer.SCRATCHFS):
+        chosen.add(Layer.DISKWATCH)
     if not probe.root and chosen & {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}:
         chosen.add(Layer.USERNS)
     if Layer.UID in chosen and probe.uid_needs_mntns and Layer.MNTNS not in chosen:
@@ -369,8 +400,11 @@ class Sandbox:
     """Layered sandbox for one problem (limits, readable paths) under one ``SandboxConfig``."""
 
     def __init__(self, limits: Limits | None = None, config: SandboxConfig | None = None,
-                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False):
+                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False, cpus: float = 1.0):
+        """``cpus``: the stage's declared CPUs; every process tree gets that many cores of its own (leased so that
+        concurrent candidates on the host spread over the cores) and, for a fraction, that share of them."""
         self.limits = limits or Limits()
+        self.cpus = cpus
         self.config = config or SandboxConfig()
         self.read_paths = tuple(str(p) for p in read_paths)
         self.gpu = gpu or self.config.gpu
@@ -389,7 +423,7 @@ class Sandbox:
             if self.cgroup is not None:
                 cgroups.sweep_orphaned(self.cgroup)
         self.warm = self.config.warm and self.server.hello.warm_ok
-        self._uids: dict[Path, int] = {}
+        self._scratches: dict[Path, _Scratch] = {}
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -400,33 +434,65 @@ class Sandbox:
 
     # -------------------------------------------------------------------------------------------- scratch
 
-    def _allocate_uid(self) -> int | None:
-        if Layer.UID not in self.layers or not self.probe.root:
-            return None
-        if self.config.unprivileged_uid is not None:
-            return self.config.unprivileged_uid
-        # Random, not seeded: concurrent launchers (one per Ray worker) must not walk the same uid sequence.
-        return self.config.uid_base + secrets.randbelow(self.config.uid_count)
+    def _lease(self) -> leases.Lease:
+        """A uid (root launcher with the uid layer) and cores that no other candidate on the host holds."""
+        lease = leases.Lease()
+        try:
+            directory = leases.lease_dir()
+            if Layer.UID in self.layers and self.probe.root:
+                if self.config.unprivileged_uid is not None:
+                    lease.uid = self.config.unprivileged_uid  # shared on purpose: the user chose one uid
+                else:
+                    leases.take_uid(lease, directory, self.config.uid_base, self.config.uid_count)
+            leases.take_cores(lease, directory, max(1, math.ceil(self.cpus)), sorted(os.sched_getaffinity(0)))
+        except OSError as exc:
+            lease.release()
+            raise SandboxSetupError(f"sandbox setup failed: {exc}") from None
+        return lease
 
     def make_scratch(self) -> Path:
+        """A private dir for one candidate (its cwd, HOME and TMPDIR), with its uid and cores leased until
+        ``remove_scratch``; a tmpfs capped at ``[limits] scratch_mb`` with the ``scratchfs`` layer."""
+        lease = self._lease()
         parent = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{self.server.hello.pid}-"))
         os.chmod(parent, 0o711)
         work = parent / "work"
         work.mkdir(mode=0o700)
-        uid = self._allocate_uid()
-        if uid is not None:
-            os.chown(work, uid, uid)
-            self._uids[work] = uid
-        self.server.track(work)  # removed by the server if this process dies before remove_scratch
+        owner = os.getuid() if lease.uid is None else lease.uid
+        try:
+            if Layer.SCRATCHFS in self.layers:
+                mb = scratch_mb(self.limits)
+                syscalls.mount("tmpfs", str(work), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
+                               f"size={mb}m,nr_inodes={files_for(mb)},mode=0700,uid={owner},gid={owner}")
+            elif lease.uid is not None:
+                os.chown(work, owner, owner)
+        except OSError as exc:
+            lease.release()
+            _rmtree(parent)
+            raise SandboxSetupError(f"sandbox setup failed: scratch dir: {exc}") from None
+        with self._lock:
+            self._scratches[work] = _Scratch(lease)
+        self.server.track(work, lease_fds=lease.fds)  # the server removes it, and holds the leases, if we die
         return work
 
     def remove_scratch(self, scratch: Path) -> None:
-        self._uids.pop(Path(scratch), None)
-        _rmtree(Path(scratch).parent if Path(scratch).name == "work" else Path(scratch))
+        """Remove the dir (its processes must be gone) and release its leases."""
+        with self._lock:
+            entry = self._scratches.pop(Path(scratch), None)
+        base = Path(scratch).parent if Path(scratch).name == "work" else Path(scratch)
+        unmount_scratch(Path(scratch))
+        _rmtree(base)
         self.server.track(Path(scratch), in_use=False)
+        if entry is not None:
+            entry.lease.release()
 
     def scratch_uid(self, scratch: Path) -> int | None:
-        return self._uids.get(Path(scratch))
+        entry = self._scratches.get(Path(scratch))
+        return entry.lease.uid if entry else None
+
+    def scratch_cores(self, scratch: Path) -> tuple[int, ...]:
+        entry = self._scratches.get(Path(scratch))
+        return entry.lease.cores if entry else ()
 
     def env(self, scratch: Path, extra: dict[str, str] | None = None, gpu: bool = False) -> dict[str, str]:
         env = candidate_env(scratch, None, gpu)
@@ -443,34 +509,39 @@ class Sandbox:
 
     def _plan(self, mode: str, argv: list[str], scratch: Path, timeout: float, env: dict[str, str],
               gpu: bool, read_paths: tuple[str, ...]) -> SpawnSpec:
-        uid = self.scratch_uid(scratch)
-        if Layer.UID in self.layers and self.probe.root and uid is None:
-            uid = self._allocate_uid()
-            if uid is not None:
-                os.chown(scratch, uid, uid)
-                self._uids[Path(scratch)] = uid
+        with self._lock:
+            entry = self._scratches.get(Path(scratch))
+        if entry is None:  # a dir the caller made itself: lease for it now (released by remove_scratch)
+            entry = _Scratch(self._lease())
+            if entry.lease.uid is not None:
+                os.chown(scratch, entry.lease.uid, entry.lease.uid)
+            with self._lock:
+                self._scratches[Path(scratch)] = entry
+            self.server.track(Path(scratch), lease_fds=entry.lease.fds)
+        mb = scratch_mb(self.limits)
         request = PlanInput(
             mode=mode, argv=tuple(argv), scratch=Path(scratch), timeout=timeout, limits=self.limits,
-            layers=self.layers, env=env, read_paths=self.read_paths + tuple(read_paths), gpu=gpu, uid=uid,
-            harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb,
+            layers=self.layers, env=env, read_paths=self.read_paths + tuple(read_paths), gpu=gpu,
+            uid=entry.lease.uid, harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb, cores=entry.lease.cores,
+            scratch_cap=(mb * 1024 * 1024, files_for(mb)),
         )
         try:
             return plan_spawn(request)
         except SpawnError as exc:
             raise SandboxSetupError(str(exc)) from None
 
-    def _meter(self) -> tuple[CpuMeter, dict[str, str]]:
+    def _meter(self, cores: tuple[int, ...]) -> tuple[CpuMeter, dict[str, tuple[str, ...]]]:
         """A CPU meter for one process tree, and the spec fields that put the tree where the meter looks."""
         if self.cgroup is None:
             return ProcMeter(), {}
         try:
-            group = cgroups.CandidateCgroup.create(self.cgroup, self.server.hello.pid)
+            group = cgroups.CandidateCgroup.create(self.cgroup, self.server.hello.pid, cores, self.cpus)
         except cgroups.CgroupError as exc:
             raise SandboxSetupError(f"sandbox setup failed: {exc}") from None
-        return CgroupMeter(group), {"cgroup": group.procs, "cgroup_leave": self.cgroup.leave}
+        return CgroupMeter(group), {"cgroup": group.procs, "cgroup_leave": group.leave}
 
     def _start(self, spec: SpawnSpec, stdin: int, out_path: Path, err_path: Path, result: int = -1) -> _Monitor:
-        meter, placement = self._meter()
+        meter, placement = self._meter(spec.cores)
         out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:

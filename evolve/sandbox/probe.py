@@ -8,11 +8,12 @@ so. The probe runs inside the fork server, the process that applies the layers f
 from __future__ import annotations
 
 import os
+import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evolve.sandbox import cgroups, landlock, seccomp, syscalls
+from evolve.sandbox import cgroups, diskwatch, landlock, seccomp, syscalls
 from evolve.sandbox.config import Layer
 from evolve.sandbox.policy import missing_for_uid, python_roots
 
@@ -222,6 +223,20 @@ def probe_host() -> HostProbe:
         layers[Layer.UID.value] = _in_child(uid_layer)
     else:
         layers[Layer.UID.value] = LayerStatus(True, f"launcher is not root (uid {os.getuid()})")
+    def scratchfs() -> str:
+        if not root:
+            raise OSError(1, "only a root launcher can mount a filesystem the trusted side sees too")
+        path = tempfile.mkdtemp(prefix="evolve-probe-")
+        try:
+            syscalls.mount("tmpfs", path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,nr_inodes=16")
+            syscalls.umount(path, syscalls.MNT_DETACH)
+        finally:
+            os.rmdir(path)
+        return "a tmpfs per scratch dir, capped in bytes ([limits] scratch_mb) and files"
+
+    layers[Layer.SCRATCHFS.value] = _in_child(scratchfs)
+    layers[Layer.DISKWATCH.value] = LayerStatus(True, "the monitor measures the scratch dir every "
+                                                      f"{diskwatch.INTERVAL:g} s and kills the tree over the cap")
     layout, detail = cgroups.probe()
     layers[Layer.CGROUP.value] = LayerStatus(layout is not None, detail if layout else
                                              f"no writable cgroup ({detail}); CPU time sampled from /proc instead")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evolve.sandbox import Sandbox, SandboxProcess
+from evolve.sandbox import ChannelError, Sandbox, SandboxProcess
 
 from ...conftest import live_descendants
 
@@ -26,6 +27,7 @@ class Outcome:
     cpu_final: float = 0.0
     accounting: str = ""
     stderr: str = ""
+    error: str = ""  # the ChannelError kind if the process died, timed out or broke the protocol
 
     @property
     def value(self) -> Any:
@@ -50,6 +52,8 @@ def run_program(sandbox: Sandbox, name: str, entry: str = "run", timeout: float 
                 outcome.replies.append(process.request({"op": "call", "entry": entry, "args": [],
                                                         "kwargs": kwargs or {}}, deadline))
             outcome.cpu_before_close = process.cpu_seconds()
+        except ChannelError as exc:
+            outcome.error = exc.kind
         finally:
             process.close()
             outcome.stderr = process.stderr()
@@ -67,6 +71,12 @@ def assert_host_unharmed(sandbox: Sandbox) -> None:
     assert not left, f"processes left behind: {left}"
     if sandbox.cgroup is not None:
         prefix = f"{sandbox.server.hello.pid}-"
-        leftover = [e for e in os.listdir(sandbox.cgroup.base) if e.startswith(prefix)]
+        leftover = [e for base in sandbox.cgroup.bases for e in os.listdir(base) if e.startswith(prefix)]
         assert not leftover, f"cgroups left behind: {leftover}"
-    assert shutil.disk_usage("/tmp").free > 256 * 1024 * 1024
+    pid = sandbox.server.hello.pid
+    with open("/proc/self/mountinfo") as fh:
+        mounts = [line.split()[4] for line in fh if f"/evolve-sbx-{pid}-" in line]
+    assert not mounts, f"scratch mounts left behind: {mounts}"
+    scratch = [p.name for p in Path(tempfile.gettempdir()).glob(f"evolve-sbx-{pid}-*")]
+    assert not scratch, f"scratch dirs left behind: {scratch}"
+    assert shutil.disk_usage(tempfile.gettempdir()).free > 256 * 1024 * 1024
