@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import errno
 import os
+import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -540,3 +542,153 @@ def test_scratch_of_a_killed_server_is_swept(tmp_path):
         os.utime(path, (old, old))
     assert sweep_orphaned_scratch(str(tmp_path)) == 1
     assert not orphan.exists() and live.exists() and young.exists()
+
+
+# ------------------------------------------------------------------------------------------------ Docker profile
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "evolve" / "sandbox" / "docker-seccomp.json"
+DOCKER_DEFAULT_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                       "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                       "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
+# Calls Docker's own default profile refuses too, which their callers treat as optional (NUMA placement hints).
+DOCKER_TOLERATED = {"mbind"}
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER = (0x20000, 0x8000000, 0x40000000, 0x20000000,
+                                                                         0x10000000)
+CLONE_NEWCGROUP, CLONE_NEWUTS, SIGCHLD = 0x2000000, 0x4000000, 17
+
+
+def cluster_docker_options() -> list[str]:
+    import yaml
+
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["run_options"]
+
+
+def container_caps() -> set[str]:
+    added = {o.split("=", 1)[1] for o in cluster_docker_options() if o.startswith("--cap-add=")}
+    return DOCKER_DEFAULT_CAPS | {f"CAP_{c}" for c in added}
+
+
+def _condition(arg: dict, args: tuple[int, ...]) -> bool:
+    value, op, two = arg["value"], arg["op"], arg.get("valueTwo", 0)
+    actual = args[arg["index"]] if arg["index"] < len(args) else 0
+    return {"SCMP_CMP_EQ": actual == value, "SCMP_CMP_NE": actual != value, "SCMP_CMP_LT": actual < value,
+            "SCMP_CMP_LE": actual <= value, "SCMP_CMP_GT": actual > value, "SCMP_CMP_GE": actual >= value,
+            "SCMP_CMP_MASKED_EQ": actual & value == two}[op]
+
+
+def docker_action(profile: dict, name: str, args: tuple[int, ...] = (), caps: set[str] | None = None,
+                  arch: str = "amd64") -> tuple[str, int]:
+    """What Docker does with a call under ``profile`` (as moby applies it: includes/excludes by caps and arch, all
+    argument conditions of a rule at once, an allowing rule wins): (action, errno)."""
+    caps = container_caps() if caps is None else caps
+    matched = []
+    for rule in profile["syscalls"]:
+        if name not in rule["names"]:
+            continue
+        includes, excludes = rule.get("includes", {}), rule.get("excludes", {})
+        if not set(includes.get("caps", [])) <= caps or arch not in includes.get("arches", [arch]):
+            continue
+        if (excludes.get("caps") and set(excludes["caps"]) <= caps) or arch in excludes.get("arches", []):
+            continue
+        if all(_condition(a, args) for a in rule.get("args") or []):
+            matched.append((rule["action"], rule.get("errnoRet", profile.get("defaultErrnoRet", 1))))
+    if any(action == "SCMP_ACT_ALLOW" for action, _ in matched):
+        return "SCMP_ACT_ALLOW", 0
+    return matched[0] if matched else (profile["defaultAction"], profile.get("defaultErrnoRet", 1))
+
+
+@pytest.fixture(scope="module")
+def profile() -> dict:
+    import json
+
+    return json.loads(PROFILE.read_text())
+
+
+def allowed(profile: dict, name: str, *args: int) -> bool:
+    return docker_action(profile, name, args)[0] == "SCMP_ACT_ALLOW"
+
+
+def test_docker_profile_allows_exactly_the_namespace_calls_the_sandbox_makes(profile):
+    for flags in (CLONE_NEWPID, CLONE_NEWPID | CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC,
+                  CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC):
+        assert allowed(profile, "unshare", flags), hex(flags)
+    for flags in (CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWPID | CLONE_NEWUTS, 0x80):  # 0x80: CLONE_NEWTIME
+        assert not allowed(profile, "unshare", flags), hex(flags)
+    assert allowed(profile, "setns", 5, CLONE_NEWPID) and not allowed(profile, "setns", 5, 0)
+    assert not allowed(profile, "setns", 5, CLONE_NEWNET)
+    for name in ("mount", "umount2", "mount_setattr", "landlock_create_ruleset", "landlock_add_rule",
+                 "landlock_restrict_self", "seccomp", "prctl", "pidfd_open", "wait4", "waitid", "sched_setaffinity",
+                 "setresuid", "setresgid", "setgroups", "capset", "flock", "socketpair", "close_range", "vfork"):
+        assert allowed(profile, name), name
+    assert allowed(profile, "clone", SIGCHLD) and not allowed(profile, "clone", SIGCHLD | CLONE_NEWPID)
+    assert docker_action(profile, "clone3") == ("SCMP_ACT_ERRNO", errno.ENOSYS)  # glibc then falls back to clone
+    assert allowed(profile, "socket", socket.AF_UNIX) and not allowed(profile, "socket", socket.AF_VSOCK)
+    # Nothing that Docker's default grants only with CAP_SYS_ADMIN beyond what the sandbox needs.
+    for name in ("bpf", "perf_event_open", "fanotify_init", "syslog", "quotactl", "sethostname", "setdomainname",
+                 "open_tree", "move_mount", "fsopen", "keyctl", "add_key", "kexec_load", "init_module", "chroot"):
+        if name == "chroot":  # CAP_SYS_CHROOT is one of Docker's default capabilities
+            continue
+        assert not allowed(profile, name), name
+
+
+def test_cluster_yaml_runs_the_sandbox_with_the_profile(profile):
+    import yaml
+    from ray.autoscaler.sdk import get_docker_host_mount_location
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    target = next(dst for dst, src in config["file_mounts"].items() if src == "./evolve/sandbox/docker-seccomp.json")
+    host_path = f"{get_docker_host_mount_location(config['cluster_name'])}/{target}"
+    options = cluster_docker_options()
+    assert f"--security-opt=seccomp={host_path}" in options
+    assert "--cap-add=SYS_ADMIN" in options and "--user=root" in options
+    assert not any("privileged" in o or "seccomp=unconfined" in o for o in options)
+
+
+@pytest.mark.slow  # ~2 s alone, but every traced call waits for strace: minutes under nice on a loaded machine
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace to record the sandbox's system calls")
+def test_docker_profile_allows_every_call_the_sandbox_makes(profile, tmp_path):
+    """Record every system call of a run here (fork server start and probe, a warm harness that imports numpy,
+    threads, a subprocess, a cold exec) and check each successful one against the profile."""
+    script = tmp_path / "trace_me.py"
+    script.write_text(TRACED_RUN)
+    trace = tmp_path / "trace.txt"
+    subprocess.run(["strace", "-f", "-qq", "-e", "raw=all", "-o", str(trace), sys.executable, str(script)],
+                   check=True, timeout=240, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                   stdout=subprocess.DEVNULL)
+    calls: dict[str, set[tuple[int, ...]]] = {}
+    for line in trace.read_text().splitlines():
+        match = re.match(r"\d+\s+(\w+)\((.*)\)\s+=\s+(\S+)", line)
+        if not match or match[3] == "-1":
+            continue
+        name, raw_args = match[1], match[2]
+        args = tuple(int(a, 16) if a.startswith("0x") else int(a) if a.lstrip("-").isdigit() else 0
+                     for a in raw_args.split(", ") if a)
+        calls.setdefault(name, set()).add(args)
+    assert {"unshare", "mount", "mount_setattr", "landlock_restrict_self", "setresuid"} <= set(calls)
+    fallback = ("SCMP_ACT_ERRNO", errno.ENOSYS)  # clone3: glibc falls back to clone
+    refused = sorted(f"{name}{args}" for name, variants in calls.items() if name not in DOCKER_TOLERATED
+                     for args in variants
+                     if docker_action(profile, name, args) not in (("SCMP_ACT_ALLOW", 0), fallback))
+    assert not refused, f"the Docker profile refuses calls the sandbox made here: {refused}"
+
+
+TRACED_RUN = """
+import sys, time
+from evolve.sandbox import make_sandbox
+sandbox = make_sandbox()
+work = sandbox.make_scratch()
+(work / "program.py").write_text(
+    "import numpy, threading, subprocess, socket\\n"
+    "def run():\\n"
+    "    thread = threading.Thread(target=lambda: numpy.ones(10).sum()); thread.start(); thread.join()\\n"
+    "    a, b = socket.socketpair(); a.close(); b.close()\\n"
+    "    return subprocess.run(['true']).returncode + int(numpy.arange(4).sum())\\n")
+process = sandbox.spawn_python(work, 120)
+deadline = time.monotonic() + 120
+assert process.request({"op": "load", "path": str(work / "program.py")}, deadline)["ok"]
+assert process.request({"op": "call", "entry": "run", "args": [], "kwargs": {}}, deadline)["value"] == 6
+process.close()
+assert sandbox.run([sys.executable, "-c", "import numpy"], work, 120).returncode == 0
+sandbox.remove_scratch(work)
+"""

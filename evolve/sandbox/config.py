@@ -6,6 +6,7 @@ An isolation level is the ``+``-joined list of layers a candidate ran under, in 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -31,6 +32,7 @@ class Layer(StrEnum):
 
 
 LAYER_ORDER = tuple(Layer)
+REQUIRE_ENV = "EVOLVE_SANDBOX_REQUIRE"  # layers every run on this host must get, on top of the problem's require
 
 # Aliases accepted by ``sandbox.require`` and ``sandbox.layers``.
 ALIASES: dict[str, tuple[Layer, ...]] = {
@@ -79,6 +81,7 @@ class SandboxConfig:
     """How candidates are isolated. Built from ``problem.toml``'s ``[sandbox]`` table and CLI flags.
 
     require: layers (or an alias) without which the run refuses to start; ``""`` runs with what the host allows.
+        ``$EVOLVE_SANDBOX_REQUIRE`` adds a floor set by the deployment (``cluster.yaml`` sets ``full``).
     layers: restrict to these layers (``""`` = every layer the host allows); for benchmarks and debugging.
     warm: Python candidates fork from a server that already imported ``preload`` (fast); False execs a fresh
         interpreter per candidate process.
@@ -149,4 +152,10 @@ class SandboxConfig:
             elif isinstance(default, str) and not isinstance(value, str):
                 raise SandboxConfigError(f"sandbox.{key} must be a string")
             kwargs[key] = value
+        if floor := os.environ.get(REQUIRE_ENV, "").strip():  # the deployment's floor (cluster.yaml sets "full")
+            try:
+                parse_layers(floor)
+            except SandboxConfigError as exc:
+                raise SandboxConfigError(f"{REQUIRE_ENV}={floor!r}: {exc}") from None
+            kwargs["require"] = "+".join(spec for spec in (floor, kwargs.get("require", "")) if spec)
         return cls(**kwargs)
