@@ -309,6 +309,7 @@ class _Server:
         child.status.close()
 
     def _shutdown(self) -> None:
+        from evolve.sandbox.scratch import SCRATCH_PREFIX, remove_tree, unmount_scratch
         from evolve.sandbox.trampoline import sweep_descendants
 
         for pid in [*self.monitors, *self.direct, *self.inits]:
@@ -318,11 +319,9 @@ class _Server:
         # The trusted side died mid-evaluation (a Ray worker killed): nobody else will remove these.
         for path in self.scratch:
             parent = Path(path).parent
-            if Path(path).name == "work" and parent.name.startswith("evolve-sbx-"):
-                if os.path.ismount(path):
-                    with contextlib.suppress(OSError):
-                        self.syscalls.umount(path, self.syscalls.MNT_DETACH)
-                shutil.rmtree(parent, ignore_errors=True)
+            if Path(path).name == "work" and parent.name.startswith(SCRATCH_PREFIX):
+                unmount_scratch(Path(path))
+                remove_tree(parent)
         os._exit(0)  # the lease descriptors close with us
 
 

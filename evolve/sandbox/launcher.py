@@ -5,11 +5,7 @@ directory, ``spawn_python`` for a live harness process speaking JSON lines, ``ru
 the isolation level every result records. All processes are forked by this process's fork server
 (``forkserver``), never with ``preexec_fn`` from this (possibly multi-threaded) process.
 
-Layout of one scratch area (``make_scratch`` returns ``work``)::
-
-    /tmp/evolve-sbx-XXXX/      root-owned 0711: the candidate can pass through, not list
-        work/                  the candidate's cwd, HOME and TMPDIR; owned by the candidate's uid
-        N.stdout, N.stderr     captured output of process N, written through descriptors only
+The scratch dirs' layout: ``scratch``.
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ import json
 import math
 import os
 import secrets
-import shutil
-import stat
 import sys
 import tempfile
 import threading
@@ -32,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from evolve.problem import Limits
-from evolve.sandbox import cgroups, leases, syscalls
+from evolve.sandbox import cgroups, leases
 from evolve.sandbox.config import Layer, SandboxConfig, format_level
 from evolve.sandbox.cputime import CgroupMeter, CpuMeter, ProcMeter
 from evolve.sandbox.forkserver import HARNESS_PATH, ForkServer, get_forkserver, wait_message
+from evolve.sandbox.layers import choose_layers, missing_layers, unavailable_reason
 from evolve.sandbox.policy import (
     PlanInput,
     SpawnError,
@@ -45,14 +40,21 @@ from evolve.sandbox.policy import (
     plan_spawn,
     scratch_mb,
 )
-from evolve.sandbox.probe import HostProbe
+from evolve.sandbox.scratch import (
+    SCRATCH_PREFIX,
+    mount_scratch,
+    remove_tree,
+    sweep_orphaned_scratch,
+    unmount_scratch,
+)
 from evolve.sandbox.syscalls import readable, writable
+
+__all__ = ["BasicSandbox", "ChannelError", "RunResult", "Sandbox", "SandboxProcess", "SandboxSetupError",
+           "SandboxUnavailable", "choose_layers", "missing_layers", "sweep_orphaned_scratch", "unavailable_reason"]
 
 KILL_CONFIRM_TIMEOUT = 10.0
 EXIT_GRACE = 0.2  # seconds a harness gets to leave by itself at end of input before its tree is killed
 F_SETPIPE_SZ = 1031
-SCRATCH_PREFIX = "evolve-sbx-"  # + the fork server's pid: see sweep_orphaned_scratch
-ORPHAN_MIN_AGE = 60.0  # seconds; a scratch dir younger than this is never swept
 
 
 class SandboxUnavailable(RuntimeError):
@@ -295,104 +297,6 @@ class _Scratch:
     lease: leases.Lease
 
 
-def unmount_scratch(work: Path) -> None:
-    """Detach a scratch tmpfs (``scratchfs``), so that removing the dir removes nothing below another mount."""
-    if os.path.ismount(work):
-        try:
-            syscalls.umount(str(work))  # its processes are gone; a plain umount is several times faster than a lazy one
-        except OSError:
-            with contextlib.suppress(OSError):
-                syscalls.umount(str(work), syscalls.MNT_DETACH)
-
-
-def sweep_orphaned_scratch(directory: str | None = None) -> int:
-    """Remove scratch dirs left by fork servers that were killed outright (Ray kills a dead worker's children).
-
-    A server removes the scratch dirs of its trusted process when that process dies, but not when it is itself
-    SIGKILLed. Its pid is in the dir's name: once that pid is gone (and the dir is a minute old), so are all the
-    candidates that used it. Returns how many dirs were removed.
-    """
-    removed = 0
-    now = time.time()
-    for entry in Path(directory or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
-            continue
-        with contextlib.suppress(OSError):
-            if now - entry.lstat().st_mtime > ORPHAN_MIN_AGE and entry.is_dir() and not entry.is_symlink():
-                unmount_scratch(entry / "work")
-                _rmtree(entry)
-                removed += 1
-    return removed
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a tree the candidate may have made hard to remove (0000 dirs, read-only files) as a non-root user."""
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        _make_removable(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _make_removable(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.chmod(path, stat.S_IRWXU)
-        for entry in os.scandir(path):
-            if entry.is_dir(follow_symlinks=False):
-                _make_removable(Path(entry.path))
-
-
-def choose_layers(probe: HostProbe, config: SandboxConfig) -> frozenset[Layer]:
-    """The layers to use: what the host allows, restricted to ``config.layers``, with their dependencies."""
-    have = set(probe.available())
-    if not probe.root and Layer.USERNS not in have:  # a non-root launcher gets namespaces only through a user ns
-        have -= {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}
-    restricted = config.allowed_layers is not None
-    allowed = set(config.allowed_layers or tuple(Layer))
-
-    def use(layer: Layer, fallback_for: Layer | None = None) -> bool:
-        wanted = layer in allowed or (fallback_for is not None and fallback_for in allowed and not restricted)
-        return layer in have and wanted
-
-    chosen = {Layer.SESSION, Layer.RLIMITS}
-    if use(Layer.PIDNS):
-        chosen.add(Layer.PIDNS)
-    elif use(Layer.SUBREAPER, Layer.PIDNS):
-        chosen.add(Layer.SUBREAPER)
-    if use(Layer.NETNS):
-        chosen.add(Layer.NETNS)
-    elif use(Layer.NONET, Layer.NETNS) and Layer.SECCOMP in allowed:
-        chosen |= {Layer.NONET, Layer.SECCOMP}
-    if use(Layer.MNTNS) and Layer.PIDNS in chosen:
-        chosen.add(Layer.MNTNS)
-    chosen |= {layer for layer in (Layer.LANDLOCK, Layer.SECCOMP, Layer.UID, Layer.CGROUP) if use(layer)}
-    if use(Layer.SCRATCHFS):
-        chosen.add(Layer.SCRATCHFS)
-    elif use(Layer.DISKWATCH, Layer.SCRATCHFS):
-        chosen.add(Layer.DISKWATCH)
-    if not probe.root and chosen & {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}:
-        chosen.add(Layer.USERNS)
-    if Layer.UID in chosen and probe.uid_needs_mntns and Layer.MNTNS not in chosen:
-        chosen.discard(Layer.UID)  # the Python install is unreachable for another uid without the mount namespace
-    return frozenset(chosen)
-
-
-def unavailable_reason(probe: HostProbe, layer: Layer) -> str:
-    """Why ``layer`` is not in use: the probe's reason, or the dependency or setting that excluded it."""
-    if layer not in probe.available():
-        return probe.why(layer)
-    if layer is Layer.UID and probe.uid_needs_mntns:
-        return "needs the mntns layer to expose the Python install to an unprivileged uid"
-    if layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS) and not probe.root and Layer.USERNS not in probe.available():
-        return f"a non-root launcher needs a user namespace: {probe.why(Layer.USERNS)}"
-    return "excluded by sandbox.layers or by a layer it depends on"
-
-
-def missing_layers(probe: HostProbe, config: SandboxConfig) -> list[tuple[Layer, str]]:
-    chosen = choose_layers(probe, config)
-    return [(layer, unavailable_reason(probe, layer)) for layer in config.required_layers if layer not in chosen]
-
-
 _swept: set[int] = set()
 
 
@@ -461,14 +365,12 @@ class Sandbox:
         owner = os.getuid() if lease.uid is None else lease.uid
         try:
             if Layer.SCRATCHFS in self.layers:
-                mb = scratch_mb(self.limits)
-                syscalls.mount("tmpfs", str(work), "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
-                               f"size={mb}m,nr_inodes={files_for(mb)},mode=0700,uid={owner},gid={owner}")
+                mount_scratch(work, scratch_mb(self.limits), owner)
             elif lease.uid is not None:
                 os.chown(work, owner, owner)
         except OSError as exc:
             lease.release()
-            _rmtree(parent)
+            remove_tree(parent)
             raise SandboxSetupError(f"sandbox setup failed: scratch dir: {exc}") from None
         with self._lock:
             self._scratches[work] = _Scratch(lease)
@@ -481,7 +383,7 @@ class Sandbox:
             entry = self._scratches.pop(Path(scratch), None)
         base = Path(scratch).parent if Path(scratch).name == "work" else Path(scratch)
         unmount_scratch(Path(scratch))
-        _rmtree(base)
+        remove_tree(base)
         self.server.track(Path(scratch), in_use=False)
         if entry is not None:
             entry.lease.release()
