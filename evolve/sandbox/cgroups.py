@@ -204,7 +204,7 @@ def read_usage(path: str, version: int) -> float:
         for line in fh:
             if line.startswith(b"usage_usec "):
                 return int(line.split()[1]) / 1e6
-    raise CgroupError(0, f"no usage_usec in {path}/cpu.stat")
+    raise CgroupError(f"no usage_usec in {path}/cpu.stat")
 
 
 def _cpu_list(cores: tuple[int, ...]) -> str:

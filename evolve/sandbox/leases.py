@@ -46,7 +46,7 @@ def lease_dir() -> str:
             continue
         if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o022:
             return path
-    raise LeaseError(0, f"no usable lease directory among {candidates}")
+    raise LeaseError(f"no usable lease directory among {candidates}")
 
 
 def _try_lock(path: str) -> int | None:
@@ -102,7 +102,7 @@ def take_uid(lease: Lease, directory: str, base: int, count: int) -> None:
             lease.uid, lease._uid_path = base + slot, path
             lease.fds.append(fd)
             return
-    raise LeaseError(0, f"all {count} sandbox uids from {base} are in use")
+    raise LeaseError(f"all {count} sandbox uids from {base} are in use")
 
 
 def take_cores(lease: Lease, directory: str, wanted: int, allowed: list[int]) -> None:
