@@ -8,6 +8,7 @@ import os
 import pytest
 
 from evolve.sandbox import Layer, SandboxConfig, format_level, make_sandbox
+from evolve.sandbox.layers import unavailable_reason
 
 from .hostile import assert_host_unharmed, run_program
 
@@ -28,7 +29,7 @@ def proc_sandbox(sandbox):
 
 def test_cgroup_accounting_sees_every_helper_and_import_time(sandbox):
     if Layer.CGROUP not in sandbox.layers:
-        pytest.skip(f"no cgroup layer here: {sandbox.probe.why(Layer.CGROUP)}")
+        pytest.skip(f"no cgroup layer here: {unavailable_reason(sandbox.probe, Layer.CGROUP)}")
     outcome = run_program(sandbox, "hidden_cpu.py")
     assert outcome.accounting == "cgroup"
     assert outcome.replies[-1]["ok"], outcome

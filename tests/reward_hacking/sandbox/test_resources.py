@@ -15,6 +15,7 @@ import pytest
 
 from evolve.problem import Limits
 from evolve.sandbox import Layer, SandboxConfig, format_level, leases, make_sandbox
+from evolve.sandbox.layers import unavailable_reason
 
 from .hostile import assert_host_unharmed, run_program
 
@@ -58,7 +59,7 @@ def host_tmp():
 @pytest.mark.parametrize("hidden", [False, True], ids=["files", "unlinked-open-files"])
 def test_disk_filling_stops_at_the_scratch_cap(capped, host_tmp, hidden):
     if Layer.SCRATCHFS not in capped.layers:
-        pytest.skip(f"no scratchfs layer here: {capped.probe.why(Layer.SCRATCHFS)}")
+        pytest.skip(f"no scratchfs layer here: {unavailable_reason(capped.probe, Layer.SCRATCHFS)}")
     outcome = run_program(capped, "fill_disk.py", kwargs={"limit_mb": 4 * SCRATCH_MB, "hidden": hidden})
     assert outcome.replies[-1]["ok"], outcome
     assert outcome.value["error"] == "ENOSPC"
@@ -77,7 +78,7 @@ def test_disk_filling_is_killed_by_the_watch_without_scratchfs(watched, host_tmp
 
 def test_inode_filling_stops_at_the_file_cap(capped, host_tmp):
     if Layer.SCRATCHFS not in capped.layers:
-        pytest.skip(f"no scratchfs layer here: {capped.probe.why(Layer.SCRATCHFS)}")
+        pytest.skip(f"no scratchfs layer here: {unavailable_reason(capped.probe, Layer.SCRATCHFS)}")
     outcome = run_program(capped, "fill_inodes.py")
     assert outcome.replies[-1]["ok"], outcome
     assert outcome.value["error"] == "ENOSPC"
@@ -197,7 +198,7 @@ def test_uids_never_collide_across_processes(tmp_path):
 
 def test_concurrent_candidates_of_one_launcher_get_distinct_uids(capped):
     if Layer.UID not in capped.layers or not capped.probe.root:
-        pytest.skip("no fresh uids here (the uid layer needs a root launcher)")
+        pytest.skip(f"no fresh uids here (a root launcher with the uid layer): {unavailable_reason(capped.probe, Layer.UID)}")
     sandbox = make_sandbox(SmallScratch(), SandboxConfig(layers=format_level(capped.layers),
                                                          uid_base=1_700_100_000, uid_count=4))
     dirs, lock = [], threading.Lock()
