@@ -29,14 +29,16 @@ from pathlib import Path
 
 from evolve.candidate import Candidate
 from evolve.problem import Limits
-from evolve.sandbox import Layer, SandboxConfig, make_sandbox
+from evolve.sandbox import Layer, SandboxConfig, format_level, make_sandbox
 from evolve.sandbox.forkserver import HARNESS_PATH
 from evolve.sandbox.policy import thread_env
 
 TRIVIAL = "def f(x):\n    return x + 1\n"
 WITH_NUMPY = "import numpy as np\n\ndef f(x):\n    return int(np.arange(x + 2).sum() - np.arange(x + 1).sum())\n"
 
-CUMULATIVE = ("session+rlimits", "subreaper", "pidns", "netns", "mntns", "landlock", "seccomp", "uid")
+CUMULATIVE = ("session+rlimits", "subreaper", "pidns", "netns", "mntns", "landlock", "seccomp", "uid", "cgroup",
+              "scratchfs")
+RESOURCE_LAYERS = {Layer.CGROUP, Layer.SCRATCHFS}  # the warm path is also measured without them
 
 
 def _server_cpu() -> float:
@@ -105,9 +107,60 @@ def configurations(limits: Limits) -> dict[str, Callable[[str], None]]:
             configs[label] = lambda code, sb=sandbox: sandboxed_evaluation(sb, code)
     full = make_sandbox(limits, SandboxConfig(warm=True))
     basic = make_sandbox(limits, SandboxConfig(layers="basic", warm=True))
-    configs[f"warm {basic.level}"] = lambda code, sb=basic: sandboxed_evaluation(sb, code)
-    configs[f"warm {full.level}"] = lambda code, sb=full: sandboxed_evaluation(sb, code)
+    isolation = make_sandbox(limits, SandboxConfig(layers=format_level(full.layers - RESOURCE_LAYERS), warm=True))
+    for sandbox in (basic, isolation, full):
+        configs[f"warm {sandbox.level}"] = lambda code, sb=sandbox: sandboxed_evaluation(sb, code)
     return configs
+
+
+def resource_layer_costs(limits: Limits, rounds: int) -> dict[str, float]:
+    """Median microseconds of what the resource layers add per candidate, each step timed alone (small against the
+    load noise of whole evaluations): leases, the scratch tmpfs, the cgroup, one CPU reading."""
+    from evolve.sandbox import cgroups, leases
+    from evolve.sandbox.scratch import mount_scratch, unmount_scratch
+
+    sandbox = make_sandbox(limits)
+    steps: dict[str, Callable[[], None]] = {}
+    directory = leases.lease_dir()
+
+    def lease() -> None:
+        taken = leases.Lease()
+        leases.take_uid(taken, directory, 1_900_000_000, 65536)
+        leases.take_cores(taken, directory, 1, sorted(os.sched_getaffinity(0)))
+        taken.release()
+
+    steps["uid and core leases, taken and released"] = lease
+    if Layer.SCRATCHFS in sandbox.layers:
+        work = Path(tempfile.mkdtemp(prefix="evolve-bench-"))
+
+        def tmpfs() -> None:
+            mount_scratch(work, 512, 0)
+            (work / "program.py").write_text(TRIVIAL)
+            unmount_scratch(work)
+
+        steps["scratch tmpfs mounted, written, unmounted"] = tmpfs
+    if sandbox.cgroup is not None:
+        def cgroup() -> None:
+            group = cgroups.CandidateCgroup.create(sandbox.cgroup, os.getpid(), (0,), 1.0)
+            group.usage()
+            group.remove()
+
+        steps["cgroup created (acct + cpuset), read, removed"] = cgroup
+        reading = cgroups.CandidateCgroup.create(sandbox.cgroup, os.getpid())
+        steps["cpu_seconds() reading"] = reading.usage
+    results = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - start) * 1e6)
+        results[name] = statistics.median(times)
+    if sandbox.cgroup is not None:
+        reading.remove()
+    if Layer.SCRATCHFS in sandbox.layers:
+        work.rmdir()
+    return results
 
 
 def main() -> None:
@@ -134,7 +187,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"{len(os.sched_getaffinity(0))} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
           f"{args.rounds} rounds; program: {'imports numpy' if args.numpy else 'trivial'}")
-    print(f"{'configuration':66} {'wall ms':>8} {'p90':>6} {'overhead':>9} {'CPU ms':>7} {'overhead':>9}")
+    print(f"{'configuration':86} {'wall ms':>8} {'p90':>6} {'overhead':>9} {'CPU ms':>7} {'overhead':>9}")
     results = {}
     for name, values in samples.items():
         median = statistics.median(values)
@@ -142,10 +195,14 @@ def main() -> None:
         cpu_ms = cpu[name] / args.rounds * 1000
         results[name] = {"median_ms": median, "p90_ms": p90, "overhead_ms": median - base, "cpu_ms": cpu_ms,
                          "cpu_overhead_ms": cpu_ms - base_cpu}
-        print(f"{name:66} {median:8.1f} {p90:6.1f} {median - base:+9.1f} {cpu_ms:7.1f} {cpu_ms - base_cpu:+9.1f}")
+        print(f"{name:86} {median:8.1f} {p90:6.1f} {median - base:+9.1f} {cpu_ms:7.1f} {cpu_ms - base_cpu:+9.1f}")
+    parts = resource_layer_costs(limits, 4 * args.rounds)
+    print("per-candidate steps of the resource layers (median us):")
+    for name, micros in parts.items():
+        print(f"  {name:60} {micros:8.0f}")
     if args.json:
         args.json.write_text(json.dumps({"load": load, "rounds": args.rounds, "numpy": args.numpy,
-                                         "results": results}, indent=2))
+                                         "results": results, "resource_steps_us": parts}, indent=2))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,20 @@ def test_file_mounts_ship_the_wheel_and_the_problems(config: dict[str, Any]) -> 
     assert any("~/evolve-dist/evolve-" in c for c in config["setup_commands"])
 
 
+def test_cluster_requires_the_full_sandbox_and_laptops_do_not(config: dict[str, Any], monkeypatch) -> None:
+    from evolve.sandbox import SandboxConfig, parse_layers
+    from evolve.sandbox.config import REQUIRE_ENV
+
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    assert SandboxConfig.from_table(None).require == ""  # a laptop runs with what its host allows
+    env = dict(o.split("=", 1)[1].split("=", 1) for o in config["docker"]["run_options"] if o.startswith("--env="))
+    assert env[REQUIRE_ENV] == "full"
+    monkeypatch.setenv(REQUIRE_ENV, env[REQUIRE_ENV])
+    assert SandboxConfig.from_table(None).required_layers == parse_layers("full")
+    # A problem's own require adds to the cluster's floor; it cannot lower it.
+    assert SandboxConfig.from_table({"require": "pidns"}).required_layers == parse_layers("full")
+
+
 # ---------------------------------------------------------------------------------------------- simulated cluster
 @pytest.fixture(scope="module")
 def cluster_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import os
+import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,7 +70,7 @@ def in_child(action) -> int:
 
 def test_levels_parse_in_canonical_order_and_aliases_expand():
     assert format_level(parse_layers("uid+session+PIDNS")) == "session+pidns+uid"
-    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup+scratchfs"
     assert parse_layers("basic") == (Layer.SESSION, Layer.RLIMITS)
     assert parse_layers("") == ()
     assert level_satisfies("session+rlimits+pidns", "pidns+landlock") == [Layer.LANDLOCK]
@@ -96,13 +100,20 @@ def test_config_from_table_checks_keys_and_types():
 
 def test_full_root_host_uses_every_layer():
     chosen = choose_layers(fake_probe(set(ALL)), SandboxConfig())
-    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup+scratchfs"
 
 
 def test_container_without_namespaces_falls_back_to_subreaper_and_seccomp_network_filter():
     ok = {Layer.SESSION, Layer.RLIMITS, Layer.SUBREAPER, Layer.LANDLOCK, Layer.SECCOMP, Layer.NONET, Layer.UID}
     chosen = choose_layers(fake_probe(ok), SandboxConfig())
     assert format_level(chosen) == "session+rlimits+subreaper+nonet+landlock+seccomp+uid"
+
+
+def test_scratch_is_capped_by_a_filesystem_or_watched():
+    assert Layer.SCRATCHFS in choose_layers(fake_probe(set(ALL)), SandboxConfig())
+    watched = choose_layers(fake_probe(set(ALL) - {Layer.SCRATCHFS}), SandboxConfig())
+    assert Layer.DISKWATCH in watched and Layer.SCRATCHFS not in watched
+    assert Layer.DISKWATCH not in choose_layers(fake_probe(set(ALL)), SandboxConfig(layers="basic"))
 
 
 def test_non_root_launcher_needs_a_user_namespace_for_namespaces():
@@ -222,7 +233,9 @@ def test_unreachable_directories_are_covered_and_needed_paths_exposed(tmp_path):
 def test_spec_round_trips_through_json(tmp_path):
     import json
 
-    spec = plan(tmp_path)
+    spec = plan(tmp_path, cores=(1,), scratch_cap=(1 << 20, 1024))
+    spec = dataclasses.replace(spec, cgroup=("/sys/fs/cgroup/x/cgroup.procs",), cgroup_leave=("/sys/fs/cgroup/p",))
+    assert spec.cores == (1,) and spec.scratch_cap == (1 << 20, 1024)  # ALL includes diskwatch
     assert policy.SpawnSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
@@ -254,6 +267,35 @@ def test_seccomp_filter_denies_ptrace_namespaces_and_inet_sockets():
         return 10 + failures
 
     assert in_child(attack) == 13
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="seccomp filter table only for x86-64")
+@pytest.mark.parametrize("deny_network", [False, True])
+def test_seccomp_allows_few_socket_families_and_keeps_the_cores(deny_network):
+    def attack() -> int:
+        seccomp.install(deny_network=deny_network)
+        for family in (socket.AF_VSOCK, socket.AF_NETLINK, socket.AF_PACKET, 30):  # 30: AF_TIPC
+            try:
+                socket.socket(family, socket.SOCK_DGRAM).close()
+                return 1
+            except OSError as exc:
+                if exc.errno != errno.EAFNOSUPPORT:
+                    return 2
+        try:
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+            inet = 0
+        except PermissionError:
+            inet = 1
+        for end in socket.socketpair(socket.AF_UNIX):
+            end.close()
+        try:
+            os.sched_setaffinity(0, os.sched_getaffinity(0))
+            return 3
+        except PermissionError:
+            pass
+        return 10 + inet
+
+    assert in_child(attack) == 10 + deny_network
 
 
 @pytest.mark.skipif(landlock.abi_version() < 1, reason="Landlock unavailable in this kernel")
@@ -323,6 +365,39 @@ def test_timeout_kills_the_whole_tree_within_a_second(sandbox, scratch):
     assert result.timed_out and result.returncode is None
     assert descendants(sandbox.server.hello.pid, settle=2.0 - (time.monotonic() - start)) == []
     assert time.monotonic() - start < 2.0
+
+
+BURN_CHILDREN = """
+import os, resource
+def burn(seconds):
+    while resource.getrusage(resource.RUSAGE_SELF).ru_utime < seconds:
+        pass
+for _ in range(2):
+    if os.fork() == 0:
+        os.setsid()
+        burn(0.2)
+        os._exit(0)
+"""  # two daemons the command never waits for: they still burn when it exits
+
+
+def test_run_reports_the_cpu_time_of_the_whole_tree(sandbox, scratch):
+    result = sandbox.run([sys.executable, "-c", BURN_CHILDREN + "import time; time.sleep(1.5)"], scratch, timeout=30)
+    assert result.ok and result.cpu_accounting == ("cgroup" if Layer.CGROUP in sandbox.layers else "proc")
+    assert result.cpu_seconds is not None and result.cpu_seconds >= 0.7 * 0.4
+
+
+def test_cpu_seconds_is_cheap_and_final_after_close(sandbox, scratch):
+    process = sandbox.spawn_python(scratch, 30)
+    process.cpu_seconds()  # the first call may wait for the tree's pids (fallback meter)
+    start = time.perf_counter()
+    for _ in range(100):
+        process.cpu_seconds()
+    per_call = (time.perf_counter() - start) / 100
+    process.close()
+    final = process.cpu_seconds()
+    assert final == process.cpu_seconds() and final > 0
+    print(f"cpu_seconds() costs {per_call * 1e6:.0f} us ({process.cpu_accounting})")
+    assert per_call < 0.05  # generous: a loaded machine; measured ~20 us with a cgroup
 
 
 def test_output_is_capped_to_a_tail(sandbox, scratch):
@@ -467,3 +542,153 @@ def test_scratch_of_a_killed_server_is_swept(tmp_path):
         os.utime(path, (old, old))
     assert sweep_orphaned_scratch(str(tmp_path)) == 1
     assert not orphan.exists() and live.exists() and young.exists()
+
+
+# ------------------------------------------------------------------------------------------------ Docker profile
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "evolve" / "sandbox" / "docker-seccomp.json"
+DOCKER_DEFAULT_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+                       "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+                       "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
+# Calls Docker's own default profile refuses too, which their callers treat as optional (NUMA placement hints).
+DOCKER_TOLERATED = {"mbind"}
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER = (0x20000, 0x8000000, 0x40000000, 0x20000000,
+                                                                         0x10000000)
+CLONE_NEWCGROUP, CLONE_NEWUTS, SIGCHLD = 0x2000000, 0x4000000, 17
+
+
+def cluster_docker_options() -> list[str]:
+    import yaml
+
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["run_options"]
+
+
+def container_caps() -> set[str]:
+    added = {o.split("=", 1)[1] for o in cluster_docker_options() if o.startswith("--cap-add=")}
+    return DOCKER_DEFAULT_CAPS | {f"CAP_{c}" for c in added}
+
+
+def _condition(arg: dict, args: tuple[int, ...]) -> bool:
+    value, op, two = arg["value"], arg["op"], arg.get("valueTwo", 0)
+    actual = args[arg["index"]] if arg["index"] < len(args) else 0
+    return {"SCMP_CMP_EQ": actual == value, "SCMP_CMP_NE": actual != value, "SCMP_CMP_LT": actual < value,
+            "SCMP_CMP_LE": actual <= value, "SCMP_CMP_GT": actual > value, "SCMP_CMP_GE": actual >= value,
+            "SCMP_CMP_MASKED_EQ": actual & value == two}[op]
+
+
+def docker_action(profile: dict, name: str, args: tuple[int, ...] = (), caps: set[str] | None = None,
+                  arch: str = "amd64") -> tuple[str, int]:
+    """What Docker does with a call under ``profile`` (as moby applies it: includes/excludes by caps and arch, all
+    argument conditions of a rule at once, an allowing rule wins): (action, errno)."""
+    caps = container_caps() if caps is None else caps
+    matched = []
+    for rule in profile["syscalls"]:
+        if name not in rule["names"]:
+            continue
+        includes, excludes = rule.get("includes", {}), rule.get("excludes", {})
+        if not set(includes.get("caps", [])) <= caps or arch not in includes.get("arches", [arch]):
+            continue
+        if (excludes.get("caps") and set(excludes["caps"]) <= caps) or arch in excludes.get("arches", []):
+            continue
+        if all(_condition(a, args) for a in rule.get("args") or []):
+            matched.append((rule["action"], rule.get("errnoRet", profile.get("defaultErrnoRet", 1))))
+    if any(action == "SCMP_ACT_ALLOW" for action, _ in matched):
+        return "SCMP_ACT_ALLOW", 0
+    return matched[0] if matched else (profile["defaultAction"], profile.get("defaultErrnoRet", 1))
+
+
+@pytest.fixture(scope="module")
+def profile() -> dict:
+    import json
+
+    return json.loads(PROFILE.read_text())
+
+
+def allowed(profile: dict, name: str, *args: int) -> bool:
+    return docker_action(profile, name, args)[0] == "SCMP_ACT_ALLOW"
+
+
+def test_docker_profile_allows_exactly_the_namespace_calls_the_sandbox_makes(profile):
+    for flags in (CLONE_NEWPID, CLONE_NEWPID | CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC,
+                  CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC):
+        assert allowed(profile, "unshare", flags), hex(flags)
+    for flags in (CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWPID | CLONE_NEWUTS, 0x80):  # 0x80: CLONE_NEWTIME
+        assert not allowed(profile, "unshare", flags), hex(flags)
+    assert allowed(profile, "setns", 5, CLONE_NEWPID) and not allowed(profile, "setns", 5, 0)
+    assert not allowed(profile, "setns", 5, CLONE_NEWNET)
+    for name in ("mount", "umount2", "mount_setattr", "landlock_create_ruleset", "landlock_add_rule",
+                 "landlock_restrict_self", "seccomp", "prctl", "pidfd_open", "wait4", "waitid", "sched_setaffinity",
+                 "setresuid", "setresgid", "setgroups", "capset", "flock", "socketpair", "close_range", "vfork"):
+        assert allowed(profile, name), name
+    assert allowed(profile, "clone", SIGCHLD) and not allowed(profile, "clone", SIGCHLD | CLONE_NEWPID)
+    assert docker_action(profile, "clone3") == ("SCMP_ACT_ERRNO", errno.ENOSYS)  # glibc then falls back to clone
+    assert allowed(profile, "socket", socket.AF_UNIX) and not allowed(profile, "socket", socket.AF_VSOCK)
+    # Nothing that Docker's default grants only with CAP_SYS_ADMIN beyond what the sandbox needs.
+    for name in ("bpf", "perf_event_open", "fanotify_init", "syslog", "quotactl", "sethostname", "setdomainname",
+                 "open_tree", "move_mount", "fsopen", "keyctl", "add_key", "kexec_load", "init_module", "chroot"):
+        if name == "chroot":  # CAP_SYS_CHROOT is one of Docker's default capabilities
+            continue
+        assert not allowed(profile, name), name
+
+
+def test_cluster_yaml_runs_the_sandbox_with_the_profile(profile):
+    import yaml
+    from ray.autoscaler.sdk import get_docker_host_mount_location
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    target = next(dst for dst, src in config["file_mounts"].items() if src == "./evolve/sandbox/docker-seccomp.json")
+    host_path = f"{get_docker_host_mount_location(config['cluster_name'])}/{target}"
+    options = cluster_docker_options()
+    assert f"--security-opt=seccomp={host_path}" in options
+    assert "--cap-add=SYS_ADMIN" in options and "--user=root" in options
+    assert not any("privileged" in o or "seccomp=unconfined" in o for o in options)
+
+
+@pytest.mark.slow  # ~2 s alone, but every traced call waits for strace: minutes under nice on a loaded machine
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace to record the sandbox's system calls")
+def test_docker_profile_allows_every_call_the_sandbox_makes(profile, tmp_path):
+    """Record every system call of a run here (fork server start and probe, a warm harness that imports numpy,
+    threads, a subprocess, a cold exec) and check each successful one against the profile."""
+    script = tmp_path / "trace_me.py"
+    script.write_text(TRACED_RUN)
+    trace = tmp_path / "trace.txt"
+    subprocess.run(["strace", "-f", "-qq", "-e", "raw=all", "-o", str(trace), sys.executable, str(script)],
+                   check=True, timeout=240, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                   stdout=subprocess.DEVNULL)
+    calls: dict[str, set[tuple[int, ...]]] = {}
+    for line in trace.read_text().splitlines():
+        match = re.match(r"\d+\s+(\w+)\((.*)\)\s+=\s+(\S+)", line)
+        if not match or match[3] == "-1":
+            continue
+        name, raw_args = match[1], match[2]
+        args = tuple(int(a, 16) if a.startswith("0x") else int(a) if a.lstrip("-").isdigit() else 0
+                     for a in raw_args.split(", ") if a)
+        calls.setdefault(name, set()).add(args)
+    assert {"unshare", "mount", "mount_setattr", "landlock_restrict_self", "setresuid"} <= set(calls)
+    fallback = ("SCMP_ACT_ERRNO", errno.ENOSYS)  # clone3: glibc falls back to clone
+    refused = sorted(f"{name}{args}" for name, variants in calls.items() if name not in DOCKER_TOLERATED
+                     for args in variants
+                     if docker_action(profile, name, args) not in (("SCMP_ACT_ALLOW", 0), fallback))
+    assert not refused, f"the Docker profile refuses calls the sandbox made here: {refused}"
+
+
+TRACED_RUN = """
+import sys, time
+from evolve.sandbox import make_sandbox
+sandbox = make_sandbox()
+work = sandbox.make_scratch()
+(work / "program.py").write_text(
+    "import numpy, threading, subprocess, socket\\n"
+    "def run():\\n"
+    "    thread = threading.Thread(target=lambda: numpy.ones(10).sum()); thread.start(); thread.join()\\n"
+    "    a, b = socket.socketpair(); a.close(); b.close()\\n"
+    "    return subprocess.run(['true']).returncode + int(numpy.arange(4).sum())\\n")
+process = sandbox.spawn_python(work, 120)
+deadline = time.monotonic() + 120
+assert process.request({"op": "load", "path": str(work / "program.py")}, deadline)["ok"]
+assert process.request({"op": "call", "entry": "run", "args": [], "kwargs": {}}, deadline)["value"] == 6
+process.close()
+assert sandbox.run([sys.executable, "-c", "import numpy"], work, 120).returncode == 0
+sandbox.remove_scratch(work)
+"""

@@ -6,7 +6,8 @@ Public API::
     check_requirement(config)            # raises SandboxUnavailable naming the missing layer(s)
     print(describe_isolation(config))    # one line for the start banner
     sandbox = sandbox_for_problem(problem, config, stage)                # what run_stage uses
-    sandbox.level                        # "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    sandbox.level                        # "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup"
+    process = sandbox.spawn_python(scratch, timeout); process.cpu_seconds()   # CPU of its whole tree, trusted
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from evolve.sandbox.probe import HostProbe
 
 
 def make_sandbox(limits: Limits | None = None, config: SandboxConfig | None = None, *,
-                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False) -> Sandbox:
+                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False, cpus: float = 1.0) -> Sandbox:
     """A sandbox with every layer the host allows (restricted by ``config``); raises ``SandboxUnavailable``."""
-    return Sandbox(limits, config, read_paths=read_paths, gpu=gpu)
+    return Sandbox(limits, config, read_paths=read_paths, gpu=gpu, cpus=cpus)
 
 
 def sandbox_for_problem(problem: Problem, config: SandboxConfig | None = None,
@@ -43,7 +44,8 @@ def sandbox_for_problem(problem: Problem, config: SandboxConfig | None = None,
     if config is None:
         config = SandboxConfig.from_table(problem.sections.get("sandbox"))
     read_paths = tuple(str((problem.root / rel).resolve()) for rel in problem.read_paths)
-    return Sandbox(problem.limits, config, read_paths=read_paths, gpu=bool(stage and stage.gpus > 0))
+    return Sandbox(problem.limits, config, read_paths=read_paths, gpu=bool(stage and stage.gpus > 0),
+                   cpus=stage.cpus if stage else 1.0)
 
 
 def host_probe(config: SandboxConfig | None = None) -> HostProbe:
@@ -70,7 +72,8 @@ def describe_isolation(config: SandboxConfig | None = None) -> str:
     warm = config.warm and server.hello.warm_ok
     preloaded = ", ".join(server.hello.preloaded) or "nothing"
     mode = f"warm fork server, {preloaded} preloaded" if warm else "fresh interpreter per process"
-    skipped = [layer for layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP, Layer.UID)
+    skipped = [layer for layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP, Layer.UID,
+                                   Layer.CGROUP, Layer.SCRATCHFS)
                if layer not in chosen]
     text = f"sandbox: {format_level(chosen)} ({mode})"
     if skipped:

@@ -1,11 +1,12 @@
 """Sandbox settings and isolation levels.
 
 An isolation level is the ``+``-joined list of layers a candidate ran under, in a fixed order, for example
-``session+rlimits+pidns+netns+mntns+landlock+seccomp+uid``. It is what the archive's ``isolation`` column stores.
+``session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup``. The archive's ``isolation`` column stores it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -25,15 +26,19 @@ class Layer(StrEnum):
     LANDLOCK = "landlock"  # filesystem confinement, no TCP, signals and abstract sockets scoped
     SECCOMP = "seccomp"  # syscall filter: no ptrace, namespace games, mounts, cross-process memory
     UID = "uid"  # the candidate runs as a non-root uid (a fresh one per candidate when the launcher is root)
+    CGROUP = "cgroup"  # the candidate's tree has a cgroup of its own: its CPU time is the kernel's accounting
+    SCRATCHFS = "scratchfs"  # the scratch dir is a tmpfs of its own, capped in bytes and files
+    DISKWATCH = "diskwatch"  # used instead of scratchfs: the monitor measures the scratch dir and kills over the cap
 
 
 LAYER_ORDER = tuple(Layer)
+REQUIRE_ENV = "EVOLVE_SANDBOX_REQUIRE"  # layers every run on this host must get, on top of the problem's require
 
 # Aliases accepted by ``sandbox.require`` and ``sandbox.layers``.
 ALIASES: dict[str, tuple[Layer, ...]] = {
     "basic": (Layer.SESSION, Layer.RLIMITS),
     "full": (Layer.SESSION, Layer.RLIMITS, Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP,
-             Layer.UID),
+             Layer.UID, Layer.CGROUP, Layer.SCRATCHFS),
 }
 
 
@@ -76,6 +81,7 @@ class SandboxConfig:
     """How candidates are isolated. Built from ``problem.toml``'s ``[sandbox]`` table and CLI flags.
 
     require: layers (or an alias) without which the run refuses to start; ``""`` runs with what the host allows.
+        ``$EVOLVE_SANDBOX_REQUIRE`` adds a floor set by the deployment (``cluster.yaml`` sets ``full``).
     layers: restrict to these layers (``""`` = every layer the host allows); for benchmarks and debugging.
     warm: Python candidates fork from a server that already imported ``preload`` (fast); False execs a fresh
         interpreter per candidate process.
@@ -146,4 +152,10 @@ class SandboxConfig:
             elif isinstance(default, str) and not isinstance(value, str):
                 raise SandboxConfigError(f"sandbox.{key} must be a string")
             kwargs[key] = value
+        if floor := os.environ.get(REQUIRE_ENV, "").strip():  # the deployment's floor (cluster.yaml sets "full")
+            try:
+                parse_layers(floor)
+            except SandboxConfigError as exc:
+                raise SandboxConfigError(f"{REQUIRE_ENV}={floor!r}: {exc}") from None
+            kwargs["require"] = "+".join(spec for spec in (floor, kwargs.get("require", "")) if spec)
         return cls(**kwargs)

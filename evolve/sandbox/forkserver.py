@@ -109,6 +109,7 @@ class _Direct:
     raw: int | None = None  # the candidate's wait status
     reaped: bool = False
     init_reaped: bool = False
+    cpu: float = 0.0  # user + system seconds wait4 reported for the candidate and the init (and what they reaped)
 
 
 class _Server:
@@ -123,7 +124,7 @@ class _Server:
         self.direct: dict[int, _Direct] = {}
         self.inits: dict[int, int] = {}  # init pid -> candidate pid
         self.monitors: set[int] = set()
-        self.scratch: set[str] = set()  # scratch dirs in use, removed here if the trusted side dies
+        self.scratch: dict[str, list[int]] = {}  # scratch dirs in use (removed here if the trusted side dies): leases
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -167,7 +168,14 @@ class _Server:
             return False
         request = json.loads(message)
         if request.get("op") in ("track", "untrack"):
-            (self.scratch.add if request["op"] == "track" else self.scratch.discard)(str(request["path"]))
+            # A tracked scratch dir comes with its candidate's lease descriptors: holding them here keeps the uid and
+            # cores leased until this server has killed the candidate's processes, even if the trusted side dies.
+            path = str(request["path"])
+            for fd in self.scratch.pop(path, []):
+                os.close(fd)
+            if request["op"] == "track":
+                self.scratch[path] = fds
+            return True
         if request.get("op") != "spawn" or len(fds) < 4:
             for fd in fds:
                 os.close(fd)
@@ -233,6 +241,8 @@ class _Server:
         os.close(err_w)
         self.direct[pid] = _Direct(status, err_r, init)
         self.inits[init] = pid
+        with contextlib.suppress(OSError):
+            status.send(json.dumps({"event": "spawned", "pids": [init, pid]}).encode())
         return pid
 
     def _read_setup(self, child: _Direct) -> None:
@@ -260,21 +270,24 @@ class _Server:
     def _reap(self) -> None:
         while True:
             try:
-                pid, raw = os.waitpid(-1, os.WNOHANG)
+                pid, raw, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid <= 0:
                 return
             self.monitors.discard(pid)
+            cpu = usage.ru_utime + usage.ru_stime  # includes every descendant the process waited for
             if pid in self.direct:
                 child = self.direct[pid]
                 child.raw, child.reaped = raw, True
+                child.cpu += cpu
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.init_pid, signal.SIGKILL)  # takes the candidate's leftovers (daemons) along
                 self._maybe_report(pid)
             elif pid in self.inits:
                 candidate = self.inits.pop(pid)
                 self.direct[candidate].init_reaped = True
+                self.direct[candidate].cpu += cpu  # the orphans the init collected as its namespace died
                 self._maybe_report(candidate)
 
     def _maybe_report(self, pid: int) -> None:
@@ -291,10 +304,12 @@ class _Server:
             os.close(child.err_r)
         with contextlib.suppress(OSError):
             child.status.send(json.dumps(exit_message(child.raw, child.killed,
-                                                      child.setup_error.decode("utf-8", "replace"))).encode())
+                                                      child.setup_error.decode("utf-8", "replace"),
+                                                      child.cpu)).encode())
         child.status.close()
 
     def _shutdown(self) -> None:
+        from evolve.sandbox.scratch import SCRATCH_PREFIX, remove_tree, unmount_scratch
         from evolve.sandbox.trampoline import sweep_descendants
 
         for pid in [*self.monitors, *self.direct, *self.inits]:
@@ -304,9 +319,10 @@ class _Server:
         # The trusted side died mid-evaluation (a Ray worker killed): nobody else will remove these.
         for path in self.scratch:
             parent = Path(path).parent
-            if Path(path).name == "work" and parent.name.startswith("evolve-sbx-"):
-                shutil.rmtree(parent, ignore_errors=True)
-        os._exit(0)
+            if Path(path).name == "work" and parent.name.startswith(SCRATCH_PREFIX):
+                unmount_scratch(Path(path))
+                remove_tree(parent)
+        os._exit(0)  # the lease descriptors close with us
 
 
 # ----------------------------------------------------------------------------------------------- client side
@@ -378,11 +394,12 @@ class ForkServer:
             theirs.close()
         return ours
 
-    def track(self, scratch: Path, in_use: bool = True) -> None:
-        """Tell the server about a scratch dir (or that it is gone): if this process dies, the server removes it."""
+    def track(self, scratch: Path, in_use: bool = True, lease_fds: list[int] | tuple[int, ...] = ()) -> None:
+        """Tell the server about a scratch dir (or that it is gone): if this process dies, the server removes it.
+        ``lease_fds``: the candidate's lease locks, which the server holds (duplicates) until the dir is untracked."""
         payload = json.dumps({"op": "track" if in_use else "untrack", "path": str(scratch)}).encode()
         with contextlib.suppress(OSError), self._lock:
-            self.sock.send(payload)
+            socket.send_fds(self.sock, [payload], list(lease_fds)) if lease_fds else self.sock.send(payload)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -5,22 +5,18 @@ directory, ``spawn_python`` for a live harness process speaking JSON lines, ``ru
 the isolation level every result records. All processes are forked by this process's fork server
 (``forkserver``), never with ``preexec_fn`` from this (possibly multi-threaded) process.
 
-Layout of one scratch area (``make_scratch`` returns ``work``)::
-
-    /tmp/evolve-sbx-XXXX/      root-owned 0711: the candidate can pass through, not list
-        work/                  the candidate's cwd, HOME and TMPDIR; owned by the candidate's uid
-        N.stdout, N.stderr     captured output of process N, written through descriptors only
+The scratch dirs' layout: ``scratch``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
+import math
 import os
 import secrets
-import shutil
-import stat
 import sys
 import tempfile
 import threading
@@ -30,17 +26,35 @@ from pathlib import Path
 from typing import Any
 
 from evolve.problem import Limits
+from evolve.sandbox import cgroups, leases
 from evolve.sandbox.config import Layer, SandboxConfig, format_level
+from evolve.sandbox.cputime import CgroupMeter, CpuMeter, ProcMeter
 from evolve.sandbox.forkserver import HARNESS_PATH, ForkServer, get_forkserver, wait_message
-from evolve.sandbox.policy import PlanInput, SpawnError, SpawnSpec, candidate_env, plan_spawn
-from evolve.sandbox.probe import HostProbe
+from evolve.sandbox.layers import choose_layers, missing_layers, unavailable_reason
+from evolve.sandbox.policy import (
+    PlanInput,
+    SpawnError,
+    SpawnSpec,
+    candidate_env,
+    files_for,
+    plan_spawn,
+    scratch_mb,
+)
+from evolve.sandbox.scratch import (
+    SCRATCH_PREFIX,
+    mount_scratch,
+    remove_tree,
+    sweep_orphaned_scratch,
+    unmount_scratch,
+)
 from evolve.sandbox.syscalls import readable, writable
+
+__all__ = ["BasicSandbox", "ChannelError", "RunResult", "Sandbox", "SandboxProcess", "SandboxSetupError",
+           "SandboxUnavailable", "choose_layers", "missing_layers", "sweep_orphaned_scratch", "unavailable_reason"]
 
 KILL_CONFIRM_TIMEOUT = 10.0
 EXIT_GRACE = 0.2  # seconds a harness gets to leave by itself at end of input before its tree is killed
 F_SETPIPE_SZ = 1031
-SCRATCH_PREFIX = "evolve-sbx-"  # + the fork server's pid: see sweep_orphaned_scratch
-ORPHAN_MIN_AGE = 60.0  # seconds; a scratch dir younger than this is never swept
 
 
 class SandboxUnavailable(RuntimeError):
@@ -61,6 +75,8 @@ class RunResult:
     seconds: float
     timed_out: bool = False
     signal: int | None = None  # signal that ended the process, if any
+    cpu_seconds: float | None = None  # CPU time of the whole process tree, measured on the trusted side
+    cpu_accounting: str = ""  # how: "cgroup" (the kernel's) or "proc" (sampled; see ``cputime``)
 
     @property
     def ok(self) -> bool:
@@ -87,21 +103,45 @@ def _tail(path: Path, limit: int) -> str:
         return ""
 
 
+SPAWNED_WAIT = 0.5  # seconds cpu_seconds() waits for the tree's pids when /proc sampling needs them
+
+
 @dataclass
 class _Monitor:
-    """The trusted side's view of one sandboxed process: its monitor's status socket."""
+    """The trusted side's view of one sandboxed process: its monitor's status socket and its CPU meter."""
 
     sock: Any
+    meter: CpuMeter = field(default_factory=ProcMeter)
     exit: dict[str, Any] | None = None
+    final_cpu: float | None = None  # the meter's figure once the tree is gone
+    _closed: bool = False
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "exit":
+            self.exit = message
+        elif event == "spawned":
+            self.meter.spawned([int(pid) for pid in message.get("pids", ())])
 
     def wait_exit(self, deadline: float | None) -> dict[str, Any] | None:
         while self.exit is None:
             message = wait_message(self.sock, deadline)
             if message is None:
                 return None
-            if message.get("event") == "exit":
-                self.exit = message
+            self._handle(message)
         return self.exit
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the whole tree so far; the final figure once the tree is gone."""
+        if self.final_cpu is not None:
+            return self.final_cpu
+        if not self._closed:
+            wait_until = time.monotonic() + (SPAWNED_WAIT if self.meter.needs_pids else 0.0)
+            while self.exit is None and readable([self.sock], max(0.0, wait_until - time.monotonic())):
+                self._handle(wait_message(self.sock, time.monotonic()) or {})
+                if not self.meter.needs_pids:
+                    wait_until = 0.0
+        return self.meter.seconds()
 
     def kill(self) -> dict[str, Any]:
         """Kill the whole process tree and wait until the monitor confirms nothing is left."""
@@ -123,6 +163,9 @@ class _Monitor:
                 if not self.sock.recv(65536):
                     break
             self.sock.close()
+        self._closed = True
+        if self.final_cpu is None:
+            self.final_cpu = self.meter.finish(self.exit)
 
 
 @dataclass
@@ -217,6 +260,16 @@ class SandboxProcess:
     def exit_info(self) -> dict[str, Any] | None:
         return self.monitor.exit
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of this process's whole tree since it was spawned (harness start-up, the
+        candidate's import and every descendant included), measured on the trusted side; final once it ended."""
+        return self.monitor.cpu_seconds()
+
+    @property
+    def cpu_accounting(self) -> str:
+        """The mechanism behind ``cpu_seconds``: ``"cgroup"`` (the kernel's) or ``"proc"`` (sampled fallback)."""
+        return self.monitor.meter.mechanism
+
     def stdout(self) -> str:
         return _tail(self.stdout_path, self.output_limit)
 
@@ -237,87 +290,11 @@ class SandboxProcess:
         self.monitor.close()
 
 
-def sweep_orphaned_scratch(directory: str | None = None) -> int:
-    """Remove scratch dirs left by fork servers that were killed outright (Ray kills a dead worker's children).
+@dataclass
+class _Scratch:
+    """What the trusted side keeps for one scratch dir: the leases its candidate holds."""
 
-    A server removes the scratch dirs of its trusted process when that process dies, but not when it is itself
-    SIGKILLed. Its pid is in the dir's name: once that pid is gone (and the dir is a minute old), so are all the
-    candidates that used it. Returns how many dirs were removed.
-    """
-    removed = 0
-    now = time.time()
-    for entry in Path(directory or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
-            continue
-        with contextlib.suppress(OSError):
-            if now - entry.lstat().st_mtime > ORPHAN_MIN_AGE and entry.is_dir() and not entry.is_symlink():
-                _rmtree(entry)
-                removed += 1
-    return removed
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a tree the candidate may have made hard to remove (0000 dirs, read-only files) as a non-root user."""
-    shutil.rmtree(path, ignore_errors=True)
-    if path.exists():
-        _make_removable(path)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _make_removable(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.chmod(path, stat.S_IRWXU)
-        for entry in os.scandir(path):
-            if entry.is_dir(follow_symlinks=False):
-                _make_removable(Path(entry.path))
-
-
-def choose_layers(probe: HostProbe, config: SandboxConfig) -> frozenset[Layer]:
-    """The layers to use: what the host allows, restricted to ``config.layers``, with their dependencies."""
-    have = set(probe.available())
-    if not probe.root and Layer.USERNS not in have:  # a non-root launcher gets namespaces only through a user ns
-        have -= {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}
-    restricted = config.allowed_layers is not None
-    allowed = set(config.allowed_layers or tuple(Layer))
-
-    def use(layer: Layer, fallback_for: Layer | None = None) -> bool:
-        wanted = layer in allowed or (fallback_for is not None and fallback_for in allowed and not restricted)
-        return layer in have and wanted
-
-    chosen = {Layer.SESSION, Layer.RLIMITS}
-    if use(Layer.PIDNS):
-        chosen.add(Layer.PIDNS)
-    elif use(Layer.SUBREAPER, Layer.PIDNS):
-        chosen.add(Layer.SUBREAPER)
-    if use(Layer.NETNS):
-        chosen.add(Layer.NETNS)
-    elif use(Layer.NONET, Layer.NETNS) and Layer.SECCOMP in allowed:
-        chosen |= {Layer.NONET, Layer.SECCOMP}
-    if use(Layer.MNTNS) and Layer.PIDNS in chosen:
-        chosen.add(Layer.MNTNS)
-    chosen |= {layer for layer in (Layer.LANDLOCK, Layer.SECCOMP, Layer.UID) if use(layer)}
-    if not probe.root and chosen & {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}:
-        chosen.add(Layer.USERNS)
-    if Layer.UID in chosen and probe.uid_needs_mntns and Layer.MNTNS not in chosen:
-        chosen.discard(Layer.UID)  # the Python install is unreachable for another uid without the mount namespace
-    return frozenset(chosen)
-
-
-def unavailable_reason(probe: HostProbe, layer: Layer) -> str:
-    """Why ``layer`` is not in use: the probe's reason, or the dependency or setting that excluded it."""
-    if layer not in probe.available():
-        return probe.why(layer)
-    if layer is Layer.UID and probe.uid_needs_mntns:
-        return "needs the mntns layer to expose the Python install to an unprivileged uid"
-    if layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS) and not probe.root and Layer.USERNS not in probe.available():
-        return f"a non-root launcher needs a user namespace: {probe.why(Layer.USERNS)}"
-    return "excluded by sandbox.layers or by a layer it depends on"
-
-
-def missing_layers(probe: HostProbe, config: SandboxConfig) -> list[tuple[Layer, str]]:
-    chosen = choose_layers(probe, config)
-    return [(layer, unavailable_reason(probe, layer)) for layer in config.required_layers if layer not in chosen]
+    lease: leases.Lease
 
 
 _swept: set[int] = set()
@@ -327,8 +304,11 @@ class Sandbox:
     """Layered sandbox for one problem (limits, readable paths) under one ``SandboxConfig``."""
 
     def __init__(self, limits: Limits | None = None, config: SandboxConfig | None = None,
-                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False):
+                 read_paths: tuple[str | Path, ...] = (), gpu: bool = False, cpus: float = 1.0):
+        """``cpus``: the stage's declared CPUs; every process tree gets that many cores of its own (leased so that
+        concurrent candidates on the host spread over the cores) and, for a fraction, that share of them."""
         self.limits = limits or Limits()
+        self.cpus = cpus
         self.config = config or SandboxConfig()
         self.read_paths = tuple(str(p) for p in read_paths)
         self.gpu = gpu or self.config.gpu
@@ -340,11 +320,14 @@ class Sandbox:
                                      f"missing {detail}")
         self.layers = choose_layers(self.probe, self.config)
         self.level = format_level(self.layers)
+        self.cgroup = self.probe.cgroup if Layer.CGROUP in self.layers else None
         if self.server.hello.pid not in _swept:  # once per fork server, i.e. once per process in practice
             _swept.add(self.server.hello.pid)
             sweep_orphaned_scratch()
+            if self.cgroup is not None:
+                cgroups.sweep_orphaned(self.cgroup)
         self.warm = self.config.warm and self.server.hello.warm_ok
-        self._uids: dict[Path, int] = {}
+        self._scratches: dict[Path, _Scratch] = {}
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -355,33 +338,63 @@ class Sandbox:
 
     # -------------------------------------------------------------------------------------------- scratch
 
-    def _allocate_uid(self) -> int | None:
-        if Layer.UID not in self.layers or not self.probe.root:
-            return None
-        if self.config.unprivileged_uid is not None:
-            return self.config.unprivileged_uid
-        # Random, not seeded: concurrent launchers (one per Ray worker) must not walk the same uid sequence.
-        return self.config.uid_base + secrets.randbelow(self.config.uid_count)
+    def _lease(self) -> leases.Lease:
+        """A uid (root launcher with the uid layer) and cores that no other candidate on the host holds."""
+        lease = leases.Lease()
+        try:
+            directory = leases.lease_dir()
+            if Layer.UID in self.layers and self.probe.root:
+                if self.config.unprivileged_uid is not None:
+                    lease.uid = self.config.unprivileged_uid  # shared on purpose: the user chose one uid
+                else:
+                    leases.take_uid(lease, directory, self.config.uid_base, self.config.uid_count)
+            leases.take_cores(lease, directory, max(1, math.ceil(self.cpus)), sorted(os.sched_getaffinity(0)))
+        except OSError as exc:
+            lease.release()
+            raise SandboxSetupError(f"sandbox setup failed: {exc}") from None
+        return lease
 
     def make_scratch(self) -> Path:
+        """A private dir for one candidate (its cwd, HOME and TMPDIR), with its uid and cores leased until
+        ``remove_scratch``; a tmpfs capped at ``[limits] scratch_mb`` with the ``scratchfs`` layer."""
+        lease = self._lease()
         parent = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{self.server.hello.pid}-"))
         os.chmod(parent, 0o711)
         work = parent / "work"
         work.mkdir(mode=0o700)
-        uid = self._allocate_uid()
-        if uid is not None:
-            os.chown(work, uid, uid)
-            self._uids[work] = uid
-        self.server.track(work)  # removed by the server if this process dies before remove_scratch
+        owner = os.getuid() if lease.uid is None else lease.uid
+        try:
+            if Layer.SCRATCHFS in self.layers:
+                mount_scratch(work, scratch_mb(self.limits), owner)
+            elif lease.uid is not None:
+                os.chown(work, owner, owner)
+        except OSError as exc:
+            lease.release()
+            remove_tree(parent)
+            raise SandboxSetupError(f"sandbox setup failed: scratch dir: {exc}") from None
+        with self._lock:
+            self._scratches[work] = _Scratch(lease)
+        self.server.track(work, lease_fds=lease.fds)  # the server removes it, and holds the leases, if we die
         return work
 
     def remove_scratch(self, scratch: Path) -> None:
-        self._uids.pop(Path(scratch), None)
-        _rmtree(Path(scratch).parent if Path(scratch).name == "work" else Path(scratch))
+        """Remove the dir (its processes must be gone) and release its leases."""
+        with self._lock:
+            entry = self._scratches.pop(Path(scratch), None)
+        base = Path(scratch).parent if Path(scratch).name == "work" else Path(scratch)
+        unmount_scratch(Path(scratch))
+        remove_tree(base)
         self.server.track(Path(scratch), in_use=False)
+        if entry is not None:
+            entry.lease.release()
 
     def scratch_uid(self, scratch: Path) -> int | None:
-        return self._uids.get(Path(scratch))
+        entry = self._scratches.get(Path(scratch))
+        return entry.lease.uid if entry else None
+
+    def scratch_cores(self, scratch: Path) -> tuple[int, ...]:
+        entry = self._scratches.get(Path(scratch))
+        return entry.lease.cores if entry else ()
 
     def env(self, scratch: Path, extra: dict[str, str] | None = None, gpu: bool = False) -> dict[str, str]:
         env = candidate_env(scratch, None, gpu)
@@ -398,31 +411,50 @@ class Sandbox:
 
     def _plan(self, mode: str, argv: list[str], scratch: Path, timeout: float, env: dict[str, str],
               gpu: bool, read_paths: tuple[str, ...]) -> SpawnSpec:
-        uid = self.scratch_uid(scratch)
-        if Layer.UID in self.layers and self.probe.root and uid is None:
-            uid = self._allocate_uid()
-            if uid is not None:
-                os.chown(scratch, uid, uid)
-                self._uids[Path(scratch)] = uid
+        with self._lock:
+            entry = self._scratches.get(Path(scratch))
+        if entry is None:  # a dir the caller made itself: lease for it now (released by remove_scratch)
+            entry = _Scratch(self._lease())
+            if entry.lease.uid is not None:
+                os.chown(scratch, entry.lease.uid, entry.lease.uid)
+            with self._lock:
+                self._scratches[Path(scratch)] = entry
+            self.server.track(Path(scratch), lease_fds=entry.lease.fds)
+        mb = scratch_mb(self.limits)
         request = PlanInput(
             mode=mode, argv=tuple(argv), scratch=Path(scratch), timeout=timeout, limits=self.limits,
-            layers=self.layers, env=env, read_paths=self.read_paths + tuple(read_paths), gpu=gpu, uid=uid,
-            harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb,
+            layers=self.layers, env=env, read_paths=self.read_paths + tuple(read_paths), gpu=gpu,
+            uid=entry.lease.uid, harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb, cores=entry.lease.cores,
+            scratch_cap=(mb * 1024 * 1024, files_for(mb)),
         )
         try:
             return plan_spawn(request)
         except SpawnError as exc:
             raise SandboxSetupError(str(exc)) from None
 
+    def _meter(self, cores: tuple[int, ...]) -> tuple[CpuMeter, dict[str, tuple[str, ...]]]:
+        """A CPU meter for one process tree, and the spec fields that put the tree where the meter looks."""
+        if self.cgroup is None:
+            return ProcMeter(), {}
+        try:
+            group = cgroups.CandidateCgroup.create(self.cgroup, self.server.hello.pid, cores, self.cpus)
+        except cgroups.CgroupError as exc:
+            raise SandboxSetupError(f"sandbox setup failed: {exc}") from None
+        return CgroupMeter(group), {"cgroup": group.procs, "cgroup_leave": group.leave}
+
     def _start(self, spec: SpawnSpec, stdin: int, out_path: Path, err_path: Path, result: int = -1) -> _Monitor:
+        meter, placement = self._meter(spec.cores)
         out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            sock = self.server.spawn(spec, stdin, out_fd, err_fd, result)
+            sock = self.server.spawn(dataclasses.replace(spec, **placement), stdin, out_fd, err_fd, result)
+        except BaseException:
+            meter.finish(None)
+            raise
         finally:
             os.close(out_fd)
             os.close(err_fd)
-        return _Monitor(sock)
+        return _Monitor(sock, meter)
 
     # -------------------------------------------------------------------------------------------- processes
 
@@ -496,6 +528,8 @@ class Sandbox:
             seconds=time.monotonic() - start,
             timed_out=timed_out,
             signal=None if timed_out else exit_info.get("signal"),
+            cpu_seconds=monitor.final_cpu,
+            cpu_accounting=monitor.meter.mechanism,
         )
         for path in (out_path, err_path):
             path.unlink(missing_ok=True)

@@ -43,6 +43,17 @@ DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/uran
 DEV_DIR = "/dev"
 NVIDIA_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+DEFAULT_SCRATCH_MB = 512
+FILES_PER_MB = 64  # inode cap of a capped filesystem: 32768 files for the default 512 MB scratch
+
+
+def scratch_mb(limits: Limits) -> int:
+    """``[limits] scratch_mb``: the size of a candidate's scratch dir (read defensively: older ``Limits`` lack it)."""
+    return int(getattr(limits, "scratch_mb", DEFAULT_SCRATCH_MB) or DEFAULT_SCRATCH_MB)
+
+
+def files_for(mb: int) -> int:
+    return max(1024, FILES_PER_MB * mb)
 HARNESS_FD = 3  # the result channel's descriptor number inside the sandbox
 
 
@@ -76,6 +87,10 @@ class SpawnSpec:
     covers: tuple[Cover, ...] = ()
     tmpfs_mb: int = 64
     harness_argv: tuple[str, ...] = ()
+    cgroup: tuple[str, ...] = ()  # cgroup.procs files of the candidate's cgroup, joined before any candidate code
+    cgroup_leave: tuple[str, ...] = ()  # the launcher's own cgroup.procs: where a monitor goes back at the end
+    cores: tuple[int, ...] = ()  # CPU affinity of the whole tree (the cores leased for the stage's ``cpus``)
+    scratch_cap: tuple[int, int] = (0, 0)  # (bytes, files) the diskwatch monitor allows in the scratch dir
 
     def has(self, layer: Layer) -> bool:
         return layer.value in self.layers
@@ -90,8 +105,9 @@ class SpawnSpec:
         data = dict(data)
         data["covers"] = tuple(Cover(c["path"], c["mode"], tuple((p, bool(w)) for p, w in c["expose"]))
                                for c in data.get("covers", ()))
-        for key in ("argv", "layers", "harness_argv"):
-            data[key] = tuple(data.get(key, ()))
+        for key in ("argv", "layers", "harness_argv", "cgroup", "cgroup_leave", "cores", "scratch_cap"):
+            if key in data:
+                data[key] = tuple(data[key])
         data["rlimits"] = tuple(tuple(r) for r in data.get("rlimits", ()))
         data["landlock_rules"] = tuple((p, int(a)) for p, a in data.get("landlock_rules", ()))
         return cls(**data)
@@ -256,6 +272,8 @@ class PlanInput:
     uid: int | None = None  # unprivileged uid (root launcher with the uid layer)
     harness: str | None = None
     tmpfs_mb: int = 64
+    cores: tuple[int, ...] = ()
+    scratch_cap: tuple[int, int] = (0, 0)
     launcher_uid: int = field(default_factory=os.getuid)
 
 
@@ -302,4 +320,6 @@ def plan_spawn(req: PlanInput) -> SpawnSpec:
         covers=covers,
         tmpfs_mb=req.tmpfs_mb,
         harness_argv=(req.harness, str(HARNESS_FD)) if req.harness else (),
+        cores=req.cores,
+        scratch_cap=req.scratch_cap if Layer.DISKWATCH in layers else (0, 0),
     )

@@ -4,10 +4,16 @@ Denied with EPERM: ptrace and the cross-process memory calls (``process_vm_readv
 namespace games (``unshare``, ``setns``, ``clone`` with any ``CLONE_NEW*`` flag), mounts, module loading, kexec, BPF,
 perf events, keyrings, ``userfaultfd``, io_uring (its requests bypass seccomp), ``open_by_handle_at`` (escapes
 path-based confinement), clock setting, reboot, and ``kill(-1, ...)`` (every process the caller may signal: without
-a PID namespace and a uid of its own, the launcher's processes too). ``clone3`` gets ENOSYS because its flags live in memory a filter
-cannot read; glibc then falls back to ``clone``, whose flags we can check. With ``deny_network`` (used when no network
-namespace is available) ``socket()`` is allowed for ``AF_UNIX`` only. x86-64 only: on other architectures
-``supported()`` is False and the layer is reported missing rather than half-applied.
+a PID namespace and a uid of its own, the launcher's processes too), and ``sched_setaffinity`` (a candidate stays
+on the cores its stage declared; threads and children inherit them). ``clone3`` gets ENOSYS because its flags live
+in memory a filter cannot read; glibc then falls back to ``clone``, whose flags we can check.
+
+Socket families are an allowlist in every configuration: ``socket()`` and ``socketpair()`` accept ``AF_UNIX``, plus
+``AF_INET``/``AF_INET6`` inside an (empty) network namespace; anything else (``AF_VSOCK`` reaches the hypervisor
+from any namespace, ``AF_PACKET``, ``AF_NETLINK``, ...) fails with EAFNOSUPPORT, as on a kernel without that family.
+With ``deny_network`` (used when no network namespace is available) ``AF_INET``/``AF_INET6`` fail with EACCES.
+Neither Python's start-up nor NumPy opens a socket; name lookups read ``/etc/hosts`` without one. x86-64 only: on
+other architectures ``supported()`` is False and the layer is reported missing rather than half-applied.
 """
 
 from __future__ import annotations
@@ -66,7 +72,11 @@ X86_64_CLONE = 56
 X86_64_KILL = 62
 X86_64_CLONE3 = 435
 X86_64_SOCKET = 41
+X86_64_SOCKETPAIR = 53
+X86_64_SCHED_SETAFFINITY = 203
 AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
 
 
 def supported() -> bool:
@@ -119,11 +129,12 @@ def build_filter(deny_network: bool = False) -> bytes:
     p.add(_JGE_K, X32_SYSCALL_BIT, "eperm", 0)
     for number in sorted(X86_64_DENIED.values()):
         p.add(_JEQ_K, number, "eperm", 0)
+    p.add(_JEQ_K, X86_64_SCHED_SETAFFINITY, "eperm", 0)
     p.add(_JEQ_K, X86_64_CLONE3, "enosys", 0)
     p.add(_JEQ_K, X86_64_CLONE, "clone", 0)
     p.add(_JEQ_K, X86_64_KILL, "kill", 0)
-    if deny_network:
-        p.add(_JEQ_K, X86_64_SOCKET, "socket", 0)
+    p.add(_JEQ_K, X86_64_SOCKET, "socket", 0)
+    p.add(_JEQ_K, X86_64_SOCKETPAIR, "socket", 0)
     p.add(_RET_K, RET_ALLOW)
     p.label("kill")
     p.add(_LD_W_ABS, _off_arg_low(0))
@@ -133,13 +144,17 @@ def build_filter(deny_network: bool = False) -> bytes:
     p.add(_LD_W_ABS, _off_arg_low(0))
     p.add(_JSET_K, NAMESPACE_FLAGS, "eperm", 0)
     p.add(_RET_K, RET_ALLOW)
-    if deny_network:
-        p.label("socket")
-        p.add(_LD_W_ABS, _off_arg_low(0))
-        p.add(_JEQ_K, AF_UNIX, 0, "eacces")
-        p.add(_RET_K, RET_ALLOW)
-        p.label("eacces")
-        p.add(_RET_K, RET_ERRNO | errno.EACCES)
+    p.label("socket")  # the family is the first argument of socket() and socketpair()
+    p.add(_LD_W_ABS, _off_arg_low(0))
+    p.add(_JEQ_K, AF_UNIX, "allow", 0)
+    p.add(_JEQ_K, AF_INET, "inet", 0)
+    p.add(_JEQ_K, AF_INET6, "inet", "eafnosupport")
+    p.label("inet")
+    p.add(_RET_K, RET_ERRNO | errno.EACCES if deny_network else RET_ALLOW)
+    p.label("allow")
+    p.add(_RET_K, RET_ALLOW)
+    p.label("eafnosupport")
+    p.add(_RET_K, RET_ERRNO | errno.EAFNOSUPPORT)
     p.label("eperm")
     p.add(_RET_K, RET_ERRNO | errno.EPERM)
     p.label("enosys")

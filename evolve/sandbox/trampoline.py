@@ -6,17 +6,20 @@ With a root launcher and a PID namespace (the common case) one sandboxed process
       ├─ init        PID 1: ``cat`` reading the server's lifeline pipe, spawned (not forked: no copy of the server).
       │              Killing it makes the kernel kill everything left in the namespace, setsid daemons included;
       │              it exits by itself when the server dies (its stdin reads EOF).
-      └─ candidate   PID 2, forked from the warm server: unshares network, mount and IPC namespaces, mounts a
-                     private /proc, /tmp, /var/tmp, /dev/shm, then setsid, rlimits, uid, no_new_privs, Landlock,
-                     seccomp, and exec or the preloaded harness.
+      └─ candidate   PID 2, forked from the warm server: joins its cgroup (CPU accounting, cores), unshares
+                     network, mount and IPC namespaces, mounts a private /proc, /tmp, /var/tmp, /dev/shm, then
+                     setsid, CPU affinity, rlimits, uid, no_new_privs, Landlock, seccomp, and exec or the preloaded
+                     harness.
 
 The server reaps both and reports ``ready``/``exit`` to the trusted side. A non-root launcher must create a user
 namespace first, which the server cannot do per child without moving itself into it; without a PID namespace,
-orphans must be swept. In both cases a monitor process takes the server's watching role::
+orphans must be swept; without a capped scratch filesystem (``diskwatch``), the scratch dir must be measured. In
+these cases a monitor process takes the server's watching role (and joins the candidate's cgroup itself)::
 
     fork server
       └─ monitor     unshare(USER|PID|NET|NS|IPC) or PR_SET_CHILD_SUBREAPER; reports ready/exit; kills on request;
-           │         without a PID namespace, sweeps every descendant before reporting the exit
+           │         without a PID namespace, sweeps every descendant before reporting the exit; with diskwatch,
+           │         kills the tree when its scratch dir is over the cap
            └─ init (a forked Python init, with a PID namespace) └─ candidate
 
 The candidate is never PID 1 itself: a namespace's init ignores signals it sends itself and must reap orphans, which
@@ -42,9 +45,9 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from evolve.sandbox import landlock, seccomp, syscalls
+from evolve.sandbox import cgroups, diskwatch, landlock, seccomp, syscalls
 from evolve.sandbox.config import Layer
-from evolve.sandbox.policy import HARNESS_FD, SpawnSpec
+from evolve.sandbox.policy import HARNESS_FD, SpawnSpec, files_for
 
 SETUP_FAILED = 126
 EXEC_FAILED = 127
@@ -72,7 +75,7 @@ def register_server_paths(paths: list[str]) -> None:
 
 def uses_monitor(spec: SpawnSpec) -> bool:
     """Whether a monitor process sits between the server and the candidate (see the module docstring)."""
-    return spec.has(Layer.USERNS) or not spec.has(Layer.PIDNS)
+    return spec.has(Layer.USERNS) or not spec.has(Layer.PIDNS) or spec.has(Layer.DISKWATCH)
 
 
 def close_fds_except(keep: set[int]) -> None:
@@ -92,15 +95,19 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def exit_message(raw: int | None, killed: bool, error: str) -> dict[str, Any]:
-    """The ``exit`` event for a wait status (None: the process vanished without one)."""
+def exit_message(raw: int | None, killed: bool, error: str, cpu: float | None = None) -> dict[str, Any]:
+    """The ``exit`` event for a wait status (None: the process vanished without one). ``cpu``: user + system
+    seconds of the reaped tree as ``wait4`` reported them (what the ``proc`` CPU meter ends with)."""
     if raw is None:
         returncode, sig = None, int(signal.SIGKILL)
     elif os.WIFSIGNALED(raw):
         returncode, sig = -os.WTERMSIG(raw), os.WTERMSIG(raw)
     else:
         returncode, sig = os.waitstatus_to_exitcode(raw), None
-    return {"event": "exit", "returncode": returncode, "signal": sig, "killed": killed, "error": error}
+    message = {"event": "exit", "returncode": returncode, "signal": sig, "killed": killed, "error": error}
+    if cpu is not None:
+        message["cpu"] = cpu
+    return message
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -118,12 +125,17 @@ def _server_gone(lifeline: int) -> bool:
 
 def run_direct(spec: SpawnSpec, fds: ChildFds, err_w: int, lifeline: int) -> NoReturn:
     """The candidate as the server's direct child, PID 2 of a namespace the server just created. Never returns."""
+    step = "setup"
     try:
         close_fds_except({*fds.all(), err_w, lifeline})
         syscalls.set_parent_death_signal(signal.SIGKILL)
         if _server_gone(lifeline):
             os._exit(1)
         os.close(lifeline)
+        if spec.cgroup:  # first: everything from here on (harness start-up, the candidate's import) is charged
+            step = "cgroup"
+            cgroups.join(spec.cgroup)
+        step = "namespaces"
         reset_signals()
         flags = syscalls.CLONE_NEWIPC
         for layer, flag in ((Layer.NETNS, syscalls.CLONE_NEWNET), (Layer.MNTNS, syscalls.CLONE_NEWNS)):
@@ -134,7 +146,7 @@ def run_direct(spec: SpawnSpec, fds: ChildFds, err_w: int, lifeline: int) -> NoR
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             setup_mounts(spec)
     except BaseException as exc:  # noqa: BLE001
-        _fail(err_w, f"namespaces: {type(exc).__name__}: {exc}")
+        _fail(err_w, f"{step}: {type(exc).__name__}: {exc}")
     _run_candidate(spec, fds, err_w)
 
 
@@ -189,6 +201,14 @@ def _monitor(spec: SpawnSpec, fds: ChildFds, status: socket.socket, server_pid: 
     close_fds_except({status.fileno(), *fds.all()})
     reset_signals()
     os.setsid()
+    if spec.cgroup:
+        # The monitor joins (before any namespace: a user namespace could not) so that everything it forks is
+        # charged; its own bookkeeping is charged too, and it moves back out when the tree is gone.
+        try:
+            cgroups.join(spec.cgroup)
+        except OSError as exc:
+            _send(status, exit_message(None, False, f"cgroup: {exc}"))
+            return 1
     if spec.has(Layer.SUBREAPER):
         syscalls.set_child_subreaper()
     flags = 0
@@ -210,6 +230,11 @@ def _monitor(spec: SpawnSpec, fds: ChildFds, status: socket.socket, server_pid: 
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     st_r, st_w = os.pipe2(os.O_CLOEXEC)
     pidns = spec.has(Layer.PIDNS)
+    watch = None
+    if spec.has(Layer.DISKWATCH) and spec.scratch_cap[0] > 0:
+        watch = diskwatch.Watch(spec.cwd, *spec.scratch_cap)
+        watch.proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # before the init mounts its own
+        watch.report_fd = os.dup(fds.stderr) if fds.stderr >= 0 else -1  # says why the tree was killed
     child = os.fork()
     if child == 0:
         os.close(err_r)
@@ -219,9 +244,10 @@ def _monitor(spec: SpawnSpec, fds: ChildFds, status: socket.socket, server_pid: 
             run_init(spec, fds, err_w, st_w, unshare_flags=0)
         os.close(st_w)
         _run_candidate(spec, fds, err_w)
+    _send(status, {"event": "spawned", "pids": [os.getpid()]})  # orphans come back to this process (subreaper)
     for fd in (err_w, st_w, *fds.all()):
         os.close(fd)
-    return _supervise(child, status, err_r, st_r if pidns else -1)
+    return _supervise(child, status, err_r, st_r if pidns else -1, spec.cgroup_leave if spec.cgroup else (), watch)
 
 
 def write_id_maps(uid: int, gid: int) -> None:
@@ -244,14 +270,20 @@ def read_init_status(st_r: int) -> int | None:
     return int(data) if data.strip() else None
 
 
-def _supervise(child: int, status: socket.socket, err_r: int, st_r: int) -> int:
+def _supervise(child: int, status: socket.socket, err_r: int, st_r: int, leave_cgroup: tuple[str, ...],
+               disk: diskwatch.Watch | None) -> int:
     """Watch the child (an init when ``st_r`` >= 0, else the candidate itself) until it is gone; report."""
     pidfd = os.pidfd_open(child)
     watch = {status.fileno(), err_r, pidfd}
     setup_error = b""
     killed = False
     while pidfd in watch:
-        ready = syscalls.readable(list(watch), None)
+        ready = syscalls.readable(list(watch), disk.timeout() if disk and not killed else None)
+        if disk and not killed and (over := disk.check(child)):
+            with contextlib.suppress(OSError):
+                os.write(disk.report_fd, over.encode())
+            _kill(child)
+            killed = True
         for fd in ready:
             if fd == err_r:
                 data = os.read(err_r, 65536)
@@ -279,7 +311,11 @@ def _supervise(child: int, status: socket.socket, err_r: int, st_r: int) -> int:
         sweep_descendants()
     with contextlib.suppress(OSError):
         setup_error += os.read(err_r, 65536)
-    _send(status, exit_message(raw, killed, setup_error.decode("utf-8", "replace")))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process of the tree was reaped below us
+    if leave_cgroup:
+        with contextlib.suppress(OSError):
+            cgroups.join(leave_cgroup)
+    _send(status, exit_message(raw, killed, setup_error.decode("utf-8", "replace"), usage.ru_utime + usage.ru_stime))
     return 0
 
 
@@ -344,9 +380,9 @@ def setup_mounts(spec: SpawnSpec) -> None:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             handles.append((path, writable, fd, os.path.isdir(path)))
     for cover in spec.covers:
-        size = spec.tmpfs_mb if cover.mode & 0o002 else 1
+        size = spec.tmpfs_mb if cover.mode & 0o002 else 1  # the inode cap keeps empty files from eating memory
         syscalls.mount("tmpfs", cover.path, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV,
-                       f"size={size}m,mode={cover.mode:o}")
+                       f"size={size}m,nr_inodes={files_for(size)},mode={cover.mode:o}")
     for path, _, fd, is_dir in handles:
         if is_dir:
             os.makedirs(path, 0o755, exist_ok=True)
@@ -395,6 +431,9 @@ def _run_candidate(spec: SpawnSpec, fds: ChildFds, err_w: int) -> NoReturn:
         os.setsid()
         layer = "fds"
         err_w = _arrange_fds(fds, err_w)
+        if spec.cores:
+            layer = "cores"
+            os.sched_setaffinity(0, spec.cores)  # seccomp keeps the candidate from widening it again
         layer = "rlimits"
         for which, soft, hard in spec.rlimits:
             resource.setrlimit(which, (soft, hard))
