@@ -66,7 +66,7 @@ def in_child(action) -> int:
 
 def test_levels_parse_in_canonical_order_and_aliases_expand():
     assert format_level(parse_layers("uid+session+PIDNS")) == "session+pidns+uid"
-    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    assert format_level(parse_layers("full")) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup"
     assert parse_layers("basic") == (Layer.SESSION, Layer.RLIMITS)
     assert parse_layers("") == ()
     assert level_satisfies("session+rlimits+pidns", "pidns+landlock") == [Layer.LANDLOCK]
@@ -96,7 +96,7 @@ def test_config_from_table_checks_keys_and_types():
 
 def test_full_root_host_uses_every_layer():
     chosen = choose_layers(fake_probe(set(ALL)), SandboxConfig())
-    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    assert format_level(chosen) == "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup"
 
 
 def test_container_without_namespaces_falls_back_to_subreaper_and_seccomp_network_filter():
@@ -323,6 +323,39 @@ def test_timeout_kills_the_whole_tree_within_a_second(sandbox, scratch):
     assert result.timed_out and result.returncode is None
     assert descendants(sandbox.server.hello.pid, settle=2.0 - (time.monotonic() - start)) == []
     assert time.monotonic() - start < 2.0
+
+
+BURN_CHILDREN = """
+import os, resource
+def burn(seconds):
+    while resource.getrusage(resource.RUSAGE_SELF).ru_utime < seconds:
+        pass
+for _ in range(2):
+    if os.fork() == 0:
+        os.setsid()
+        burn(0.2)
+        os._exit(0)
+"""  # two daemons the command never waits for: they still burn when it exits
+
+
+def test_run_reports_the_cpu_time_of_the_whole_tree(sandbox, scratch):
+    result = sandbox.run([sys.executable, "-c", BURN_CHILDREN + "import time; time.sleep(1.5)"], scratch, timeout=30)
+    assert result.ok and result.cpu_accounting == ("cgroup" if Layer.CGROUP in sandbox.layers else "proc")
+    assert result.cpu_seconds is not None and result.cpu_seconds >= 0.7 * 0.4
+
+
+def test_cpu_seconds_is_cheap_and_final_after_close(sandbox, scratch):
+    process = sandbox.spawn_python(scratch, 30)
+    process.cpu_seconds()  # the first call may wait for the tree's pids (fallback meter)
+    start = time.perf_counter()
+    for _ in range(100):
+        process.cpu_seconds()
+    per_call = (time.perf_counter() - start) / 100
+    process.close()
+    final = process.cpu_seconds()
+    assert final == process.cpu_seconds() and final > 0
+    print(f"cpu_seconds() costs {per_call * 1e6:.0f} us ({process.cpu_accounting})")
+    assert per_call < 0.05  # generous: a loaded machine; measured ~20 us with a cgroup
 
 
 def test_output_is_capped_to_a_tail(sandbox, scratch):

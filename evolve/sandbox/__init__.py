@@ -6,7 +6,8 @@ Public API::
     check_requirement(config)            # raises SandboxUnavailable naming the missing layer(s)
     print(describe_isolation(config))    # one line for the start banner
     sandbox = sandbox_for_problem(problem, config, stage)                # what run_stage uses
-    sandbox.level                        # "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid"
+    sandbox.level                        # "session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup"
+    process = sandbox.spawn_python(scratch, timeout); process.cpu_seconds()   # CPU of its whole tree, trusted
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def describe_isolation(config: SandboxConfig | None = None) -> str:
     warm = config.warm and server.hello.warm_ok
     preloaded = ", ".join(server.hello.preloaded) or "nothing"
     mode = f"warm fork server, {preloaded} preloaded" if warm else "fresh interpreter per process"
-    skipped = [layer for layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP, Layer.UID)
+    skipped = [layer for layer in (Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP, Layer.UID,
+                                   Layer.CGROUP)
                if layer not in chosen]
     text = f"sandbox: {format_level(chosen)} ({mode})"
     if skipped:

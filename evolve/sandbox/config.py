@@ -1,7 +1,7 @@
 """Sandbox settings and isolation levels.
 
 An isolation level is the ``+``-joined list of layers a candidate ran under, in a fixed order, for example
-``session+rlimits+pidns+netns+mntns+landlock+seccomp+uid``. It is what the archive's ``isolation`` column stores.
+``session+rlimits+pidns+netns+mntns+landlock+seccomp+uid+cgroup``. The archive's ``isolation`` column stores it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Layer(StrEnum):
     LANDLOCK = "landlock"  # filesystem confinement, no TCP, signals and abstract sockets scoped
     SECCOMP = "seccomp"  # syscall filter: no ptrace, namespace games, mounts, cross-process memory
     UID = "uid"  # the candidate runs as a non-root uid (a fresh one per candidate when the launcher is root)
+    CGROUP = "cgroup"  # the candidate's tree has a cgroup of its own: its CPU time is the kernel's accounting
 
 
 LAYER_ORDER = tuple(Layer)
@@ -33,7 +34,7 @@ LAYER_ORDER = tuple(Layer)
 ALIASES: dict[str, tuple[Layer, ...]] = {
     "basic": (Layer.SESSION, Layer.RLIMITS),
     "full": (Layer.SESSION, Layer.RLIMITS, Layer.PIDNS, Layer.NETNS, Layer.MNTNS, Layer.LANDLOCK, Layer.SECCOMP,
-             Layer.UID),
+             Layer.UID, Layer.CGROUP),
 }
 
 

@@ -109,6 +109,7 @@ class _Direct:
     raw: int | None = None  # the candidate's wait status
     reaped: bool = False
     init_reaped: bool = False
+    cpu: float = 0.0  # user + system seconds wait4 reported for the candidate and the init (and what they reaped)
 
 
 class _Server:
@@ -233,6 +234,8 @@ class _Server:
         os.close(err_w)
         self.direct[pid] = _Direct(status, err_r, init)
         self.inits[init] = pid
+        with contextlib.suppress(OSError):
+            status.send(json.dumps({"event": "spawned", "pids": [init, pid]}).encode())
         return pid
 
     def _read_setup(self, child: _Direct) -> None:
@@ -260,21 +263,24 @@ class _Server:
     def _reap(self) -> None:
         while True:
             try:
-                pid, raw = os.waitpid(-1, os.WNOHANG)
+                pid, raw, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid <= 0:
                 return
             self.monitors.discard(pid)
+            cpu = usage.ru_utime + usage.ru_stime  # includes every descendant the process waited for
             if pid in self.direct:
                 child = self.direct[pid]
                 child.raw, child.reaped = raw, True
+                child.cpu += cpu
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.init_pid, signal.SIGKILL)  # takes the candidate's leftovers (daemons) along
                 self._maybe_report(pid)
             elif pid in self.inits:
                 candidate = self.inits.pop(pid)
                 self.direct[candidate].init_reaped = True
+                self.direct[candidate].cpu += cpu  # the orphans the init collected as its namespace died
                 self._maybe_report(candidate)
 
     def _maybe_report(self, pid: int) -> None:
@@ -291,7 +297,8 @@ class _Server:
             os.close(child.err_r)
         with contextlib.suppress(OSError):
             child.status.send(json.dumps(exit_message(child.raw, child.killed,
-                                                      child.setup_error.decode("utf-8", "replace"))).encode())
+                                                      child.setup_error.decode("utf-8", "replace"),
+                                                      child.cpu)).encode())
         child.status.close()
 
     def _shutdown(self) -> None:

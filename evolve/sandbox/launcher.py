@@ -15,6 +15,7 @@ Layout of one scratch area (``make_scratch`` returns ``work``)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -31,7 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from evolve.problem import Limits
+from evolve.sandbox import cgroups
 from evolve.sandbox.config import Layer, SandboxConfig, format_level
+from evolve.sandbox.cputime import CgroupMeter, CpuMeter, ProcMeter
 from evolve.sandbox.forkserver import HARNESS_PATH, ForkServer, get_forkserver, wait_message
 from evolve.sandbox.policy import PlanInput, SpawnError, SpawnSpec, candidate_env, plan_spawn
 from evolve.sandbox.probe import HostProbe
@@ -67,6 +70,8 @@ class RunResult:
     seconds: float
     timed_out: bool = False
     signal: int | None = None  # signal that ended the process, if any
+    cpu_seconds: float | None = None  # CPU time of the whole process tree, measured on the trusted side
+    cpu_accounting: str = ""  # how: "cgroup" (the kernel's) or "proc" (sampled; see ``cputime``)
 
     @property
     def ok(self) -> bool:
@@ -93,21 +98,45 @@ def _tail(path: Path, limit: int) -> str:
         return ""
 
 
+SPAWNED_WAIT = 0.5  # seconds cpu_seconds() waits for the tree's pids when /proc sampling needs them
+
+
 @dataclass
 class _Monitor:
-    """The trusted side's view of one sandboxed process: its monitor's status socket."""
+    """The trusted side's view of one sandboxed process: its monitor's status socket and its CPU meter."""
 
     sock: Any
+    meter: CpuMeter = field(default_factory=ProcMeter)
     exit: dict[str, Any] | None = None
+    final_cpu: float | None = None  # the meter's figure once the tree is gone
+    _closed: bool = False
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "exit":
+            self.exit = message
+        elif event == "spawned":
+            self.meter.spawned([int(pid) for pid in message.get("pids", ())])
 
     def wait_exit(self, deadline: float | None) -> dict[str, Any] | None:
         while self.exit is None:
             message = wait_message(self.sock, deadline)
             if message is None:
                 return None
-            if message.get("event") == "exit":
-                self.exit = message
+            self._handle(message)
         return self.exit
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the whole tree so far; the final figure once the tree is gone."""
+        if self.final_cpu is not None:
+            return self.final_cpu
+        if not self._closed:
+            wait_until = time.monotonic() + (SPAWNED_WAIT if self.meter.needs_pids else 0.0)
+            while self.exit is None and readable([self.sock], max(0.0, wait_until - time.monotonic())):
+                self._handle(wait_message(self.sock, time.monotonic()) or {})
+                if not self.meter.needs_pids:
+                    wait_until = 0.0
+        return self.meter.seconds()
 
     def kill(self) -> dict[str, Any]:
         """Kill the whole process tree and wait until the monitor confirms nothing is left."""
@@ -129,6 +158,9 @@ class _Monitor:
                 if not self.sock.recv(65536):
                     break
             self.sock.close()
+        self._closed = True
+        if self.final_cpu is None:
+            self.final_cpu = self.meter.finish(self.exit)
 
 
 @dataclass
@@ -283,6 +315,16 @@ class SandboxProcess:
     def exit_info(self) -> dict[str, Any] | None:
         return self.monitor.exit
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of this process's whole tree since it was spawned (harness start-up, the
+        candidate's import and every descendant included), measured on the trusted side; final once it ended."""
+        return self.monitor.cpu_seconds()
+
+    @property
+    def cpu_accounting(self) -> str:
+        """The mechanism behind ``cpu_seconds``: ``"cgroup"`` (the kernel's) or ``"proc"`` (sampled fallback)."""
+        return self.monitor.meter.mechanism
+
     def stdout(self) -> str:
         return _tail(self.stdout_path, self.output_limit)
 
@@ -362,7 +404,7 @@ def choose_layers(probe: HostProbe, config: SandboxConfig) -> frozenset[Layer]:
         chosen |= {Layer.NONET, Layer.SECCOMP}
     if use(Layer.MNTNS) and Layer.PIDNS in chosen:
         chosen.add(Layer.MNTNS)
-    chosen |= {layer for layer in (Layer.LANDLOCK, Layer.SECCOMP, Layer.UID) if use(layer)}
+    chosen |= {layer for layer in (Layer.LANDLOCK, Layer.SECCOMP, Layer.UID, Layer.CGROUP) if use(layer)}
     if not probe.root and chosen & {Layer.PIDNS, Layer.NETNS, Layer.MNTNS}:
         chosen.add(Layer.USERNS)
     if Layer.UID in chosen and probe.uid_needs_mntns and Layer.MNTNS not in chosen:
@@ -406,9 +448,12 @@ class Sandbox:
                                      f"missing {detail}")
         self.layers = choose_layers(self.probe, self.config)
         self.level = format_level(self.layers)
+        self.cgroup = self.probe.cgroup if Layer.CGROUP in self.layers else None
         if self.server.hello.pid not in _swept:  # once per fork server, i.e. once per process in practice
             _swept.add(self.server.hello.pid)
             sweep_orphaned_scratch()
+            if self.cgroup is not None:
+                cgroups.sweep_orphaned(self.cgroup)
         self.warm = self.config.warm and self.server.hello.warm_ok
         self._uids: dict[Path, int] = {}
         self._counter = 0
@@ -480,15 +525,29 @@ class Sandbox:
         except SpawnError as exc:
             raise SandboxSetupError(str(exc)) from None
 
+    def _meter(self) -> tuple[CpuMeter, dict[str, str]]:
+        """A CPU meter for one process tree, and the spec fields that put the tree where the meter looks."""
+        if self.cgroup is None:
+            return ProcMeter(), {}
+        try:
+            group = cgroups.CandidateCgroup.create(self.cgroup, self.server.hello.pid)
+        except cgroups.CgroupError as exc:
+            raise SandboxSetupError(f"sandbox setup failed: {exc}") from None
+        return CgroupMeter(group), {"cgroup": group.procs, "cgroup_leave": self.cgroup.leave}
+
     def _start(self, spec: SpawnSpec, stdin: int, out_path: Path, err_path: Path, result: int = -1) -> _Monitor:
+        meter, placement = self._meter()
         out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            sock = self.server.spawn(spec, stdin, out_fd, err_fd, result)
+            sock = self.server.spawn(dataclasses.replace(spec, **placement), stdin, out_fd, err_fd, result)
+        except BaseException:
+            meter.finish(None)
+            raise
         finally:
             os.close(out_fd)
             os.close(err_fd)
-        return _Monitor(sock)
+        return _Monitor(sock, meter)
 
     # -------------------------------------------------------------------------------------------- processes
 
@@ -562,6 +621,8 @@ class Sandbox:
             seconds=time.monotonic() - start,
             timed_out=timed_out,
             signal=None if timed_out else exit_info.get("signal"),
+            cpu_seconds=monitor.final_cpu,
+            cpu_accounting=monitor.meter.mechanism,
         )
         for path in (out_path, err_path):
             path.unlink(missing_ok=True)

@@ -76,6 +76,8 @@ class SpawnSpec:
     covers: tuple[Cover, ...] = ()
     tmpfs_mb: int = 64
     harness_argv: tuple[str, ...] = ()
+    cgroup: str = ""  # cgroup.procs of the candidate's cgroup, joined before any candidate code runs ("" = none)
+    cgroup_leave: str = ""  # the launcher's own cgroup.procs: where a monitor goes back when its tree is gone
 
     def has(self, layer: Layer) -> bool:
         return layer.value in self.layers
@@ -256,6 +258,8 @@ class PlanInput:
     uid: int | None = None  # unprivileged uid (root launcher with the uid layer)
     harness: str | None = None
     tmpfs_mb: int = 64
+    cgroup: str = ""
+    cgroup_leave: str = ""
     launcher_uid: int = field(default_factory=os.getuid)
 
 
@@ -302,4 +306,6 @@ def plan_spawn(req: PlanInput) -> SpawnSpec:
         covers=covers,
         tmpfs_mb=req.tmpfs_mb,
         harness_argv=(req.harness, str(HARNESS_FD)) if req.harness else (),
+        cgroup=req.cgroup,
+        cgroup_leave=req.cgroup_leave,
     )

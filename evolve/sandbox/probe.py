@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evolve.sandbox import landlock, seccomp, syscalls
+from evolve.sandbox import cgroups, landlock, seccomp, syscalls
 from evolve.sandbox.config import Layer
 from evolve.sandbox.policy import missing_for_uid, python_roots
 
@@ -34,6 +34,7 @@ class HostProbe:
     landlock_abi: int
     python_roots: tuple[str, ...]
     uid_needs_mntns: bool = False  # another uid can reach the Python install only through mount-namespace covers
+    cgroup: cgroups.CgroupLayout | None = None  # where candidate cgroups are created (the cgroup layer)
 
     def available(self) -> frozenset[Layer]:
         return frozenset(Layer(name) for name, status in self.layers.items() if status.ok)
@@ -45,14 +46,16 @@ class HostProbe:
     def to_dict(self) -> dict[str, object]:
         return {"layers": {k: [v.ok, v.detail] for k, v in self.layers.items()}, "root": self.root,
                 "landlock_abi": self.landlock_abi, "python_roots": list(self.python_roots),
-                "uid_needs_mntns": self.uid_needs_mntns}
+                "uid_needs_mntns": self.uid_needs_mntns,
+                "cgroup": self.cgroup.to_dict() if self.cgroup else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> HostProbe:
         layers = {k: LayerStatus(bool(v[0]), str(v[1])) for k, v in dict(data["layers"]).items()}  # type: ignore[arg-type]
         return cls(layers=layers, root=bool(data["root"]), landlock_abi=int(data["landlock_abi"]),  # type: ignore[arg-type]
                    python_roots=tuple(data["python_roots"]),  # type: ignore[arg-type]
-                   uid_needs_mntns=bool(data.get("uid_needs_mntns", False)))
+                   uid_needs_mntns=bool(data.get("uid_needs_mntns", False)),
+                   cgroup=cgroups.CgroupLayout.from_dict(data["cgroup"]) if data.get("cgroup") else None)  # type: ignore[arg-type]
 
 
 def _in_child(action: Callable[[], str]) -> LayerStatus:
@@ -219,6 +222,9 @@ def probe_host() -> HostProbe:
         layers[Layer.UID.value] = _in_child(uid_layer)
     else:
         layers[Layer.UID.value] = LayerStatus(True, f"launcher is not root (uid {os.getuid()})")
+    layout, detail = cgroups.probe()
+    layers[Layer.CGROUP.value] = LayerStatus(layout is not None, detail if layout else
+                                             f"no writable cgroup ({detail}); CPU time sampled from /proc instead")
     return HostProbe(layers=layers, root=root, landlock_abi=abi, python_roots=roots,
-                     uid_needs_mntns=root and bool(missing_for_uid(list(roots))))
+                     uid_needs_mntns=root and bool(missing_for_uid(list(roots))), cgroup=layout)
 

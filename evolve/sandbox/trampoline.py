@@ -42,7 +42,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from evolve.sandbox import landlock, seccomp, syscalls
+from evolve.sandbox import cgroups, landlock, seccomp, syscalls
 from evolve.sandbox.config import Layer
 from evolve.sandbox.policy import HARNESS_FD, SpawnSpec
 
@@ -92,15 +92,19 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def exit_message(raw: int | None, killed: bool, error: str) -> dict[str, Any]:
-    """The ``exit`` event for a wait status (None: the process vanished without one)."""
+def exit_message(raw: int | None, killed: bool, error: str, cpu: float | None = None) -> dict[str, Any]:
+    """The ``exit`` event for a wait status (None: the process vanished without one). ``cpu``: user + system
+    seconds of the reaped tree as ``wait4`` reported them (what the ``proc`` CPU meter ends with)."""
     if raw is None:
         returncode, sig = None, int(signal.SIGKILL)
     elif os.WIFSIGNALED(raw):
         returncode, sig = -os.WTERMSIG(raw), os.WTERMSIG(raw)
     else:
         returncode, sig = os.waitstatus_to_exitcode(raw), None
-    return {"event": "exit", "returncode": returncode, "signal": sig, "killed": killed, "error": error}
+    message = {"event": "exit", "returncode": returncode, "signal": sig, "killed": killed, "error": error}
+    if cpu is not None:
+        message["cpu"] = cpu
+    return message
 
 
 def _send(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -118,12 +122,17 @@ def _server_gone(lifeline: int) -> bool:
 
 def run_direct(spec: SpawnSpec, fds: ChildFds, err_w: int, lifeline: int) -> NoReturn:
     """The candidate as the server's direct child, PID 2 of a namespace the server just created. Never returns."""
+    step = "setup"
     try:
         close_fds_except({*fds.all(), err_w, lifeline})
         syscalls.set_parent_death_signal(signal.SIGKILL)
         if _server_gone(lifeline):
             os._exit(1)
         os.close(lifeline)
+        if spec.cgroup:  # first: everything from here on (harness start-up, the candidate's import) is charged
+            step = "cgroup"
+            cgroups.join(spec.cgroup)
+        step = "namespaces"
         reset_signals()
         flags = syscalls.CLONE_NEWIPC
         for layer, flag in ((Layer.NETNS, syscalls.CLONE_NEWNET), (Layer.MNTNS, syscalls.CLONE_NEWNS)):
@@ -134,7 +143,7 @@ def run_direct(spec: SpawnSpec, fds: ChildFds, err_w: int, lifeline: int) -> NoR
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
             setup_mounts(spec)
     except BaseException as exc:  # noqa: BLE001
-        _fail(err_w, f"namespaces: {type(exc).__name__}: {exc}")
+        _fail(err_w, f"{step}: {type(exc).__name__}: {exc}")
     _run_candidate(spec, fds, err_w)
 
 
@@ -189,6 +198,14 @@ def _monitor(spec: SpawnSpec, fds: ChildFds, status: socket.socket, server_pid: 
     close_fds_except({status.fileno(), *fds.all()})
     reset_signals()
     os.setsid()
+    if spec.cgroup:
+        # The monitor joins (before any namespace: a user namespace could not) so that everything it forks is
+        # charged; its own bookkeeping is charged too, and it moves back out when the tree is gone.
+        try:
+            cgroups.join(spec.cgroup)
+        except OSError as exc:
+            _send(status, exit_message(None, False, f"cgroup: {exc}"))
+            return 1
     if spec.has(Layer.SUBREAPER):
         syscalls.set_child_subreaper()
     flags = 0
@@ -219,9 +236,10 @@ def _monitor(spec: SpawnSpec, fds: ChildFds, status: socket.socket, server_pid: 
             run_init(spec, fds, err_w, st_w, unshare_flags=0)
         os.close(st_w)
         _run_candidate(spec, fds, err_w)
+    _send(status, {"event": "spawned", "pids": [os.getpid()]})  # orphans come back to this process (subreaper)
     for fd in (err_w, st_w, *fds.all()):
         os.close(fd)
-    return _supervise(child, status, err_r, st_r if pidns else -1)
+    return _supervise(child, status, err_r, st_r if pidns else -1, spec.cgroup_leave if spec.cgroup else "")
 
 
 def write_id_maps(uid: int, gid: int) -> None:
@@ -244,7 +262,7 @@ def read_init_status(st_r: int) -> int | None:
     return int(data) if data.strip() else None
 
 
-def _supervise(child: int, status: socket.socket, err_r: int, st_r: int) -> int:
+def _supervise(child: int, status: socket.socket, err_r: int, st_r: int, leave_cgroup: str) -> int:
     """Watch the child (an init when ``st_r`` >= 0, else the candidate itself) until it is gone; report."""
     pidfd = os.pidfd_open(child)
     watch = {status.fileno(), err_r, pidfd}
@@ -279,7 +297,11 @@ def _supervise(child: int, status: socket.socket, err_r: int, st_r: int) -> int:
         sweep_descendants()
     with contextlib.suppress(OSError):
         setup_error += os.read(err_r, 65536)
-    _send(status, exit_message(raw, killed, setup_error.decode("utf-8", "replace")))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every process of the tree was reaped below us
+    if leave_cgroup:
+        with contextlib.suppress(OSError):
+            cgroups.join(leave_cgroup)
+    _send(status, exit_message(raw, killed, setup_error.decode("utf-8", "replace"), usage.ru_utime + usage.ru_stime))
     return 0
 
 
