@@ -242,7 +242,7 @@ class SandboxProcess:
             if poll:
                 poll()
 
-    def _read_line(self, deadline: float, limit: int, poll: Callable[[], None] | None) -> bytes:
+    def _read_line(self, deadline: float, limit: int, poll: Callable[[], None] | None) -> bytearray:
         """The reply's header line; bytes after it stay in ``_buffer`` (the payload's start)."""
         buffer = bytearray()  # grows by appending: a large header must not cost quadratic copying or scanning
         while True:
@@ -263,7 +263,8 @@ class SandboxProcess:
             self.kill()
             raise ChannelError("protocol", f"reply larger than {limit} bytes", self.stderr())
         self._buffer = bytes(buffer[newline + 1:])
-        return bytes(buffer[:newline])
+        del buffer[newline:]  # in place: a large header is never copied
+        return buffer
 
     def _read_exact(self, size: int, deadline: float, poll: Callable[[], None] | None) -> bytearray:
         body = bytearray(size)

@@ -178,7 +178,7 @@ def search_target(session: ArraySession, target: Target, seed: int, window_start
                     raise CandidateTimeout("wall-clock backstop reached")
                 result = session.batch(calls, timeout=wall_left)[-1]
             except CpuBudgetExceeded:
-                run.note = f"CPU budget spent during the search for rank {rank}: process killed"
+                run.note = f"CPU budget spent while asked for rank {rank}: process killed"
                 break
             except CandidateTimeout:
                 if candidate.remaining() <= 0:

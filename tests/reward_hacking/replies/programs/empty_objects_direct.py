@@ -1,0 +1,8 @@
+"""Attack: a 63 MB reply of empty objects written straight to the result channel with the right id (it drove the
+trusted process to 3 GB). Contained: the trusted side counts the containers before parsing: ``wrong_output``."""
+
+# Uses send() from forge.py.txt, which the tests prepend.
+
+
+def run_packing():
+    send(b"[" + b"{}," * 21_000_000 + b"{}]")  # noqa: F821
