@@ -87,6 +87,7 @@ class DeviceStaging:
     """
 
     cupy: Any
+    candidate: Candidate
     buffers: dict[str, _IpcBuffer] = field(default_factory=dict)
 
     def _buffer(self, role: str, nbytes: int) -> _IpcBuffer:
@@ -96,6 +97,9 @@ class DeviceStaging:
             memory = self.cupy.cuda.Memory(size)
             handle = self.cupy.cuda.runtime.ipcGetMemHandle(memory.ptr)
             current = self.buffers[role] = _IpcBuffer(memory, bytes(handle).hex(), size)
+            # Freeing memory another process still maps is undefined behaviour: buffers (replaced ones included)
+            # live until the candidate's processes are gone.
+            self.candidate.keep_until_closed(current)
         return current
 
     def _view(self, buffer: _IpcBuffer, offset: int, dtype: Any, shape: tuple[int, ...]) -> Any:
@@ -138,7 +142,7 @@ class ArraySession:
         self.gpu = candidate.gpus > 0 if gpu is None else gpu
         self.xp, self.xp_name = select_array_module(self.gpu)
         candidate.add_startup(HARNESS_PATH, "open", self.gpu)
-        self._device = DeviceStaging(self.xp) if self.xp_name == "cupy" else None
+        self._device = DeviceStaging(self.xp, candidate) if self.xp_name == "cupy" else None
 
     @property
     def remote_module(self) -> str:

@@ -163,6 +163,7 @@ class Candidate:
         self._cpu_base = 0.0  # the live process's tree CPU when the candidate's import began
         self._cpu_done = 0.0  # CPU of the processes already closed, counted from the same point
         self._cpu_until: float | None = None
+        self._kept: list[Any] = []  # objects a live process may use (shared device buffers): freed after it dies
         self._wants_cpu = False  # set by the first cpu_seconds()/cpu_limit(): then every process reads its base
 
     @property
@@ -323,9 +324,9 @@ class Candidate:
         if arrays is None:
             arrays = []
             args, kwargs = channel.encode_value(list(args), arrays), channel.encode_value(kwargs, arrays)
-        message = {"op": "call", "entry": entry, "args": args, "kwargs": kwargs,
-                   "using": str(using) if using else None, "source": None}
-        if using is not None and str(using) not in self._helpers_sent:
+        helper = str(using) if using is not None else None
+        message = {"op": "call", "entry": entry, "args": args, "kwargs": kwargs, "using": helper, "source": None}
+        if using is not None and helper not in self._helpers_sent:
             message["source"] = using.read_text()  # once per process: the harness keeps the compiled helper
         payload: list[bytes | memoryview] = []
         if arrays:
@@ -333,8 +334,8 @@ class Candidate:
         start = time.monotonic()
         reply, body = self._request(message, deadline, payload=payload)
         self.call_seconds.append(time.monotonic() - start)
-        if using is not None:
-            self._helpers_sent.add(str(using))
+        if helper is not None:
+            self._helpers_sent.add(helper)
         if not reply.get("ok"):
             status = Status.COMPILE_ERROR if reply.get("kind") == "import" else Status.RUNTIME_ERROR
             raise self._failure(reply, status, f"calling {entry}() failed")
@@ -345,7 +346,8 @@ class Candidate:
         """``call`` with arguments already encoded (``evolve.channel.encode_value``): JSON data referencing
         ``arrays`` as ``{"__array__": i}``. For callers that build many requests (a training loop)."""
         self._ensure_process()
-        value = self._call(entry, args, {}, self._deadline(timeout), Path(using) if using else None, arrays)
+        helper = using if isinstance(using, Path) or using is None else Path(using)
+        value = self._call(entry, args, {}, self._deadline(timeout), helper, arrays)
         self.received = True
         return value
 
@@ -433,8 +435,13 @@ class Candidate:
                 self._cpu_done += max(0.0, self._process_cpu(process) - self._cpu_base)
             self._cpu_base = 0.0
 
+    def keep_until_closed(self, resource: Any) -> None:
+        """Hold ``resource`` (a device buffer the candidate's processes have mapped) until every process is gone."""
+        self._kept.append(resource)
+
     def close(self) -> None:
         self._close_process()
+        self._kept.clear()
         self.sandbox.remove_scratch(self.scratch)
 
     def __enter__(self) -> Candidate:

@@ -177,3 +177,45 @@ def test_an_exception_in_the_candidate_is_a_runtime_error(sandbox) -> None:
     with candidate, pytest.raises(CandidateFailure) as info:
         session.call("step", XP)
     assert info.value.status is Status.RUNTIME_ERROR and "bad step" in str(info.value)
+
+
+@pytest.mark.gpu
+def test_device_arrays_cross_through_cuda_ipc_buffers() -> None:
+    """On a GPU stage both processes run CuPy: arguments go into the trusted side's IPC buffer, the candidate gets
+    private device copies, and its results come back through the other buffer as device arrays."""
+    import cupy  # type: ignore[import-not-found]
+
+    sandbox = make_sandbox(Limits(memory_mb=8192), gpu=True)
+    candidate = Candidate(textwrap.dedent(STATEFUL), "array", "test", 60.0, 1, sandbox, gpus=1.0)
+    with candidate:
+        session = ArraySession(candidate)
+        assert session.xp is cupy
+        jobs = [[cupy.arange(4.0), cupy.ones((2, 3))], [cupy.full(5, 2.0), cupy.zeros((1, 1))]]
+        session.batch([RemoteCall("init_state", (p, 3, XP), keep=f"j{i}") for i, p in enumerate(jobs)])
+        out = session.batch([RemoteCall("step", (p, p, Held(f"j{i}"), 1, XP), keep=f"j{i}", split=True)
+                             for i, p in enumerate(jobs)])
+        assert session.remote_module == "cupy"
+        assert set(session._device.buffers) == {"in", "out"}  # the device path, not host copies
+        for before, after in zip(jobs, out, strict=True):
+            assert all(isinstance(a, cupy.ndarray) for a in after)
+            assert all(cupy.array_equal(b * 0.5, a) for a, b in zip(after, before, strict=True))
+        (single,) = session.batch([RemoteCall("step", (jobs[0], jobs[0], Held("j0"), 2, XP), keep="j0",
+                                              split=True)])
+        assert cupy.array_equal(single[1], jobs[0][1] * 0.5)
+
+
+@pytest.mark.gpu
+def test_a_device_descriptor_outside_the_buffer_is_wrong_output() -> None:
+    import cupy  # type: ignore[import-not-found]
+
+    from evaluators.array_session import DeviceStaging
+
+    candidate = Candidate("x = 1\n", "array", "test", 30.0, 1, make_sandbox(gpu=True), gpus=1.0)
+    with candidate:
+        staging = DeviceStaging(cupy, candidate)
+        staging.place([cupy.ones(4)])
+        assert staging.take([0, "<f8", [4]]).shape == (4,)  # a private copy of a region of the out buffer
+        with pytest.raises(WrongOutput, match="does not fit"):
+            staging.take([staging.buffers["out"].size, "<f8", [1]])
+        with pytest.raises(WrongOutput, match="numeric"):
+            staging.take([0, "|O", [1]])
