@@ -39,7 +39,7 @@ from tensor_search import effective_rank, matmul_tensor, target_seed
 from evaluators.array_lint import check_source
 from evaluators.array_session import INTERRUPTED, XP, ArraySession, Held, RemoteCall, numeric_array
 from evolve import Candidate, CompileError, StageReport, WrongOutput
-from evolve.candidate import CandidateTimeout, CpuBudgetExceeded
+from evolve.candidate import CandidateTimeout, CpuBudgetExceeded, evaluator_code
 
 WALL_FACTOR, WALL_GRACE = 6.0, 2.0  # wall-clock backstop per target: 6x the CPU budget + 2 s (a loaded machine)
 CPU_GRACE, CPU_GRACE_FRACTION = 0.05, 0.1  # CPU past a target's budget before its process tree is killed
@@ -159,7 +159,8 @@ def search_target(session: ArraySession, target: Target, seed: int, window_start
         -> TargetRun:
     """The descent in rank for one target, with ``allowed`` CPU seconds counted from ``window_start``."""
     candidate = session.candidate
-    tensor = matmul_tensor(*target.dims).astype(np.float64)
+    with evaluator_code():  # the evaluator's own work: a failure here is never the candidate's
+        tensor = matmul_tensor(*target.dims).astype(np.float64)
     wall_deadline = time.monotonic() + target.wall_timeout
     key = f"rng_{target.key}"
     run = TargetRun([])

@@ -72,9 +72,8 @@ def test_background_threads_are_charged(problem, evaluator) -> None:
     outcome = attack(problem, PROGRAMS / "background_thread.py", "search")
     assert outcome.status is Status.OK, outcome
     assert outcome.metrics["score"] == 0.0
-    # Killed on CPU (or, on a very loaded machine, by the wall backstop): the sleeping search's windows are charged
-    # with the thread's work either way.
-    assert outcome.artifacts["targets"].count("process killed") == 2
+    # Interrupted or killed once the thread has spent the budget (or, on a very loaded machine, stopped by the wall
+    # backstop): the sleeping search's windows are charged with the thread's work either way.
     assert all(spent >= 0.05 for spent, _ in windows(outcome))
 
 
