@@ -1,123 +1,40 @@
-"""Array-module harness: runs array-programming candidates on NumPy or CuPy with the same candidate code.
+"""The sandbox side of array problems: runs in the candidate's process, holds only what the candidate may see.
 
-This file has two users, kept apart on purpose:
+Loaded by ``python_harness.py`` (its source sent by the trusted side, ``evaluators/array_session.py``), it serves
+calls that the trusted side drives one at a time: the trusted process keeps the task data, the model, the loss and
+its gradients, the loop, the held-out tasks and every clock, and asks this process to run one candidate function
+on the arrays it hands over. Between calls, objects the candidate must keep (an optimizer's state, a seeded
+generator) stay here, keyed by handles the trusted side chose. Nothing this side returns is trusted: the trusted
+side validates every array it receives.
 
-* Inside the sandbox (loaded by ``python_harness.py`` through ``candidate.call("run", ..., using=HARNESS_PATH)``):
-  ``run`` picks the array module ``xp`` (CuPy when the stage has a GPU and CuPy works, NumPy otherwise), compiles the
-  problem's *driver* (trusted source sent by the trusted side, so it need not be readable in the sandbox) and calls
-  ``driver.entry(candidate_module, xp, *args, **kwargs)``. The driver holds the loops (a training loop calling the
-  candidate's ``step`` thousands of times, a search calling the candidate per target rank); results come back as
-  host (NumPy) data. Nothing the sandbox returns is trusted: the problem's evaluator re-checks all of it.
-* On the trusted side: ``check_source`` (a static AST check, never executes candidate code) and ``call_driver``
-  (builds the ``candidate.call`` request). The trusted side imports only the standard library from this module.
-
-Why a static check: candidates receive ``xp`` and must not import NumPy/CuPy themselves, so the same code runs on a
-laptop and on a GPU. The check also refuses the introspection the training loop cannot defend against in-process
-(frames, ``globals()``, dunder attributes, NumPy's ``ctypeslib``...). It is defence in depth, not the security
-boundary: the sandbox bounds what the process can do, and the trusted side recomputes every score from returned data.
+* ``open(None, gpu)`` (a start-up call, before the candidate is imported): picks the array module ``xp``, CuPy when
+  the stage has a GPU and CuPy sees a device, NumPy otherwise, so the same candidate code runs on both.
+* ``run(candidate, calls, staging)``: each call is ``{"entry", "args", "keep", "split", "cpu_budget"}`` (or the
+  same function over many argument lists, sent column by column: ``_mapped``, one round trip per training step
+  for all jobs with their arrays in a single buffer). In
+  ``args``, ``{"__xp__": 1}`` becomes ``xp``, ``{"__held__": key}`` the object held under ``key``,
+  ``{"__tuple__": [...]}`` a tuple, a NumPy array an ``xp`` array, ``{"__device__": [offset, dtype, shape]}`` a
+  copy of a region of the trusted side's CUDA IPC buffer. ``keep`` holds the result under a key (with ``split``,
+  the result must be ``(sent, kept)``: ``kept`` is held, ``sent`` returned). ``cpu_budget`` arms a ``SIGPROF``
+  timer that interrupts the call after that much CPU of this process: a courtesy that spares an honest search
+  its process; the budget itself is enforced by the trusted side, which watches the whole tree's CPU and kills
+  it. Entries starting with ``@`` are the harness's own: ``@rng`` (a seeded generator), ``@sizes`` (element counts
+  of the arrays in a held object), ``@release``.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import re
-import sys
-import types
-from collections.abc import Iterable
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 HARNESS_PATH = Path(__file__).resolve()
+INTERRUPTED = {"__interrupted__": True}
+ALIGN = 256  # device offsets: CuPy kernels like aligned pointers
+MAX_WALK_DEPTH = 20
 
-# Modules a candidate may import: pure computation (``time`` is for reading one's own budget). Left out on purpose:
-# ``operator`` (attrgetter reaches attributes by string), ``typing`` and ``dataclasses`` (they eval strings).
-ALLOWED_IMPORTS = frozenset({
-    "math", "cmath", "itertools", "functools", "collections", "time", "fractions", "heapq", "bisect",
-})
-ARRAY_MODULES = frozenset({"numpy", "cupy", "cupyx", "jax", "torch", "scipy", "numba"})
-# Builtins that read or rebind names by string, run code, or touch files: ways around every other rule here.
-FORBIDDEN_NAMES = frozenset({
-    "__import__", "eval", "exec", "compile", "globals", "locals", "vars", "getattr", "setattr", "delattr",
-    "open", "breakpoint", "input", "memoryview", "help", "exit", "quit", "__builtins__",
-})
-# Frame, code and traceback internals (walking up to the driver's frame), and NumPy's doors to raw memory and files.
-FORBIDDEN_ATTRIBUTES = frozenset({
-    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "gi_frame", "gi_code", "cr_frame", "cr_code",
-    "ag_frame", "ag_code", "tb_frame", "tb_next", "co_code", "co_consts",
-    "ctypeslib", "ctypes", "f2py", "distutils", "testing", "lib", "load", "save", "savez", "savetxt", "loadtxt",
-    "genfromtxt", "fromfile", "tofile", "memmap", "dump", "dumps",
-})
-_DUNDER = re.compile(r"__\w+__")
-# Names that a string must not spell either (format strings, attrgetter-like lookups). Ordinary words that docstrings
-# use ("load", "open", "help") are left alone: strings cannot call them.
-_STRING_WORDS = {"f_back", "f_globals", "f_locals", "f_builtins", "f_code", "gi_frame", "cr_frame", "ag_frame",
-                 "tb_frame", "tb_next", "co_code", "ctypeslib", "getattr", "setattr", "delattr", "globals", "vars"}
-_FORBIDDEN_WORD = re.compile(r"\b(?:" + "|".join(sorted(_STRING_WORDS)) + r")\b")
-
-
-# ---------------------------------------------------------------------------------------------- trusted side
-
-
-def check_source(code: str, allowed_imports: Iterable[str] = ALLOWED_IMPORTS) -> list[str]:
-    """Reasons the candidate's source is refused (empty when it is acceptable). Pure: parses, never runs."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as exc:
-        return [f"syntax error at line {exc.lineno}: {exc.msg}"]
-    allowed = frozenset(allowed_imports)
-    reasons: list[str] = []
-
-    def refuse(node: ast.AST, why: str) -> None:
-        reasons.append(f"line {getattr(node, 'lineno', '?')}: {why}")
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                refuse(node, "relative imports are not allowed")
-                continue
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for name in names:
-                top = name.split(".")[0]
-                if top in ARRAY_MODULES:
-                    refuse(node, f"imports {name}: candidates must not import numpy/cupy (or another array "
-                                 f"library); use the array module passed as the `xp` argument")
-                elif top not in allowed:
-                    refuse(node, f"imports {name}: only {', '.join(sorted(allowed))} may be imported")
-        elif isinstance(node, ast.Name) and (node.id in FORBIDDEN_NAMES or _DUNDER.fullmatch(node.id)):
-            refuse(node, f"uses {node.id!r}: dynamic name access and code execution are not allowed")
-        elif isinstance(node, ast.Attribute) and (node.attr in FORBIDDEN_ATTRIBUTES or _DUNDER.fullmatch(node.attr)):
-            refuse(node, f"accesses attribute {node.attr!r}: introspection and file/memory access are not allowed")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-                _DUNDER.search(node.value) or _FORBIDDEN_WORD.search(node.value)):
-            # "{0.__class__}".format(x) and friends reach attributes through a string.
-            refuse(node, "string constants must not name dunder attributes or any of the refused names")
-    return reasons
-
-
-def driver_payload(path: str | Path) -> dict[str, str]:
-    """A driver module as data: the sandbox compiles it from this source (its file may be unreadable there)."""
-    path = Path(path).resolve()
-    return {"name": path.stem, "path": str(path), "source": path.read_text()}
-
-
-def call_driver(candidate: Any, driver_path: str | Path, entry: str, *args: Any, timeout: float | None = None,
-                **kwargs: Any) -> tuple[Any, str]:
-    """Run ``driver.entry(candidate_module, xp, *args, **kwargs)`` in the candidate's sandboxed process.
-
-    ``candidate`` is an ``evolve.Candidate``; CuPy is asked for when its stage has a GPU. Returns the driver's value
-    (as host data) and the name of the array module that actually ran ("numpy" or "cupy").
-    """
-    reply = candidate.call("run", driver_payload(driver_path), entry, *args, timeout=timeout, using=HARNESS_PATH,
-                           gpu=bool(getattr(candidate, "gpus", 0) > 0), **kwargs)
-    if not isinstance(reply, dict) or "value" not in reply:
-        raise TypeError("the array harness replied without a value")  # only a tampered process gets here
-    return reply["value"], str(reply.get("array_module", "?"))
-
-
-# ---------------------------------------------------------------------------------------------- sandbox side
-
-_drivers: dict[str, types.ModuleType] = {}
+_state: dict[str, Any] = {"xp": None, "name": "", "held": {}, "ipc": {}}
 
 
 def select_array_module(gpu: bool) -> tuple[Any, str]:
@@ -140,31 +57,212 @@ def make_rng(xp: Any, seed: int) -> Any:
     return xp.random.default_rng(seed)
 
 
+def is_device_array(value: Any) -> bool:
+    return type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "get")
+
+
 def to_host(value: Any) -> Any:
     """Device arrays to NumPy, recursively; everything else unchanged."""
     if isinstance(value, list | tuple):
         return [to_host(v) for v in value]
     if isinstance(value, dict):
         return {k: to_host(v) for k, v in value.items()}
-    if type(value).__module__.split(".")[0] == "cupy":
+    if is_device_array(value):
         return value.get()
     return value
 
 
-def _driver_module(driver: dict[str, str]) -> types.ModuleType:
-    key = hashlib.sha256(driver["source"].encode()).hexdigest()
-    if key not in _drivers:
-        module = types.ModuleType(f"evolve_array_driver_{driver['name']}")
-        module.__file__ = driver.get("path", driver["name"])
-        sys.modules[module.__name__] = module  # dataclasses and enums look their module up by name
-        exec(compile(driver["source"], module.__file__, "exec"), module.__dict__)  # noqa: S102 - trusted source
-        _drivers[key] = module
-    return _drivers[key]
+def open(candidate: Any, gpu: bool) -> str:  # noqa: A001 - the name of the request, not the builtin
+    xp, name = select_array_module(bool(gpu))
+    _state.update(xp=xp, name=name)
+    return name
 
 
-def run(candidate: Any, driver: dict[str, str], entry: str, *args: Any, gpu: bool = False, **kwargs: Any) \
-        -> dict[str, Any]:
-    """Entry point called by ``python_harness.py``: the driver's ``entry`` with the chosen array module."""
-    xp, name = select_array_module(gpu)
-    value = getattr(_driver_module(driver), entry)(candidate, xp, *args, **kwargs)
-    return {"array_module": name, "value": to_host(value)}
+# ------------------------------------------------------------------------------------------------ calls
+
+
+class BudgetSpent(BaseException):
+    """Raised inside a call whose CPU budget ran out (a BaseException, so ``except Exception`` does not eat it)."""
+
+
+_process_time = time.process_time  # taken before the candidate is imported: patching ``time`` does not reach it
+_budget_end = [0.0]
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    # The profiling timer is charged by ticks, which runs early on a busy machine: re-arm until the precise clock
+    # agrees that the budget is spent.
+    left = _budget_end[0] - _process_time()
+    if left > 0.002:
+        signal.setitimer(signal.ITIMER_PROF, left)
+        return
+    raise BudgetSpent
+
+
+def _within_cpu(budget: float, function: Any, args: list[Any]) -> Any:
+    previous = signal.signal(signal.SIGPROF, _interrupt)
+    _budget_end[0] = _process_time() + budget
+    signal.setitimer(signal.ITIMER_PROF, max(budget, 1e-3))
+    try:
+        return function(*args)
+    except BudgetSpent:
+        return INTERRUPTED
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def _sizes(value: Any, depth: int = 0) -> list[int]:
+    """Element counts of the arrays inside lists, tuples and dicts (what ``state_buffers`` measures)."""
+    if depth > MAX_WALK_DEPTH:
+        return []
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _sizes(v, depth + 1)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _sizes(v, depth + 1)]
+    if hasattr(value, "shape") and hasattr(value, "size"):
+        return [int(value.size)]
+    return []
+
+
+def _argument(value: Any, xp: Any, device_in: Any) -> Any:
+    if isinstance(value, list):
+        return [_argument(v, xp, device_in) for v in value]
+    if isinstance(value, dict):
+        if value.get("__xp__") == 1 and len(value) == 1:
+            return xp
+        if "__held__" in value and len(value) == 1:
+            return _state["held"][value["__held__"]]
+        if "__tuple__" in value and len(value) == 1:
+            return tuple(_argument(v, xp, device_in) for v in value["__tuple__"])
+        if "__device__" in value and len(value) == 1:
+            offset, dtype, shape = value["__device__"]
+            return _device_view(device_in, offset, dtype, shape).copy()  # the candidate keeps private copies
+        return {k: _argument(v, xp, device_in) for k, v in value.items()}
+    if hasattr(value, "__array_interface__") and xp.__name__ != "numpy":
+        return xp.asarray(value)
+    return value
+
+
+def _one(candidate: Any, xp: Any, call: dict[str, Any], device_in: Any, args: list[Any] | None = None) -> Any:
+    entry = call["entry"]
+    if args is None:
+        args = _argument(call.get("args", []), xp, device_in)
+    held = _state["held"]
+    if entry == "@release":
+        held.pop(args[0], None)
+        return None
+    if entry == "@sizes":
+        return _sizes(held.get(args[0]))
+    function = (lambda seed: make_rng(xp, seed)) if entry == "@rng" else getattr(candidate, entry)
+    budget = call.get("cpu_budget")
+    value = _within_cpu(float(budget), function, args) if budget is not None else function(*args)
+    if value is INTERRUPTED:
+        return value
+    keep = call.get("keep")
+    if keep is not None and call.get("split"):
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            raise TypeError(f"{entry}() must return a pair (a result, and what to keep for the next call)")
+        value, held[keep] = value
+    elif keep is not None:
+        held[keep], value = value, None
+    return value
+
+
+def _unpack(flat: Any, shapes: list[list[list[int]]]) -> list[list[Any]]:
+    """Views of ``flat`` cut in order into lists of arrays of the given shapes."""
+    out, start = [], 0
+    for item in shapes:
+        arrays = []
+        for shape in item:
+            size = 1
+            for d in shape:
+                size *= d
+            arrays.append(flat[start:start + size].reshape(shape))
+            start += size
+        out.append(arrays)
+    return out
+
+
+def _mapped(candidate: Any, xp: Any, call: dict[str, Any], device_in: Any) -> Any:
+    """The same function over ``count`` argument lists sent column by column (``same``: one value for all;
+    ``pack``: lists of arrays in one flat array; ``each``: one value per call). Results that are all lists of
+    arrays of one dtype come back packed the same way: ``{"__packed__": [flat, shapes]}``."""
+    count = call["count"]
+    per_call: list[list[Any]] = [[] for _ in range(count)]
+    for column in call["columns"]:
+        if "same" in column:
+            value = _argument(column["same"], xp, device_in)
+            for args in per_call:
+                args.append(value)
+        elif "pack" in column:
+            flat, shapes = column["pack"]
+            for args, arrays in zip(per_call, _unpack(_argument(flat, xp, device_in), shapes), strict=True):
+                args.append(arrays)
+        else:
+            for args, value in zip(per_call, column["each"], strict=True):
+                args.append(_argument(value, xp, device_in))
+    keeps = call.get("keeps") or [None] * count
+    results = [_one(candidate, xp, {**call, "keep": keep}, device_in, args)
+               for args, keep in zip(per_call, keeps, strict=True)]
+    arrays = [a for r in results if isinstance(r, list | tuple) for a in r]
+    uniform = all(isinstance(r, list | tuple) and r for r in results) and \
+        all(type(a) is type(arrays[0]) and hasattr(a, "shape") and a.dtype == arrays[0].dtype for a in arrays)
+    if not uniform:
+        return results
+    flat = xp.concatenate([a.reshape(-1) for a in arrays])
+    return {"__packed__": [flat, [[list(a.shape) for a in r] for r in results]]}
+
+
+def run(candidate: Any, calls: list[dict[str, Any]], staging: dict[str, Any] | None = None) -> list[Any]:
+    """Run ``calls`` in order with the candidate's functions; the results, as host or device-buffer data."""
+    if _state["xp"] is None:
+        open(candidate, False)
+    xp = _state["xp"]
+    device_in = device_out = None
+    if staging:
+        device_in, device_out = _ipc_buffer(staging["in"]), _ipc_buffer(staging["out"])
+    results = [_mapped(candidate, xp, call, device_in) if "columns" in call else _one(candidate, xp, call, device_in)
+               for call in calls]
+    if device_out is not None:
+        cursor = [0]
+        results = [_export(value, device_out, cursor) for value in results]
+        xp.cuda.get_current_stream().synchronize()
+    return to_host(results) if xp.__name__ != "numpy" else results
+
+
+# ------------------------------------------------------------------------------------------------ CUDA IPC
+
+
+def _ipc_buffer(description: dict[str, Any]) -> Any:
+    """The trusted side's device buffer (``cudaIpcOpenMemHandle`` on its handle), opened once per handle."""
+    import cupy
+
+    handle = bytes.fromhex(description["handle"])
+    opened = _state["ipc"]
+    if handle not in opened:
+        ptr = cupy.cuda.runtime.ipcOpenMemHandle(handle)
+        opened[handle] = cupy.cuda.UnownedMemory(ptr, int(description["bytes"]), owner=None)
+    return opened[handle]
+
+
+def _device_view(memory: Any, offset: int, dtype: str, shape: list[int]) -> Any:
+    import cupy
+
+    return cupy.ndarray(tuple(shape), dtype=dtype, memptr=cupy.cuda.MemoryPointer(memory, int(offset)))
+
+
+def _export(value: Any, memory: Any, cursor: list[int]) -> Any:
+    """Device arrays in a result copied into the trusted side's out buffer where they fit (host copies if not)."""
+    if isinstance(value, list | tuple):
+        return [_export(v, memory, cursor) for v in value]
+    if isinstance(value, dict):
+        return {k: _export(v, memory, cursor) for k, v in value.items()}
+    if not is_device_array(value) or value.dtype.kind not in "biuf":
+        return value
+    offset = cursor[0] + (-cursor[0] % ALIGN)
+    if offset + value.nbytes > memory.size:
+        return value
+    _device_view(memory, offset, value.dtype.str, list(value.shape))[...] = value
+    cursor[0] = offset + value.nbytes
+    return {"__device__": [offset, value.dtype.str, list(value.shape)]}

@@ -1,19 +1,21 @@
 """Runs inside the sandbox, in the same process as an untrusted Python candidate.
 
-Protocol: one JSON request per line on stdin, one JSON reply per line on the result descriptor given as argv[1].
-Every request carries an ``id`` that the reply echoes. Nothing here is trusted by the engine: the trusted side treats
-every reply as data produced by the candidate, checks the ``id``, measures time itself, caps the reply size and
-validates values itself. This file only has to be robust, not secure.
+Protocol (``evolve/channel.py``): one JSON header line per message, followed by ``nbytes`` bytes of array payload
+when the header says so; arrays are referenced in the JSON data as ``{"__array__": i}`` and described by the
+header's ``arrays`` list (``[dtype, shape, offset]``). Requests arrive on stdin, replies go to the result descriptor
+given as argv[1]. Every request carries an ``id`` that the reply echoes. Nothing here is trusted by the engine: the
+trusted side treats every reply as data produced by the candidate, checks the ``id``, measures time itself, caps the
+reply's size, depth and number of values, and validates values itself. This file only has to be robust, not secure.
 
 Requests:
   {"op": "load", "path": "/scratch/program.py"}                  -> {"ok": true}
   {"op": "call", "entry": "f", "args": [...], "kwargs": {...},
-   "using": "/path/to/helper.py" | null, "source": "..."}         -> {"ok": true, "value": ...}
+   "using": "/path/to/helper.py" | null, "source": "..." | null}  -> {"ok": true, "value": ...}
   {"op": "evaluate", "path": "/problem/evaluator.py", "source": "...",
    "function": "evaluate", "program_path": "/scratch/program.py"} -> {"ok": true, "value": {...}}
-With ``using``, the helper module (its source sent by the trusted side, compiled here under its original file name)
-has its ``entry`` called as ``entry(candidate_module, *args, **kwargs)``: problem code that must run next to the
-candidate (a training loop calling the candidate's step function thousands of times). ``evaluate`` runs a whole
+With ``using``, the helper module (its source sent by the trusted side with the first call that uses it, compiled
+here under its original file name) has its ``entry`` called as ``entry(candidate_module, *args, **kwargs)``; a
+helper may be called before the candidate is loaded (``candidate_module`` is then None). ``evaluate`` runs a whole
 evaluator in other engines' style (``evaluate(program_path) -> dict``) in this process: "in-process" mode.
 Errors reply {"ok": false, "kind": "import" | "exception" | "memory" | "encode" | "protocol", "type", "message",
 "traceback"}.
@@ -31,35 +33,91 @@ import types
 from typing import Any
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024
+ALIGN = 8
+ARRAY_TAG = "__array__"
 
 
-def _encode(value: Any) -> Any:
-    """Turn candidate return values into JSON data; numpy arrays keep dtype and shape."""
+def _host_array(value: Any) -> Any:
+    """A NumPy array for an array-like with a shape (NumPy, CuPy via ``get``), else None."""
+    if not hasattr(value, "dtype") or getattr(value, "ndim", 0) == 0 or not hasattr(value, "shape"):
+        return None
+    import numpy as np
+
+    host = value.get() if hasattr(value, "get") and not hasattr(value, "__array_interface__") else value
+    array = np.ascontiguousarray(np.asarray(host))
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"cannot send an array of dtype {array.dtype} (numeric arrays only)")
+    return array
+
+
+def _encode(value: Any, arrays: list[Any]) -> Any:
+    """Turn candidate return values into JSON data; arrays go to ``arrays`` (raw bytes, dtype and shape kept)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
+        return [_encode(v, arrays) for v in value]
     if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
+        return {str(k): _encode(v, arrays) for k, v in value.items()}
+    array = _host_array(value)
+    if array is not None:
+        arrays.append(array)
+        return {ARRAY_TAG: len(arrays) - 1}
     tolist = getattr(value, "tolist", None)
-    if callable(tolist) and hasattr(value, "dtype"):
-        if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
-            host = value.get() if hasattr(value, "get") and not hasattr(value, "__array_interface__") else value
-            return {"__ndarray__": _encode(host.tolist()), "dtype": str(value.dtype), "shape": list(value.shape)}
-        return _encode(tolist())
+    if callable(tolist) and hasattr(value, "dtype"):  # 0-d arrays and numpy scalars
+        return _encode(tolist(), arrays)
     raise TypeError(f"cannot send a {type(value).__name__} across the sandbox boundary (JSON data only)")
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            import numpy as np
+def _frame(header: dict[str, Any], arrays: list[Any]) -> bytes:
+    layout, parts, offset = [], [], 0
+    for array in arrays:
+        pad = -offset % ALIGN
+        if pad:
+            parts.append(bytes(pad))
+            offset += pad
+        layout.append([array.dtype.str, list(array.shape), offset])
+        parts.append(array.tobytes())
+        offset += array.nbytes
+    if arrays:
+        header = {**header, "arrays": layout, "nbytes": offset}
+    return (json.dumps(header, allow_nan=True) + "\n").encode() + b"".join(parts)
 
-            return np.asarray(value["__ndarray__"], dtype=value["dtype"]).reshape(value["shape"])
-        return {k: _decode(v) for k, v in value.items()}
+
+def _arrays(request: dict[str, Any], payload: bytearray) -> list[Any]:
+    layout = request.get("arrays") or []
+    if not layout:
+        return []
+    import numpy as np
+
+    out = []
+    for dtype, shape, offset in layout:
+        count = 1
+        for size in shape:
+            count *= size
+        out.append(np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape) if count
+                   else np.zeros(shape, dtype=dtype))
+    return out
+
+
+def _decode(value: Any, arrays: list[Any]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and ARRAY_TAG in value:
+            return arrays[value[ARRAY_TAG]]
+        return {k: _decode(v, arrays) for k, v in value.items()}
     return value
+
+
+def _read_exact(stream: Any, size: int) -> bytearray:
+    payload = bytearray(size)
+    view, have = memoryview(payload), 0
+    while have < size:
+        got = stream.readinto(view[have:])
+        if not got:
+            raise EOFError("request payload cut short")
+        have += got
+    return payload
 
 
 def _load_module(name: str, path: str) -> Any:
@@ -110,20 +168,22 @@ def _evaluation_result(value: Any) -> Any:
 def main() -> None:
     result_fd = int(sys.argv[1])
     # The candidate's own prints must never reach the protocol streams: stdout goes to the captured log.
-    requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
+    requests = os.fdopen(os.dup(0), "rb")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    replies = os.fdopen(result_fd, "w", encoding="utf-8")
+    replies = os.fdopen(result_fd, "wb")
     candidate: Any = None
     helpers: dict[str, Any] = {}
-    for line in requests:
+    while line := requests.readline():
         try:
             request = json.loads(line)
-        except ValueError:
+            payload = _read_exact(requests, int(request.get("nbytes") or 0))
+        except (ValueError, EOFError):
             break
         op = request.get("op")
         reply: dict[str, Any]
+        out: list[Any] = []
         if op == "load":
             try:
                 sys.path.insert(0, os.path.dirname(request["path"]))
@@ -133,8 +193,9 @@ def main() -> None:
                 reply = _error("import", exc)
         elif op in ("call", "evaluate"):
             try:
-                args = _decode(request.get("args", []))
-                kwargs = _decode(request.get("kwargs", {}))
+                arrays = _arrays(request, payload)
+                args = _decode(request.get("args", []), arrays)
+                kwargs = _decode(request.get("kwargs", {}), arrays)
                 using = request.get("using")
                 if op == "evaluate":
                     module = _module_from_source(f"evolve_inprocess_evaluator_{len(helpers)}", request["path"],
@@ -142,14 +203,17 @@ def main() -> None:
                     value = _evaluation_result(getattr(module, request["function"])(request["program_path"]))
                 elif using:
                     if using not in helpers:
+                        if request.get("source") is None:
+                            raise LookupError(f"helper {using} was never sent")
                         helpers[using] = _module_from_source(f"evolve_stage_helper_{len(helpers)}", using,
                                                              request["source"])
                     value = getattr(helpers[using], request["entry"])(candidate, *args, **kwargs)
                 else:
                     value = getattr(candidate, request["entry"])(*args, **kwargs)
                 try:
-                    reply = {"ok": True, "value": _encode(value)}
+                    reply = {"ok": True, "value": _encode(value, out)}
                 except BaseException as exc:  # noqa: BLE001
+                    out = []
                     reply = _error("encode", exc)
             except BaseException as exc:  # noqa: BLE001
                 reply = _error("exception", exc)
@@ -157,13 +221,13 @@ def main() -> None:
             reply = {"ok": False, "kind": "protocol", "type": "ValueError", "message": f"unknown op {op!r}"}
         reply["id"] = request.get("id")
         try:
-            text = json.dumps(reply, allow_nan=True)
+            data = _frame(reply, out)
         except BaseException as exc:  # noqa: BLE001
-            text = json.dumps({**_error("encode", exc), "id": request.get("id")})
-        if len(text) > MAX_REPLY_BYTES:
-            text = json.dumps({"ok": False, "kind": "encode", "type": "ValueError", "message": "reply too large",
-                               "id": request.get("id")})
-        replies.write(text + "\n")
+            data = _frame({**_error("encode", exc), "id": request.get("id")}, [])
+        if len(data) > MAX_REPLY_BYTES:
+            data = _frame({"ok": False, "kind": "encode", "type": "ValueError", "message": "reply too large",
+                           "id": request.get("id")}, [])
+        replies.write(data)
         replies.flush()
 
 

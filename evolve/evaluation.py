@@ -2,6 +2,13 @@
 
 This is what a Ray evaluation task executes. It never raises for anything the candidate does: every outcome is a
 ``StageOutcome`` with a status, so Ray's retries are reserved for real system failures.
+
+Whose fault is an exception? A ``CandidateFailure`` carries its status. Any other exception the evaluator raises
+*after the candidate's data reached it* (``Candidate.received``: a ``call`` returned, a ``run`` finished) is the
+candidate's ``wrong_output``: the evaluator choked on what the candidate produced (an overflow on a 10**400
+radius, a recursion, a type or value it did not expect), and the message names the exception. Before that, or
+when raised as ``EvaluatorError`` (or inside ``with evaluator_code():``), it is ``evaluator_error``: the
+evaluator failed on its own, on data it made itself.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from evolve.candidate import Candidate, CandidateFailure
+from evolve.candidate import Candidate, CandidateFailure, EvaluatorError
 from evolve.problem import Problem, StageSpec
 from evolve.sandbox import Sandbox, sandbox_for_problem
 from evolve.types import StageOutcome, Status
@@ -60,11 +67,12 @@ def _clean_metrics(raw: Any) -> tuple[dict[str, float], dict[str, str]]:
         artifacts = dict(raw.artifacts or {})
         raw = raw.metrics
     if not isinstance(raw, dict):
-        raise TypeError(f"stage function must return a dict of metrics or a StageReport, got {type(raw).__name__}")
+        raise EvaluatorError(f"stage function must return a dict of metrics or a StageReport, got "
+                             f"{type(raw).__name__}")
     metrics: dict[str, float] = {}
     for key, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"metric {key!r} is not a number: {value!r}")
+            raise EvaluatorError(f"metric {key!r} is not a number: {str(value)[:200]}")
         metrics[str(key)] = float(value)
     return metrics, artifacts
 
@@ -79,6 +87,16 @@ def passes_threshold(stage: StageSpec, metrics: dict[str, float], direction: str
     if ok:
         return True, ""
     return False, f"stage {stage.name!r}: {stage.threshold_metric}={value:g} misses threshold {stage.threshold:g}"
+
+
+def _exception_outcome(exc: Exception, candidate: Candidate, artifacts: dict[str, str]) \
+        -> tuple[Status, str, dict[str, str]]:
+    """The status of an exception that is not a ``CandidateFailure`` (the rule in the module docstring)."""
+    text = f"{type(exc).__name__}: {str(exc)[:2000]}"
+    if candidate.received and not isinstance(exc, EvaluatorError):
+        return (Status.WRONG_OUTPUT, f"the evaluator could not process the candidate's output: {text}",
+                {**artifacts, "evaluator_traceback": traceback.format_exc()[-8000:]})
+    return Status.EVALUATOR_ERROR, f"evaluator raised {text}", {**artifacts, "traceback": traceback.format_exc()}
 
 
 def run_stage(
@@ -115,9 +133,8 @@ def run_stage(
         artifacts = {**artifacts, **exc.artifacts}
         if status is not Status.OK and "traceback" not in artifacts and exc.__traceback__ is not None:
             artifacts.setdefault("check", message)
-    except Exception as exc:  # noqa: BLE001 - the trusted evaluator itself failed
-        status, message = Status.EVALUATOR_ERROR, f"evaluator raised {type(exc).__name__}: {exc}"
-        artifacts = {**artifacts, "traceback": traceback.format_exc()}
+    except Exception as exc:  # noqa: BLE001 - the trusted evaluator raised: on the candidate's data, or on its own
+        status, message, artifacts = _exception_outcome(exc, candidate, artifacts)
     if status is Status.OK:
         ok, why = passes_threshold(stage, metrics, problem.score.direction)
         if not ok:

@@ -1,34 +1,32 @@
-"""evaluators/array_harness.py: the trusted source check, the array-module choice and the in-sandbox driver call."""
+"""The array problems' two halves: the lint, the sandbox side (evaluators/array_harness.py) and the trusted session
+(evaluators/array_session.py) driving a candidate's functions across the process boundary."""
 
 from __future__ import annotations
 
-import types
-from pathlib import Path
+import textwrap
 
 import numpy as np
 import pytest
 
-from evaluators.array_harness import (
-    ALLOWED_IMPORTS,
-    HARNESS_PATH,
-    call_driver,
-    check_source,
-    driver_payload,
-    make_rng,
-    run,
-    select_array_module,
-    to_host,
-)
-from evolve.candidate import Candidate
+from evaluators.array_harness import HARNESS_PATH, make_rng, select_array_module, to_host
+from evaluators.array_lint import ALLOWED_IMPORTS, check_source
+from evaluators.array_session import INTERRUPTED, XP, ArraySession, Held, RemoteCall, numeric_array
+from evolve.candidate import Candidate, CandidateFailure, WrongOutput
+from evolve.problem import Limits
 from evolve.sandbox import make_sandbox
+from evolve.types import Status
 
 from .conftest import PROBLEMS, has_gpu
 
-TINY_DRIVER = '''
-def entry(candidate, xp, count):
-    values = [candidate.double(xp.arange(count, dtype=xp.float64))]
-    return {"module": xp.__name__, "values": values}
-'''
+
+@pytest.fixture(scope="module")
+def sandbox():
+    return make_sandbox(Limits(memory_mb=1024))
+
+
+def session_for(sandbox, code: str) -> tuple[Candidate, ArraySession]:
+    candidate = Candidate(textwrap.dedent(code), "array", "test", 30.0, 1, sandbox)
+    return candidate, ArraySession(candidate)
 
 
 @pytest.mark.parametrize(
@@ -106,26 +104,118 @@ def test_make_rng_is_seeded() -> None:
     assert np.array_equal(a.standard_normal(4), b.standard_normal(4))
 
 
-def test_run_calls_the_driver_with_xp(tmp_path: Path) -> None:
-    driver = tmp_path / "tiny_driver.py"
-    driver.write_text(TINY_DRIVER)
-    candidate = types.SimpleNamespace(double=lambda x: 2 * x)
-    reply = run(candidate, driver_payload(driver), "entry", 3)
-    assert reply["array_module"] == "numpy"
-    assert reply["value"]["module"] == "numpy"
-    assert reply["value"]["values"][0].tolist() == [0.0, 2.0, 4.0]
-
-
-def test_call_driver_runs_in_the_sandbox(tmp_path: Path) -> None:
-    driver = tmp_path / "tiny_driver.py"
-    driver.write_text(TINY_DRIVER)
-    code = "def double(x):\n    return x + x\n"
-    with Candidate(code, "tiny", "test", 20.0, 1, make_sandbox()) as candidate:
-        value, module = call_driver(candidate, driver, "entry", 4)
-    assert module == "numpy"
-    assert isinstance(value["values"][0], np.ndarray)
-    assert value["values"][0].tolist() == [0.0, 2.0, 4.0, 6.0]
-
-
-def test_harness_path_points_at_this_module() -> None:
+def test_harness_path_points_at_the_sandbox_side() -> None:
     assert HARNESS_PATH.name == "array_harness.py" and HARNESS_PATH.is_file()
+
+
+STATEFUL = """
+    calls = []
+
+    def init_state(params, total_steps, xp):
+        calls.append("init")
+        return {"count": 0, "velocity": [xp.zeros_like(p) for p in params]}
+
+    def step(params, grads, state, t, xp):
+        state["count"] += 1
+        return [p - 0.5 * g for p, g in zip(params, grads)], state
+
+    def describe(shape, held, xp):
+        return {"shape_type": type(shape).__name__, "module": xp.__name__, "count": held["count"]}
+"""
+
+
+def test_state_stays_in_the_candidate_process_between_calls(sandbox) -> None:
+    candidate, session = session_for(sandbox, STATEFUL)
+    with candidate:
+        params = [np.ones(3), np.zeros((2, 2))]
+        session.batch([RemoteCall("init_state", (params, 10, XP), keep="job")])
+        for t in (1, 2, 3):
+            (new,) = session.batch([RemoteCall("step", (params, params, Held("job"), t, XP), keep="job", split=True)])
+            assert [a.shape for a in new] == [(3,), (2, 2)]
+            params = new
+        info = session.call("describe", (2, 3), Held("job"), XP)
+        sizes = session.call("@sizes", "job")
+    assert np.allclose(params[0], 0.125)
+    assert info == {"shape_type": "tuple", "module": "numpy", "count": 3}
+    assert sorted(sizes) == [3, 4]  # the two velocity buffers; the counter is not an array
+    assert session.remote_module == "numpy"
+
+
+def test_many_calls_of_one_function_travel_packed_and_come_back_split(sandbox) -> None:
+    candidate, session = session_for(sandbox, STATEFUL)
+    rng = np.random.default_rng(0)
+    jobs = [[rng.standard_normal((n,)), rng.standard_normal((n, 2))] for n in (1, 4, 7)]
+    with candidate:
+        session.batch([RemoteCall("init_state", (p, 5, XP), keep=f"j{i}") for i, p in enumerate(jobs)])
+        out = session.batch([RemoteCall("step", (p, p, Held(f"j{i}"), 1, XP), keep=f"j{i}", split=True)
+                             for i, p in enumerate(jobs)])
+    for before, after in zip(jobs, out, strict=True):
+        assert [a.shape for a in after] == [a.shape for a in before]
+        assert all(np.array_equal(b * 0.5, a) for a, b in zip(after, before, strict=True))
+
+
+def test_a_cpu_budget_interrupts_a_call_without_killing_the_process(sandbox) -> None:
+    code = "def spin(xp):\n    while True:\n        pass\n\ndef alive():\n    return 'yes'\n"
+    candidate, session = session_for(sandbox, code)
+    with candidate:
+        assert session.call("spin", XP, cpu_budget=0.2) is INTERRUPTED
+        assert session.call("alive") == "yes"
+
+
+def test_numeric_array_refuses_what_is_not_a_real_array() -> None:
+    assert numeric_array(np.arange(3), "x", (3,)).dtype == np.float64
+    with pytest.raises(WrongOutput, match="not an array"):
+        numeric_array([1.0, 2.0], "x")
+    with pytest.raises(WrongOutput, match="real numbers"):
+        numeric_array(np.ones(2, dtype=complex), "x")
+    with pytest.raises(WrongOutput, match="shape"):
+        numeric_array(np.ones(2), "x", (3,))
+
+
+def test_an_exception_in_the_candidate_is_a_runtime_error(sandbox) -> None:
+    candidate, session = session_for(sandbox, "def step(xp):\n    raise ValueError('bad step')\n")
+    with candidate, pytest.raises(CandidateFailure) as info:
+        session.call("step", XP)
+    assert info.value.status is Status.RUNTIME_ERROR and "bad step" in str(info.value)
+
+
+@pytest.mark.gpu
+def test_device_arrays_cross_through_cuda_ipc_buffers() -> None:
+    """On a GPU stage both processes run CuPy: arguments go into the trusted side's IPC buffer, the candidate gets
+    private device copies, and its results come back through the other buffer as device arrays."""
+    import cupy  # type: ignore[import-not-found]
+
+    sandbox = make_sandbox(Limits(memory_mb=8192), gpu=True)
+    candidate = Candidate(textwrap.dedent(STATEFUL), "array", "test", 60.0, 1, sandbox, gpus=1.0)
+    with candidate:
+        session = ArraySession(candidate)
+        assert session.xp is cupy
+        jobs = [[cupy.arange(4.0), cupy.ones((2, 3))], [cupy.full(5, 2.0), cupy.zeros((1, 1))]]
+        session.batch([RemoteCall("init_state", (p, 3, XP), keep=f"j{i}") for i, p in enumerate(jobs)])
+        out = session.batch([RemoteCall("step", (p, p, Held(f"j{i}"), 1, XP), keep=f"j{i}", split=True)
+                             for i, p in enumerate(jobs)])
+        assert session.remote_module == "cupy"
+        assert set(session._device.buffers) == {"in", "out"}  # the device path, not host copies
+        for before, after in zip(jobs, out, strict=True):
+            assert all(isinstance(a, cupy.ndarray) for a in after)
+            assert all(cupy.array_equal(b * 0.5, a) for a, b in zip(after, before, strict=True))
+        (single,) = session.batch([RemoteCall("step", (jobs[0], jobs[0], Held("j0"), 2, XP), keep="j0",
+                                              split=True)])
+        assert cupy.array_equal(single[1], jobs[0][1] * 0.5)
+
+
+@pytest.mark.gpu
+def test_a_device_descriptor_outside_the_buffer_is_wrong_output() -> None:
+    import cupy  # type: ignore[import-not-found]
+
+    from evaluators.array_session import DeviceStaging
+
+    candidate = Candidate("x = 1\n", "array", "test", 30.0, 1, make_sandbox(gpu=True), gpus=1.0)
+    with candidate:
+        staging = DeviceStaging(cupy, candidate)
+        staging.place([cupy.ones(4)])
+        assert staging.take([0, "<f8", [4]]).shape == (4,)  # a private copy of a region of the out buffer
+        with pytest.raises(WrongOutput, match="does not fit"):
+            staging.take([staging.buffers["out"].size, "<f8", [1]])
+        with pytest.raises(WrongOutput, match="numeric"):
+            staging.take([0, "|O", [1]])

@@ -14,6 +14,7 @@ from evolve.candidate import (
     Candidate,
     CandidateFailure,
     CandidateTimeout,
+    CpuBudgetExceeded,
     InProcessNotAllowed,
     WrongOutput,
     decode_value,
@@ -51,12 +52,32 @@ def test_call_round_trips_numpy_arrays(sandbox):
     assert c.isolation == sandbox.level
 
 
-def test_decode_refuses_object_arrays_and_malformed_shapes():
-    with pytest.raises(WrongOutput, match="not numeric"):
-        decode_value({"__ndarray__": [1], "dtype": "object", "shape": [1]})
-    with pytest.raises(WrongOutput, match="malformed"):
-        decode_value({"__ndarray__": [1, 2, 3], "dtype": "float64", "shape": [2, 2]})
-    assert encode_value({"x": np.float32(1.5), "y": (1, 2)}) == {"x": 1.5, "y": [1, 2]}
+def test_decode_refuses_references_to_missing_arrays():
+    with pytest.raises(WrongOutput, match="missing array"):
+        decode_value({"__array__": 0})
+    assert decode_value({"a": [{"__array__": 0}]}, [np.ones(2)])["a"][0].tolist() == [1.0, 1.0]
+    assert encode_value({"x": np.float32(1.5), "y": (1, 2), "z": np.arange(2)}) == {"x": 1.5, "y": [1, 2],
+                                                                                  "z": [0, 1]}
+
+
+def test_values_that_are_not_data_are_wrong_output(sandbox):
+    code = """
+        class Liar(float):
+            def __float__(self):
+                return 1e9
+        def lie():
+            return {"score": Liar(0.5), "object": object()}
+    """
+    with candidate(sandbox, code) as c, pytest.raises(CandidateFailure) as info:
+        c.call("lie")
+    assert info.value.status is Status.WRONG_OUTPUT and "cannot send a object" in str(info.value)
+
+
+def test_call_encoded_takes_prebuilt_data(sandbox):
+    with candidate(sandbox, "def add(a, b):\n    return a + b\n") as c:
+        out = c.call_encoded("add", [{"__array__": 0}, {"__array__": 1}], [np.arange(3), np.ones(3)])
+        assert c.received
+    assert out.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_timing_is_measured_on_the_trusted_side(sandbox):
@@ -240,3 +261,95 @@ def test_timeout_kills_candidate_and_children_within_a_second(circle_packing):
         time.sleep(0.02)  # a monitor may still be exiting after reporting
     assert live_descendants(server_pid) == []
     assert time.monotonic() - start <= 1.0 + 1.0
+
+
+# ------------------------------------------------------------------------------------------------ CPU accounting
+
+
+HIDDEN_CPU = """
+    import os, time
+    for name in ("time", "perf_counter", "monotonic", "process_time", "thread_time"):
+        setattr(time, name, lambda: 0.0)
+
+    def burn(children):
+        for _ in range(children):
+            if os.fork() == 0:
+                while True:
+                    pass
+        while True:
+            pass
+
+    def quick():
+        return 1
+"""
+
+
+def test_cpu_limit_kills_the_whole_tree_and_counts_its_children(sandbox):
+    with candidate(sandbox, HIDDEN_CPU) as c:
+        assert c.cpu_seconds() == 0.0  # no process yet
+        assert c.call("quick") == 1
+        assert c.cpu_seconds() < 0.5  # the harness's start-up is not the candidate's
+        start = c.cpu_seconds()
+        with c.cpu_limit(start + 0.6), pytest.raises(CpuBudgetExceeded):
+            c.call("burn", 3)
+        spent = c.cpu_seconds() - start
+        assert c.call("quick") == 1  # a fresh process serves the next call
+    assert 0.6 <= spent < 6.0  # killed once past the limit (polled every 10 ms; generous for a loaded machine)
+    assert c.cpu_seconds() >= start + spent  # closed processes stay counted
+
+
+def test_startup_calls_run_before_the_import_and_are_not_charged(sandbox, tmp_path):
+    helper = tmp_path / "helper.py"
+    helper.write_text("import sys\ndef ready(candidate, tag):\n    return [tag, candidate is None]\n")
+    with candidate(sandbox, "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end:\n"
+                            "    pass\ndef f():\n    return 2\n") as c:
+        c.add_startup(helper, "ready", "x")
+        c.cpu_seconds()
+        assert c.call("f") == 2
+        assert c.startup_values["ready"] == ["x", True]
+        assert c.cpu_seconds() >= 0.25  # the import's busy loop is the candidate's CPU
+
+
+# ------------------------------------------------------------------------------------------------ whose fault
+
+
+LABELLING_EVALUATOR = '''
+from evolve.candidate import EvaluatorError, evaluator_code
+
+
+def before(candidate):
+    raise KeyError("the evaluator's own table")
+
+
+def after(candidate):
+    data = candidate.call("run_packing")
+    return {"sum_radii": float(data["radii"][0])}  # 10**400 overflows here: the candidate's doing
+
+
+def own(candidate):
+    candidate.call("run_packing")
+    raise EvaluatorError("an invariant of the evaluator broke")
+
+
+def reference(candidate):
+    candidate.call("run_packing")
+    with evaluator_code():
+        return {"sum_radii": [][0]}
+'''
+
+
+@pytest.mark.parametrize(("function", "status", "text"), [
+    ("before", Status.EVALUATOR_ERROR, "KeyError"),
+    ("after", Status.WRONG_OUTPUT, "OverflowError"),
+    ("own", Status.EVALUATOR_ERROR, "invariant"),
+    ("reference", Status.EVALUATOR_ERROR, "IndexError"),
+])
+def test_exceptions_after_the_candidates_data_arrived_are_its_wrong_output(problem_copy, function, status, text):
+    root = problem_copy("circle_packing")
+    (root / "evaluator.py").write_text(LABELLING_EVALUATOR)
+    problem = load_problem(root)
+    problem = replace(problem, stages=(replace(problem.stages[0], function=function),))
+    code = "def run_packing():\n    return {'radii': [10**400]}\n"
+    outcome = stage(problem, code)
+    assert outcome.status is status, outcome
+    assert text in outcome.message

@@ -100,16 +100,17 @@ def test_reference_adam_scores_zero_against_itself(evaluator) -> None:
     assert metrics["score"] == 0.0
 
 
-def test_forged_loss_curve_gets_the_score_of_its_real_parameters(problem, evaluator, monkeypatch) -> None:
-    """A candidate that rewrites the loss curve its process reports still scores its real (initial) parameters."""
+def test_a_frame_walker_finds_no_loss_curve_to_forge(problem, evaluator, monkeypatch) -> None:
+    """The loss curve is computed by the evaluator: a candidate walking its own process's frames for the training
+    loop's result (with the lint switched off) finds none, and scores the parameters it returned."""
     monkeypatch.setattr(evaluator, "source_check", lambda candidate: None)  # let the frame walk run
     outcome = train_outcome(problem, CANDIDATES / "forged_curve_optimizer.py")
     assert outcome.status is Status.OK, outcome.message
-    assert "1e-30" in outcome.artifacts["loss_curves"]  # the claim was made...
+    assert "1e-30" not in outcome.artifacts["loss_curves"]
     jobs = evaluator.jobs_for("train", evaluator.TRAIN_SUITE, SEED)
     unmoved = [{"params": list(evaluator.make_instance(spec, s).params)} for spec, s in jobs]
     expected, _ = evaluator.score_suite("train", evaluator.TRAIN_SUITE, SEED, unmoved)
-    assert outcome.metrics["score"] == pytest.approx(expected["score"])  # ...and ignored
+    assert outcome.metrics["score"] == pytest.approx(expected["score"])
     assert outcome.metrics["score"] < -2.0
 
 

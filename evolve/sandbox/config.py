@@ -93,6 +93,7 @@ class SandboxConfig:
         ``uid_base``..``uid_base+uid_count`` so that the process limit binds per candidate.
     tmpfs_mb: size of the private /tmp and /dev/shm (mount namespace only).
     max_reply_mb: largest reply the trusted side reads from a candidate's result channel.
+    max_reply_depth: deepest nesting of lists and dicts accepted in a reply, checked before it is parsed.
     """
 
     require: str = ""
@@ -105,14 +106,15 @@ class SandboxConfig:
     uid_base: int = 1_900_000_000
     uid_count: int = 65536
     tmpfs_mb: int = 64
-    max_reply_mb: int = 64
+    max_reply_mb: int = 8
+    max_reply_depth: int = 100
 
     def __post_init__(self) -> None:
         parse_layers(self.require)
         parse_layers(self.layers)
         if self.unprivileged_uid is not None and self.unprivileged_uid <= 0:
             raise SandboxConfigError("sandbox.unprivileged_uid must be a positive uid (not root)")
-        for name in ("uid_count", "tmpfs_mb", "max_reply_mb"):
+        for name in ("uid_count", "tmpfs_mb", "max_reply_mb", "max_reply_depth"):
             if getattr(self, name) <= 0:
                 raise SandboxConfigError(f"sandbox.{name} must be > 0")
 

@@ -21,9 +21,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from evolve.problem import Limits
 from evolve.sandbox import cgroups, leases
@@ -52,9 +53,14 @@ from evolve.sandbox.syscalls import readable, writable
 __all__ = ["BasicSandbox", "ChannelError", "RunResult", "Sandbox", "SandboxProcess", "SandboxSetupError",
            "SandboxUnavailable", "choose_layers", "missing_layers", "sweep_orphaned_scratch", "unavailable_reason"]
 
+if TYPE_CHECKING:  # evolve.channel imports numpy, which the fork server (importing this package) must not need
+    from evolve.channel import ReplyLimits
+
 KILL_CONFIRM_TIMEOUT = 10.0
 EXIT_GRACE = 0.2  # seconds a harness gets to leave by itself at end of input before its tree is killed
 F_SETPIPE_SZ = 1031
+IOV_MAX = 1024  # buffers per writev call (the Linux limit)
+POLL_INTERVAL = 0.01  # seconds between two looks at a watched budget while a candidate has the turn
 
 
 class SandboxUnavailable(RuntimeError):
@@ -170,11 +176,12 @@ class _Monitor:
 
 @dataclass
 class SandboxProcess:
-    """A live sandboxed harness speaking JSON lines: requests on its stdin, replies on a dedicated pipe.
+    """A live sandboxed harness: requests on its stdin, replies on a dedicated pipe (``evolve.channel`` framing).
 
     Every request carries a fresh random id that the reply must echo, and nothing may arrive on the reply channel
     before a request is sent: a candidate that writes to the channel itself can only do what returning that data
-    would do, and cannot queue answers to make a later call look instantaneous.
+    would do, and cannot queue answers to make a later call look instantaneous. Replies are read within
+    ``max_reply`` bytes and parsed within ``ReplyLimits`` (size, depth, count of values) before anything is built.
     """
 
     monitor: _Monitor
@@ -187,21 +194,70 @@ class SandboxProcess:
     max_reply: int
     _buffer: bytes = field(default=b"")
 
-    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def request(self, message: dict[str, Any], deadline: float, limits: ReplyLimits | None = None) \
+            -> dict[str, Any]:
+        """Send one JSON request and return the reply's header (any payload is read and dropped)."""
+        return self.exchange(message, deadline, limits=limits)[0]
+
+    def exchange(self, message: dict[str, Any], deadline: float, payload: Sequence[bytes | bytearray | memoryview] = (), *,
+                 limits: ReplyLimits | None = None, poll: Callable[[], None] | None = None) \
+            -> tuple[dict[str, Any], bytearray]:
+        """Send ``message`` and its binary ``payload`` (buffers written as they are, with ``writev``); return the
+        reply's header and payload.
+
+        ``poll`` is called about every ``POLL_INTERVAL`` seconds while the candidate has the turn (a CPU budget
+        watched from here); whatever it raises kills the process tree and propagates.
+        """
+        from evolve.channel import ReplyError, ReplyLimits, parse_header
+
+        limits = limits or ReplyLimits(max_bytes=self.max_reply)
         if self._buffer or readable([self.replies], 0):
             self.kill()
             raise ChannelError("protocol", "unsolicited data on the result channel (forged reply)", self.stderr())
         nonce = secrets.token_hex(16)
-        self._send((json.dumps({**message, "id": nonce}, allow_nan=True) + "\n").encode(), deadline)
-        buffer = bytearray()  # grows by appending: a 64 MiB reply must not cost quadratic copying or scanning
+        header = {**message, "id": nonce}
+        parts = [memoryview(part).cast("B") for part in payload]
+        size = sum(len(part) for part in parts)
+        if size:
+            header["nbytes"] = size
+        try:
+            self._send([memoryview((json.dumps(header, allow_nan=True) + "\n").encode()), *parts], deadline, poll)
+            line = self._read_line(deadline, limits.max_bytes, poll)
+            try:
+                reply = parse_header(line, limits)
+            except ReplyError as exc:
+                self.kill()
+                raise ChannelError("protocol", str(exc), self.stderr()) from None
+            if reply.get("id") != nonce:
+                self.kill()
+                raise ChannelError("protocol", "reply does not answer this request (forged reply)", self.stderr())
+            size = reply.get("nbytes", 0)
+            if type(size) is not int or not 0 <= size <= limits.max_bytes - len(line):
+                self.kill()
+                raise ChannelError("protocol", f"reply larger than {limits.max_bytes} bytes", self.stderr())
+            return reply, self._read_exact(size, deadline, poll)
+        except ChannelError:
+            raise
+        except BaseException:  # the poll's verdict (or an interrupt): the reply is abandoned, so is the process
+            self.kill()
+            raise
+
+    def _wait_readable(self, deadline: float, poll: Callable[[], None] | None) -> None:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise ChannelError("timeout", "deadline passed", self.stderr())
-            ready = readable([self.replies], remaining)
-            if not ready:
-                continue
+            if readable([self.replies], min(remaining, POLL_INTERVAL) if poll else remaining):
+                return
+            if poll:
+                poll()
+
+    def _read_line(self, deadline: float, limit: int, poll: Callable[[], None] | None) -> bytearray:
+        """The reply's header line; bytes after it stay in ``_buffer`` (the payload's start)."""
+        buffer = bytearray()  # grows by appending: a large header must not cost quadratic copying or scanning
+        while True:
+            self._wait_readable(deadline, poll)
             chunk = os.read(self.replies, 1 << 20)
             if not chunk:
                 self._raise_died(deadline)
@@ -211,44 +267,55 @@ class SandboxProcess:
                 buffer += chunk
                 break
             buffer += chunk
-            if len(buffer) > self.max_reply:
+            if len(buffer) > limit:
                 self.kill()
-                raise ChannelError("protocol", f"reply larger than {self.max_reply} bytes", self.stderr())
-        if newline > self.max_reply:
+                raise ChannelError("protocol", f"reply larger than {limit} bytes", self.stderr())
+        if newline > limit:
             self.kill()
-            raise ChannelError("protocol", f"reply larger than {self.max_reply} bytes", self.stderr())
-        line, self._buffer = bytes(buffer[:newline]), bytes(buffer[newline + 1:])
-        try:
-            reply = json.loads(line)
-        except (ValueError, RecursionError):
-            self.kill()
-            raise ChannelError("protocol", "reply is not valid JSON", self.stderr()) from None
-        if not isinstance(reply, dict):
-            self.kill()
-            raise ChannelError("protocol", "reply is not a JSON object", self.stderr())
-        if reply.get("id") != nonce:
-            self.kill()
-            raise ChannelError("protocol", "reply does not answer this request (forged reply)", self.stderr())
-        return reply
+            raise ChannelError("protocol", f"reply larger than {limit} bytes", self.stderr())
+        self._buffer = bytes(buffer[newline + 1:])
+        del buffer[newline:]  # in place: a large header is never copied
+        return buffer
 
-    def _send(self, data: bytes, deadline: float) -> None:
+    def _read_exact(self, size: int, deadline: float, poll: Callable[[], None] | None) -> bytearray:
+        body = bytearray(size)
+        view = memoryview(body)
+        have = min(size, len(self._buffer))
+        view[:have] = self._buffer[:have]
+        self._buffer = self._buffer[have:]
+        while have < size:
+            self._wait_readable(deadline, poll)
+            got = os.readv(self.replies, [view[have:]])
+            if not got:
+                self._raise_died(deadline)
+            have += got
+        return body
+
+    def _send(self, parts: list[memoryview], deadline: float, poll: Callable[[], None] | None = None) -> None:
         """Write a request without ever blocking past the deadline (a stopped candidate reads nothing)."""
-        view = memoryview(data)
-        while view:
+        parts = [part for part in parts if len(part)]
+        while parts:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise ChannelError("timeout", "deadline passed while sending a request", self.stderr())
-            if not writable(self.requests, remaining):
+            if not writable(self.requests, min(remaining, POLL_INTERVAL) if poll else remaining):
+                if poll:
+                    poll()
                 continue
             try:
-                view = view[os.write(self.requests, view):]
+                written = os.writev(self.requests, parts[:IOV_MAX])
             except BlockingIOError:
                 continue
             except OSError:  # EPIPE: the harness is gone
                 self._raise_died(deadline)
+            while written and parts:
+                if written >= len(parts[0]):
+                    written -= len(parts.pop(0))
+                else:
+                    parts[0], written = parts[0][written:], 0
 
-    def _raise_died(self, deadline: float) -> None:
+    def _raise_died(self, deadline: float) -> NoReturn:
         grace = min(deadline, time.monotonic() + 2.0)  # the exit report follows the death within milliseconds
         exit_info = self.monitor.wait_exit(grace) or self.monitor.kill()
         if self.monitor.setup_error():

@@ -1,4 +1,9 @@
-"""Trusted evaluator for circle packing: the candidate only proposes; every check is made here."""
+"""Trusted evaluator for circle packing: the candidate only proposes; every check is made here.
+
+What arrives is data only (JSON values, numeric arrays), but any of it may be hostile: numbers too large for a
+float (10**400), complex or boolean arrays, ragged or nested lists, NaN. Each is refused here with a reason
+(``WrongOutput``) before any arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,16 @@ def check_packing(data: object) -> tuple[np.ndarray, np.ndarray]:
     """Validate the shape, types and geometry of a packing; raise WrongOutput with the first violation."""
     if not isinstance(data, dict) or "centers" not in data or "radii" not in data:
         raise WrongOutput("run_packing() must return a dict with 'centers' and 'radii'")
-    try:
-        centers = np.asarray(data["centers"], dtype=np.float64)
-        radii = np.asarray(data["radii"], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise WrongOutput(f"centers/radii are not numeric arrays: {exc}") from None
+    arrays = []
+    for name in ("centers", "radii"):
+        try:
+            array = np.asarray(data[name])
+        except (TypeError, ValueError, OverflowError) as exc:  # ragged lists, hostile objects
+            raise WrongOutput(f"{name} is not an array of numbers: {str(exc)[:200]}") from None
+        if array.dtype.kind not in "iuf":  # strings, booleans, None, complex, ints too large for int64 (10**400)
+            raise WrongOutput(f"{name} must hold real numbers (got {array.dtype} data)")
+        arrays.append(array.astype(np.float64))
+    centers, radii = arrays
     if centers.shape != (N_CIRCLES, 2) or radii.shape != (N_CIRCLES,):
         raise WrongOutput(f"expected centers {(N_CIRCLES, 2)} and radii {(N_CIRCLES,)}, "
                           f"got {centers.shape} and {radii.shape}")

@@ -1,10 +1,12 @@
-"""Trusted evaluator for the optimizer problem: the candidate only trains; every loss is recomputed here.
+"""Trusted evaluator for the optimizer problem: the candidate is only an update rule; everything else is here.
 
-Per stage: a static source check (no numpy/cupy imports, no introspection), then one sandboxed call that trains
-every (task, seed) job with the candidate's update rule and returns the final parameters. Here, with NumPy in
-float64, each task instance is rebuilt from its seed, the loss of the returned parameters is recomputed, and a tuned
-Adam is trained on the very same instance as the reference. Nothing the candidate's process reports (its loss curve,
-its state size) enters the score.
+Per stage: a static lint (``evaluators/array_lint.py``: no numpy/cupy imports, no introspection; an early
+rejection, not a boundary), then training driven from this process: the task instances (data, start points,
+minibatches), the losses, the gradients and the loop live here, and each step sends the current parameters and
+gradients of every job to the candidate's process, which runs ``step`` and sends back the new parameters; the
+optimizer's state stays there between steps. Every returned array is checked (real numbers, exact shape), the
+final loss is computed here in float64, and a tuned Adam is trained on the very same instance as the reference.
+The candidate's process never holds task data, a loss, or a held-out task it could read.
 
 Score per job: clip(log10(reference excess loss) - log10(candidate excess loss), WORST, BEST), with excess loss =
 loss - optimum (optimum known or computed exactly here) floored at LOSS_FLOOR; non-finite parameters score WORST.
@@ -16,8 +18,8 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+import time
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,17 +27,21 @@ from optimizer_tasks import (
     Instance,
     TaskKind,
     TaskSpec,
+    TrainResult,
     full_loss,
     instance_seed,
     make_instance,
     optimum_loss,
+    state_buffers,
     train,
+    train_many,
 )
 
-from evaluators.array_harness import call_driver, check_source
+from evaluators.array_lint import check_source
+from evaluators.array_session import XP, ArraySession, Held, RemoteCall, numeric_array
 from evolve import Candidate, CompileError, StageReport, WrongOutput
+from evolve.candidate import evaluator_code
 
-TASKS_PATH = Path(__file__).resolve().parent / "optimizer_tasks.py"
 WORST, BEST = -6.0, 6.0  # per-job clip of the log10 ratio; NaN, infinity or a blow-up score WORST
 LOSS_FLOOR = 1e-12  # excess losses below this count as solved (float64 noise on losses of order 1)
 DIVERGED_LOG10 = math.log10(sys.float_info.max)  # log10 loss recorded for a diverged run (metrics stay finite)
@@ -166,7 +172,8 @@ def score_suite(suite_name: str, suite: tuple[TaskSpec, ...], seed: int, results
     for (spec, job_seed), item in zip(jobs, results, strict=True):
         instance = make_instance(spec, job_seed)
         loss = excess_loss(instance, returned_params(item, instance, f"task {spec.name} seed {job_seed}"))
-        reference = reference_loss(spec, job_seed)
+        with evaluator_code():
+            reference = reference_loss(spec, job_seed)
         per_task[spec.name].append(log_ratio(reference, loss))
         logs[spec.name].append(math.log10(max(loss, LOSS_FLOOR)) if math.isfinite(loss) else DIVERGED_LOG10)
         refs[spec.name].append(math.log10(max(reference, LOSS_FLOOR)))
@@ -180,47 +187,88 @@ def score_suite(suite_name: str, suite: tuple[TaskSpec, ...], seed: int, results
     return {"score": score, **metrics}, table
 
 
-def reported_number(value: Any) -> float:
-    """A number the candidate's process reported (informative only): anything else, NaN included, becomes 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return 0.0
-    return float(value)
+class RemoteRule:
+    """The candidate's ``init_state``/``step`` in its sandboxed process, one round trip per step for all jobs.
+
+    Each job's state is held there under the job's key; the new parameters come back as arrays, checked here (real
+    numbers, the shapes sent) and turned into float64 arrays of the trusted side's ``xp``.
+    """
+
+    def __init__(self, session: ArraySession, keys: list[str]):
+        self.session = session
+        self.keys = keys
+        self._key_of: dict[int, str] = {}
+
+    def init(self, params: list[list[Any]], total_steps: list[int], xp: Any) -> list[Any]:
+        calls = [RemoteCall("init_state", (p, n, XP), keep=key)
+                 for p, n, key in zip(params, total_steps, self.keys, strict=True)]
+        self.session.batch(calls)
+        return [Held(key) for key in self.keys]
+
+    def step(self, jobs: list[tuple[list[Any], list[Any], Any, int]], xp: Any) -> list[tuple[list[Any], Any]]:
+        calls = [RemoteCall("step", (params, grads, state, t, XP), keep=state.key, split=True)
+                 for params, grads, state, t in jobs]
+        out = []
+        for (params, _, state, t), value in zip(jobs, self.session.batch(calls), strict=True):
+            if not isinstance(value, list) or len(value) != len(params):
+                raise WrongOutput(f"step() at t={t} must return a list of {len(params)} parameter arrays, got "
+                                  f"{len(value) if isinstance(value, list) else type(value).__name__}")
+            new = [numeric_array(v, f"step() at t={t}: parameter {i}", tuple(p.shape), xp)
+                   for i, (v, p) in enumerate(zip(value, params, strict=True))]
+            out.append((new, state))
+        return out
+
+    def state_sizes(self) -> list[list[int]]:
+        """Element counts of the arrays in each job's final state (the candidate's own description of it)."""
+        sizes = self.session.batch([RemoteCall("@sizes", (key,)) for key in self.keys])
+        self.session.batch([RemoteCall("@release", (key,)) for key in self.keys])
+        return [[int(n) for n in s if type(n) is int and 0 <= n < 1 << 40] if isinstance(s, list) else []
+                for s in sizes]
 
 
-def run_suite(candidate: Candidate, suite_name: str, suite: tuple[TaskSpec, ...]) -> tuple[dict[str, float], Any]:
+def run_suite(candidate: Candidate, suite_name: str, suite: tuple[TaskSpec, ...]) \
+        -> tuple[dict[str, float], list[TrainResult], list[str]]:
     source_check(candidate)
-    jobs = [{"spec": spec.to_dict(), "seed": job_seed} for spec, job_seed in jobs_for(suite_name, suite, candidate.seed)]
-    results, array_module = call_driver(candidate, TASKS_PATH, "train_suite", jobs, record_every=RECORD_EVERY)
-    metrics, table = score_suite(suite_name, suite, candidate.seed, results)
-    # Reported by the candidate's process: a descriptive feature only, it never enters the score.
-    buffers = [reported_number(item.get("state_buffers")) for item in results]
+    session = ArraySession(candidate)
+    jobs = jobs_for(suite_name, suite, candidate.seed)
+    with evaluator_code():
+        instances = [make_instance(spec, job_seed) for spec, job_seed in jobs]
+    rule = RemoteRule(session, [f"job{i}" for i in range(len(jobs))])
+    start = time.monotonic()
+    with np.errstate(all="ignore"):
+        runs = train_many(session.xp, instances, rule, RECORD_EVERY)
+    seconds = time.monotonic() - start
+    metrics, table = score_suite(suite_name, suite, candidate.seed, [{"params": [_host(p) for p in run.params]}
+                                                                     for run in runs])
+    buffers = [state_buffers(sizes, instance.params)
+               for sizes, instance in zip(rule.state_sizes(), instances, strict=True)]
     metrics["state_buffers"] = min(1e6, statistics.median(buffers)) if buffers else 0.0
-    metrics["train_seconds"] = candidate.call_seconds[-1]
-    return metrics, {"array_module": array_module, "table": table, "results": results}
+    metrics["train_seconds"] = seconds  # trusted wall time of the whole training, both processes' work
+    return metrics, runs, table
+
+
+def _host(array: Any) -> np.ndarray:
+    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
 
 
 def evaluate(candidate: Candidate) -> StageReport:
     """Stage "train": the score the evolution sees."""
-    metrics, info = run_suite(candidate, "train", TRAIN_SUITE)
+    metrics, runs, table = run_suite(candidate, "train", TRAIN_SUITE)
     curves = []
-    for r, ((spec, _), item) in enumerate(zip(jobs_for("train", TRAIN_SUITE, candidate.seed), info["results"],
-                                              strict=True)):
-        if r % REPEATS["train"] == 0 and isinstance(item, dict):  # the first seed of each task is enough
-            losses = item.get("losses")
-            shown = [f"{v:.3g}" if isinstance(v, int | float) else "?" for v in losses[:8]] \
-                if isinstance(losses, list) else ["?"]
-            curves.append(f"{spec.name}: " + ", ".join(shown))
-    header = f"loss at steps 1, {RECORD_EVERY}, {2 * RECORD_EVERY}, ... as reported by the training process:"
+    for r, ((spec, _), run) in enumerate(zip(jobs_for("train", TRAIN_SUITE, candidate.seed), runs, strict=True)):
+        if r % REPEATS["train"] == 0:  # the first seed of each task is enough
+            curves.append(f"{spec.name}: " + ", ".join(f"{v:.3g}" for v in run.losses[:8]))
+    header = f"loss at steps 1, {RECORD_EVERY}, {2 * RECORD_EVERY}, ... (computed by the evaluator):"
     artifacts = {
-        "tasks": "\n".join(info["table"]) + "\n(score per task: log10(Adam's excess loss / yours), 0 = tuned Adam)",
+        "tasks": "\n".join(table) + "\n(score per task: log10(Adam's excess loss / yours), 0 = tuned Adam)",
         "loss_curves": header + "\n" + "\n".join(curves),
-        "array_module": info["array_module"],
+        "array_module": str(candidate.startup_values.get("open", "?")),
     }
     return StageReport(metrics, artifacts)
 
 
 def heldout(candidate: Candidate) -> dict[str, float]:
     """Stage "heldout": other tasks, reported as ``heldout_*`` metrics only (no artifacts that a prompt could show)."""
-    metrics, _ = run_suite(candidate, "heldout", HELDOUT_SUITE)
+    metrics, _, _ = run_suite(candidate, "heldout", HELDOUT_SUITE)
     return {f"heldout_{k}" if not k.startswith("heldout") else k: v for k, v in metrics.items()
             if k in ("score", "diverged") or k.startswith("task_")}

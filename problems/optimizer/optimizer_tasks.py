@@ -1,12 +1,10 @@
 """The optimizer problem's task suite and training loop, written once for any array module ``xp``.
 
-Used on both sides of the sandbox:
-
-* in the candidate's process, as the driver that ``evaluators/array_harness.py`` runs (``train_suite``): it builds each
-  task instance from its seed, trains it with the candidate's ``init_state``/``step`` and returns the final
-  parameters (plus the loss curve it saw, which nobody trusts);
-* in the trusted evaluator, with NumPy in float64: the same task instances are rebuilt from the same seeds, the final
-  loss of the returned parameters is recomputed, and the tuned Adam reference is trained with ``train``.
+Trusted code only: the task data, losses, gradients and the loop never enter the candidate's process. ``train_many``
+runs several task instances in lockstep with an update rule given as a ``BatchRule``: the candidate's rule is a
+remote one (the evaluator's ``RemoteRule``: one round trip to the candidate's process per step for all jobs), the
+tuned Adam reference a ``LocalRule`` around plain functions. Both see the same arrays in the same order, so a rule
+scores the same whichever side runs it.
 
 Task data is always generated with NumPy on the host from a seed (``numpy.random.Generator``) and then moved to
 ``xp``, so a CPU run and a GPU run of the same seed see identical tasks.
@@ -18,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -202,81 +200,99 @@ InitFn = Callable[[list[Any], int, Any], Any]
 StepFn = Callable[[list[Any], list[Any], Any, int, Any], tuple[Any, Any]]
 
 
+class BatchRule(Protocol):
+    """An update rule applied to several jobs at once (a job = one task instance being trained)."""
+
+    def init(self, params: list[list[Any]], total_steps: list[int], xp: Any) -> list[Any]:
+        """One initial state per job."""
+
+    def step(self, jobs: list[tuple[list[Any], list[Any], Any, int]], xp: Any) -> list[tuple[list[Any], Any]]:
+        """For each job ``(params, grads, state, t)``: ``(new_params, new_state)``."""
+
+
+@dataclass(frozen=True)
+class LocalRule:
+    """``init_state``/``step`` functions run in this process (trusted rules: the Adam reference)."""
+
+    init_state: InitFn
+    step_fn: StepFn
+
+    def init(self, params: list[list[Any]], total_steps: list[int], xp: Any) -> list[Any]:
+        return [self.init_state(p, n, xp) for p, n in zip(params, total_steps, strict=True)]
+
+    def step(self, jobs: list[tuple[list[Any], list[Any], Any, int]], xp: Any) -> list[tuple[list[Any], Any]]:
+        out = []
+        for params, grads, state, t in jobs:
+            result = self.step_fn(params, grads, state, t, xp)
+            if not isinstance(result, tuple | list) or len(result) != 2:
+                raise TypeError("step() must return (new_params, new_state)")
+            out.append((result[0], result[1]))
+        return out
+
+
+@dataclass
+class _Job:
+    instance: Instance
+    data: dict[str, Any]
+    batches: Any
+    shapes: list[tuple[int, ...]]
+    result: TrainResult
+    done: bool = False
+
+
+def train_many(xp: Any, instances: Sequence[Instance], rule: BatchRule, record_every: int = 0) -> list[TrainResult]:
+    """Train every instance for its ``steps`` with ``rule``, in lockstep; a job whose loss stops being finite stops
+    there (it cannot come back). Losses and gradients are computed here, by the caller's process."""
+    jobs = []
+    for instance in instances:
+        params = [xp.asarray(p) for p in instance.params]
+        batches = xp.asarray(instance.batches) if instance.batches is not None else None
+        jobs.append(_Job(instance, {k: xp.asarray(v) for k, v in instance.data.items()}, batches,
+                         [p.shape for p in params], TrainResult(params=params, state=None)))
+    states = rule.init([job.result.params for job in jobs], [job.instance.spec.steps for job in jobs], xp)
+    for job, state in zip(jobs, states, strict=True):
+        job.result.state = state
+    t = 0
+    while True:
+        t += 1
+        active = [job for job in jobs if not job.done and t <= job.instance.spec.steps]
+        stepping: list[tuple[_Job, list[Any]]] = []
+        for job in active:
+            rows = job.batches[t - 1] if job.batches is not None else None
+            loss, grads = loss_and_grads(xp, job.instance.spec, job.data, job.result.params, rows)
+            value = float(loss)
+            if record_every and (t == 1 or t % record_every == 0):
+                job.result.losses.append(value)
+            if not math.isfinite(value):
+                job.result.diverged = job.done = True
+                continue
+            stepping.append((job, grads))
+        if not stepping:
+            return [job.result for job in jobs]
+        outputs = rule.step([(job.result.params, grads, job.result.state, t) for job, grads in stepping], xp)
+        for (job, _), (new_params, state) in zip(stepping, outputs, strict=True):
+            if not isinstance(new_params, list | tuple) or len(new_params) != len(job.shapes):
+                raise TypeError(f"step() must return a list of {len(job.shapes)} parameter arrays")
+            for i, (p, shape) in enumerate(zip(new_params, job.shapes, strict=True)):
+                if getattr(p, "shape", None) != shape:
+                    raise ValueError(f"step() returned parameter {i} with shape {getattr(p, 'shape', None)}, "
+                                     f"expected {shape}")
+            job.result.params, job.result.state = list(new_params), state
+            job.result.steps_done = t
+
+
 def train(xp: Any, instance: Instance, init_state: InitFn, step: StepFn, record_every: int = 0) -> TrainResult:
-    """Run ``steps`` optimizer steps; stop early once the loss is not finite (it cannot come back)."""
-    spec = instance.spec
-    data = {k: xp.asarray(v) for k, v in instance.data.items()}
-    params = [xp.asarray(p) for p in instance.params]
-    shapes = [p.shape for p in params]
-    batches = xp.asarray(instance.batches) if instance.batches is not None else None
-    state = init_state(params, spec.steps, xp)
-    result = TrainResult(params=params, state=state)
-    for t in range(1, spec.steps + 1):
-        rows = batches[t - 1] if batches is not None else None
-        loss, grads = loss_and_grads(xp, spec, data, params, rows)
-        value = float(loss)
-        if record_every and (t == 1 or t % record_every == 0):
-            result.losses.append(value)
-        if not math.isfinite(value):
-            result.diverged = True
-            break
-        out = step(params, grads, state, t, xp)
-        if not isinstance(out, tuple | list) or len(out) != 2:
-            raise TypeError("step() must return (new_params, new_state)")
-        new_params, state = out
-        if not isinstance(new_params, list | tuple) or len(new_params) != len(params):
-            raise TypeError(f"step() must return a list of {len(params)} parameter arrays")
-        for i, (p, shape) in enumerate(zip(new_params, shapes, strict=True)):
-            if getattr(p, "shape", None) != shape:
-                raise ValueError(f"step() returned parameter {i} with shape {getattr(p, 'shape', None)}, "
-                                 f"expected {shape}")
-        params = list(new_params)
-        result.steps_done = t
-    result.params, result.state = params, state
-    return result
+    """Run ``steps`` optimizer steps of plain functions on one instance (``train_many`` with a ``LocalRule``)."""
+    return train_many(xp, [instance], LocalRule(init_state, step), record_every)[0]
 
 
-def state_buffers(state: Any, params: Sequence[Any]) -> float:
-    """Optimizer memory in parameter copies: array elements held in ``state`` / parameter elements."""
+def state_buffers(sizes: Sequence[int], params: Sequence[Any]) -> float:
+    """Optimizer memory in parameter copies: array elements held in a state / parameter elements."""
     total = sum(int(getattr(p, "size", 1)) for p in params)
-    held = 0
-
-    def visit(value: Any, depth: int) -> None:
-        nonlocal held
-        if depth > 20:
-            return
-        if isinstance(value, list | tuple):
-            for v in value:
-                visit(v, depth + 1)
-        elif isinstance(value, dict):
-            for v in value.values():
-                visit(v, depth + 1)
-        elif hasattr(value, "shape") and hasattr(value, "size"):
-            held += int(value.size)
-
-    visit(state, 0)
-    return held / max(total, 1)
+    return sum(int(n) for n in sizes) / max(total, 1)
 
 
 def instance_seed(evaluation_seed: int, suite: str, task_index: int, repeat: int) -> int:
     """Seed of one task instance, derived from the trusted per-evaluation seed."""
     tag = sum(ord(c) << (8 * (i % 4)) for i, c in enumerate(suite))
     return int(np.random.SeedSequence([evaluation_seed % 2**63, tag, task_index, repeat]).generate_state(1)[0])
-
-
-# ------------------------------------------------------------------------- the driver entry (in the sandbox)
-
-
-def train_suite(candidate: Any, xp: Any, jobs: list[dict[str, Any]], record_every: int = 25) -> list[dict[str, Any]]:
-    """Train every job ``{"spec": TaskSpec dict, "seed": int}`` with the candidate's optimizer; return final params."""
-    results = []
-    for job in jobs:
-        instance = make_instance(TaskSpec.from_dict(job["spec"]), int(job["seed"]))
-        run = train(xp, instance, candidate.init_state, candidate.step, record_every)
-        results.append({
-            "params": list(run.params),
-            "losses": run.losses,
-            "steps": run.steps_done,
-            "state_buffers": state_buffers(run.state, run.params),
-        })
-    return results

@@ -1,11 +1,24 @@
-"""Trusted evaluator for tensor_rank: the candidate searches in the sandbox; exactness is decided here.
+"""Trusted evaluator for tensor_rank: the candidate searches in the sandbox; budgets and exactness are decided here.
 
-For each target <n, m, p> the candidate's ``search`` runs in its sandboxed process under a budget of CPU seconds,
-enforced in that process by the driver ``tensor_search.search_target`` (one call per target), with a wall-clock
-timeout here as the backstop (``wall_timeout``) for a search that sleeps or swallows the interruption. Every decomposition
-it returns is verified here in exact integer arithmetic: entries must be multiples of 1/2 in [-2, 2], so doubling
-them gives small integers, and the tensor must satisfy sum_r (2u_r) (x) (2v_r) (x) (2w_r) == 8 T exactly (int64
-sums of at most 27 products of magnitude <= 64: no overflow, no rounding).
+For each target <n, m, p> this process drives the descent in rank: it calls the candidate's ``search`` across the
+process boundary for rank n*m*p - 1, then for one less than each rank it gets back, until the candidate gives up
+(returns None) or the target's budget is spent. Budgets are CPU seconds of the candidate's whole process tree, as
+the kernel counts them on this side (``Candidate.cpu_seconds``): helpers it forks and clocks it patches change
+nothing. While a search runs, this side watches that count and kills the tree when the budget (plus a small
+grace) is spent, which counts as giving up at that rank; the next target gets a fresh process. A courtesy
+``SIGPROF`` timer in the candidate's process interrupts an honest search at its budget so it keeps its process.
+A wall-clock timeout (``wall_timeout``) is the backstop for a search that sleeps.
+
+CPU windows are contiguous: every CPU second from the moment the candidate's module starts importing is charged to
+a target, the one whose window it falls in (work between two searches goes to the next target). A target that
+overspends leaves a debt that comes off the budgets of the following ones, so precomputing at import time (charged
+to the first target) or in a background thread gains nothing: the work is paid for from the same budgets, exactly
+as if it had been done in the first search call.
+
+Every decomposition the search returns is verified here in exact integer arithmetic: entries must be multiples of
+1/2 in [-2, 2], so doubling them gives small integers, and the tensor must satisfy
+sum_r (2u_r) (x) (2v_r) (x) (2w_r) == 8 T exactly (int64 sums of at most 27 products of magnitude <= 64: no
+overflow, no rounding).
 
 Score per target: (n*m*p - r) / (n*m*p - best known rank) for the lowest exact rank r found, so the naive algorithm
 scores 0 and matching the best known rank scores 1 (a new record would score above 1). A target scores 0 when
@@ -16,19 +29,20 @@ score is the mean over targets.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tensor_search import effective_rank, matmul_tensor, target_seed
 
-from evaluators.array_harness import call_driver, check_source
-from evolve import Candidate, CompileError, StageReport
-from evolve.candidate import CandidateTimeout
+from evaluators.array_lint import check_source
+from evaluators.array_session import INTERRUPTED, XP, ArraySession, Held, RemoteCall, numeric_array
+from evolve import Candidate, CompileError, StageReport, WrongOutput
+from evolve.candidate import CandidateTimeout, CpuBudgetExceeded, evaluator_code
 
-DRIVER_PATH = Path(__file__).resolve().parent / "tensor_search.py"
 WALL_FACTOR, WALL_GRACE = 6.0, 2.0  # wall-clock backstop per target: 6x the CPU budget + 2 s (a loaded machine)
+CPU_GRACE, CPU_GRACE_FRACTION = 0.05, 0.1  # CPU past a target's budget before its process tree is killed
 MAX_DOUBLED = 4  # entries are k/2 with |k| <= 4, i.e. {-2, -1.5, ..., 1.5, 2}
 
 
@@ -118,39 +132,98 @@ def judge(target: Target, found: list[Any]) -> tuple[int, str]:
     return best, f"lowest exact rank {best}" if best < target.naive else "no decomposition found"
 
 
+def returned_factors(value: Any, shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """Three float64 matrices with the tensor's row counts and one column count, or ``WrongOutput``."""
+    if not isinstance(value, list) or len(value) != 3:
+        raise WrongOutput("search() must return None or three factor matrices (U, V, W), got "
+                          f"{type(value).__name__}{f' of length {len(value)}' if isinstance(value, list) else ''}")
+    factors = []
+    for name, rows, item in zip("UVW", shape, value, strict=True):
+        array = numeric_array(item, f"search() returned {name}")
+        if array.ndim != 2 or array.shape[0] != rows:
+            raise WrongOutput(f"search() returned {name} with shape {array.shape}, expected ({rows}, rank)")
+        factors.append(array)
+    if len({f.shape[1] for f in factors}) != 1:
+        raise WrongOutput(f"search() returned factors with different ranks {[f.shape[1] for f in factors]}")
+    return factors
+
+
+@dataclass
+class TargetRun:
+    found: list[dict[str, Any]]
+    note: str = ""  # why the descent stopped, when that matters for the score
+    timed_out: bool = False
+
+
+def search_target(session: ArraySession, target: Target, seed: int, window_start: float, allowed: float) \
+        -> TargetRun:
+    """The descent in rank for one target, with ``allowed`` CPU seconds counted from ``window_start``."""
+    candidate = session.candidate
+    with evaluator_code():  # the evaluator's own work: a failure here is never the candidate's
+        tensor = matmul_tensor(*target.dims).astype(np.float64)
+    wall_deadline = time.monotonic() + target.wall_timeout
+    key = f"rng_{target.key}"
+    run = TargetRun([])
+    rng_made = False
+    rank = target.naive - 1
+    with candidate.cpu_limit(window_start + allowed + CPU_GRACE + CPU_GRACE_FRACTION * target.seconds):
+        while rank >= 1:
+            left = allowed - (candidate.cpu_seconds() - window_start)
+            wall_left = wall_deadline - time.monotonic()
+            if left <= 0:
+                break
+            calls = [] if rng_made else [RemoteCall("@rng", (seed,), keep=key)]
+            calls.append(RemoteCall("search", (tensor, target.dims, rank, left, Held(key), XP), cpu_budget=left))
+            try:
+                if wall_left <= 0:
+                    raise CandidateTimeout("wall-clock backstop reached")
+                result = session.batch(calls, timeout=wall_left)[-1]
+            except CpuBudgetExceeded:
+                run.note = f"CPU budget spent while asked for rank {rank}: process killed"
+                break
+            except CandidateTimeout:
+                if candidate.remaining() <= 0:
+                    raise
+                candidate.restart()
+                run.timed_out = True
+                run.note = (f"still running after {target.wall_timeout:g} s of wall time (budget "
+                            f"{target.seconds:g} CPU s): process killed -> 0")
+                break
+            rng_made = True
+            if result is None or result is INTERRUPTED:
+                break
+            factors = returned_factors(result, tensor.shape)
+            run.found.append({"asked": rank, "factors": factors})
+            rank = min(rank, effective_rank(factors)) - 1
+    return run
+
+
 def evaluate(candidate: Candidate) -> StageReport:
     source_check(candidate)
-    _, array_module = call_driver(candidate, DRIVER_PATH, "warm")  # process start and imports: not search time
+    session = ArraySession(candidate)
     metrics: dict[str, float] = {}
     notes: list[str] = []
-    wall, cpu = 0.0, 0.0
+    wall, mark, debt = 0.0, candidate.cpu_seconds(), 0.0  # mark: 0.0, and CPU accounting armed before any process
     for target in TARGETS:
-        seed = target_seed(candidate.seed, target.dims)
-        try:
-            value, _ = call_driver(candidate, DRIVER_PATH, "search_target", list(target.dims), target.seconds, seed,
-                                   timeout=target.wall_timeout)
-            wall += candidate.call_seconds[-1]
-        except CandidateTimeout:
-            if candidate.remaining() <= 0:
-                raise
-            wall += target.wall_timeout
-            cpu += target.seconds
-            rank, note = target.naive, (f"still running after {target.wall_timeout:g} s of wall time (budget "
-                                        f"{target.seconds:g} CPU s): process killed -> 0")
+        start = time.monotonic()
+        allowed = max(0.0, target.seconds - debt)
+        run = search_target(session, target, target_seed(candidate.seed, target.dims), mark, allowed)
+        wall += time.monotonic() - start
+        end = candidate.cpu_seconds()
+        spent, mark = end - mark, end
+        debt = max(0.0, debt + spent - target.seconds)
+        if run.timed_out:
+            rank, note = target.naive, run.note
         else:
-            value = value if isinstance(value, dict) else {}
-            found = value.get("found", [])
-            rank, note = judge(target, found if isinstance(found, list) else [])
-            reported = value.get("cpu_seconds", target.seconds)
-            cpu += min(2 * target.seconds, max(0.0, float(reported))) if isinstance(reported, int | float) \
-                else target.seconds
+            rank, note = judge(target, run.found)
+            note += f" ({run.note})" if run.note else ""
         metrics[f"rank_{target.key}"] = float(rank)
         metrics[f"target_{target.key}"] = target_score(target, rank)
-        notes.append(f"<{','.join(map(str, target.dims))}> naive {target.naive}, best known {target.best_known}: "
-                     f"{note}")
+        notes.append(f"<{','.join(map(str, target.dims))}> naive {target.naive}, best known {target.best_known}, "
+                     f"{spent:.2f} of {allowed:.2f} CPU s: {note}")
     metrics["score"] = statistics.fmean(metrics[f"target_{t.key}"] for t in TARGETS)
-    # time_fraction (a feature, never the score) comes from the process's own CPU clock, as the budget does: it
-    # does not change with the machine's load. search_seconds is the trusted wall time.
+    # time_fraction (a feature, never the score): the kernel's count of the candidate's CPU, import included, over
+    # the total budget. search_seconds is the trusted wall time.
     metrics["search_seconds"] = wall
-    metrics["time_fraction"] = cpu / sum(t.seconds for t in TARGETS)
-    return StageReport(metrics, {"targets": "\n".join(notes), "array_module": array_module})
+    metrics["time_fraction"] = mark / sum(t.seconds for t in TARGETS)
+    return StageReport(metrics, {"targets": "\n".join(notes), "array_module": session.remote_module})

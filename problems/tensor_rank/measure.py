@@ -5,7 +5,8 @@
 
 Each ``--set NAME=value`` rewrites one ``NAME = ...`` line of the evolve block, which is what the ``tune`` mutator
 does. Prints the mean score, the mean lowest rank per target and the seconds per evaluation over evaluation seeds
-0..N-1. Scores depend on the machine's speed and load: the search has a wall-clock budget.
+0..N-1. Scores depend on the machine's speed, hardly on its load: budgets are CPU seconds of the candidate's
+process tree, counted on the trusted side.
 """
 
 from __future__ import annotations
