@@ -245,3 +245,21 @@ def test_version_changes_and_new_rows_appear_while_a_run_writes(tmp_path: Path) 
         assert src.version() != journaled and src.overview()["programs"] == count + 3
     finally:
         writer.close()
+
+
+def test_idle_runs_are_closed_and_listing_opens_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evolve.ui.data as data_module
+
+    monkeypatch.setattr(data_module, "MAX_OPEN_RUNS", 1)
+    problem = packing_problem(tmp_path / "problem")
+    for name in ("one", "two"):
+        write_packing_run(tmp_path / "archive" / "circle_packing" / name, problem, programs=5)
+    store = RunStore(tmp_path / "archive")
+    assert [r["programs"] for r in store.listings()] == [6, 6]
+    assert not any(s.is_open for s in store.scan())
+    one, two = store.get("circle_packing~one"), store.get("circle_packing~two")
+    one.overview()
+    assert one.is_open
+    store.get("circle_packing~two").overview()
+    assert two.is_open and not one.is_open
+    assert one.overview()["programs"] == 6  # reopened on demand

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from evolve.query import (
     AmbiguousProgram,
     ArchiveQueryError,
@@ -46,6 +49,8 @@ BEST_BINS = 600
 OUTCOME_BINS = 40
 FAILURE_SAMPLE = 5000  # the most recent failures grouped by reason
 CACHE_ENTRIES = 64
+DIRECT_FAILURE_FILES = 64  # up to this many segments hold failures: ask the archive directly
+MAX_OPEN_RUNS = 4  # runs whose DuckDB connection (and in-memory summary) stay open
 _FINAL = ("ok", "duplicate")  # statuses that are not failures
 _FAIL_COLUMNS = ("program_id", "iteration", "status", "edit_error", "artifacts", "stages")
 
@@ -169,7 +174,13 @@ def _last_write(run_dir: Path) -> float | None:
 
 
 class RunSource:
-    """One run folder. Thread-safe: questions about one run are answered one at a time."""
+    """One run folder. Thread-safe: questions about one run are answered one at a time.
+
+    The UI's own queries read ``ui_summary``, a DuckDB temporary table holding the run's ``summary`` rows, made once
+    per version on the ``RunArchive``'s connection: a million rows take a fraction of a second to load and then
+    answer each question in milliseconds, where every question would otherwise decompress the index file again.
+    Answers about immutable things (a program's row, its ancestors) are kept across versions.
+    """
 
     def __init__(self, key: str, run_dir: Path):
         self.key = key
@@ -178,6 +189,9 @@ class RunSource:
         self._archive: RunArchive | None = None
         self._version = ""
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._stable: dict[tuple[Any, ...], Any] = {}
+        self._listing: tuple[str, dict[str, Any]] | None = None
+        self.last_used = 0.0
 
     def version(self) -> str:
         return _fingerprint(self.run_dir)
@@ -186,6 +200,7 @@ class RunSource:
     def archive(self) -> Iterator[RunArchive]:
         """The run's ``RunArchive``, reopened first if the run's files changed since the last question."""
         with self._lock:
+            self.last_used = time.monotonic()
             version = self.version()
             if self._archive is None or version != self._version:
                 if self._archive is not None:
@@ -195,46 +210,76 @@ class RunSource:
                 self._cache.clear()
             yield self._archive
 
-    def cached(self, key: tuple[Any, ...], compute: Callable[[RunArchive], Any]) -> Any:
+    def cached(self, key: tuple[Any, ...], compute: Callable[[RunArchive], Any], stable: bool = False) -> Any:
+        """``compute(archive)``, remembered until the run changes (or for good when ``stable``)."""
         with self.archive() as archive:
-            if key not in self._cache:
-                if len(self._cache) >= CACHE_ENTRIES:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[key] = compute(archive)
-            return self._cache[key]
+            store = self._stable if stable else self._cache
+            if key not in store:
+                value = compute(archive)
+                if len(store) >= CACHE_ENTRIES:
+                    store.pop(next(iter(store)))
+                store[key] = value
+            return store[key]
+
+    @property
+    def is_open(self) -> bool:
+        return self._archive is not None
 
     def close(self) -> None:
         with self._lock:
             if self._archive is not None:
                 self._archive.close()
                 self._archive = None
+            self._cache.clear()
+
+    @staticmethod
+    def _table(a: RunArchive) -> str:
+        # IF NOT EXISTS: the archive may have reopened its connection (after skipping a damaged segment).
+        a.query(f"CREATE TEMP TABLE IF NOT EXISTS ui_summary AS SELECT {_SUMMARY_COLUMNS} FROM summary")
+        return "ui_summary"
+
+    def _sql(self, a: RunArchive, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return a.tuples(sql.format(S=self._table(a)), list(params))
+
+    def _dicts(self, a: RunArchive, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return a.rows(sql.format(S=self._table(a)), list(params))
 
     # -- the run as a whole ---------------------------------------------------------------------------------------
 
     def listing(self) -> dict[str, Any]:
-        def compute(a: RunArchive) -> dict[str, Any]:
-            found = a.listing()
-            return {"key": self.key, "run_id": found.run_id, "problem": found.problem, "state": found.state,
-                    "programs": found.programs, "best_score": _finite(found.best_score),
-                    "best_program": found.best_program, "created_at": found.created_at, "mutator": found.mutator,
-                    "bad_files": list(found.bad_files)}
+        """A line of the runs list. Kept per version apart from the other answers, and a run opened only for it
+        is closed again, so that listing many runs holds no connection open."""
+        version = self.version()
+        if self._listing is None or self._listing[0] != version:
+            was_open = self.is_open
+            with self.archive() as a:
+                found = a.listing()
+            if not was_open:
+                self.close()
+            self._listing = (version, {
+                "key": self.key, "run_id": found.run_id, "problem": found.problem, "state": found.state,
+                "programs": found.programs, "best_score": _finite(found.best_score),
+                "best_program": found.best_program, "created_at": found.created_at, "mutator": found.mutator,
+                "bad_files": list(found.bad_files)})
+        return {**self._listing[1], "last_write": _last_write(self.run_dir)}
 
-        out = dict(self.cached(("listing",), compute))
-        out["last_write"] = _last_write(self.run_dir)
-        return out
+    def statuses(self) -> dict[str, int]:
+        """Programs per status (rows, so a rare duplicated row counts twice: cheap on a million rows)."""
+        return self.cached(("statuses",), lambda a: {str(s): int(n) for s, n in self._sql(
+            a, "SELECT coalesce(status, '') AS s, count(*) AS n FROM {S} GROUP BY s ORDER BY n DESC, s")})
 
     def overview(self) -> dict[str, Any]:
         def compute(a: RunArchive) -> dict[str, Any]:
             p = a.problem
-            statuses = a.status_counts()
-            last = a.tuples("SELECT max(iteration) FROM summary")[0][0]
+            statuses = self.statuses()
+            last = self._sql(a, "SELECT max(iteration) FROM {S}")[0][0]
             return _safe({
                 "key": self.key, "run_dir": str(self.run_dir), "run_id": a.run_id, "problem": p.name,
                 "score_metric": p.score_metric, "direction": p.direction, "language": p.language,
                 "state": str(a.info.get("state", "")), "mutator": str(a.info.get("mutator", "")),
                 "created_at": a.info.get("created_at"), "settings": a.info.get("settings", {}),
                 "programs": sum(statuses.values()), "statuses": statuses, "islands": a.islands(),
-                "best": a.best(), "seed": a.seed(), "last_iteration": last,
+                "best": self._best(a), "seed": a.seed(), "last_iteration": last,
                 "features": [{"name": f.name, "min": f.min, "max": f.max, "bins": f.bins} for f in p.features],
                 "bad_files": [str(path) for path, _ in a.bad_files],
                 "loop": {k: v for k, v in a.run_stats.items() if isinstance(v, int | float | str)},
@@ -245,21 +290,26 @@ class RunSource:
         out["version"] = self._version
         return out
 
+    def _best(self, a: RunArchive) -> dict[str, Any] | None:
+        rows = self._dicts(a, "SELECT program_id, score, fitness, status, island, iteration, generation, mutator "
+                              "FROM {S} WHERE fitness IS NOT NULL ORDER BY fitness DESC, iteration LIMIT 1")
+        return rows[0] if rows else None
+
     def progress(self) -> dict[str, Any]:
         """Scored programs (a sample of at most ``MAX_POINTS``) and the best score so far (binned, exact at bin
         ends), for the score-over-iterations chart."""
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            scored, last = a.tuples("SELECT count(*), max(iteration) FROM summary WHERE fitness IS NOT NULL")[0]
+            scored, last = self._sql(a, "SELECT count(*), max(iteration) FROM {S} WHERE fitness IS NOT NULL")[0]
             scored, last = int(scored or 0), int(last or 0)
             stride = max(1, math.ceil(scored / MAX_POINTS))
-            sample = a.tuples(
-                "SELECT program_id, iteration, island, score FROM summary WHERE fitness IS NOT NULL "
-                "AND hash(program_id) % ? = 0 ORDER BY iteration LIMIT ?", [stride, MAX_POINTS * 2])
+            sample = self._sql(
+                a, "SELECT program_id, iteration, island, score FROM {S} WHERE fitness IS NOT NULL "
+                   "AND hash(program_id) % ? = 0 ORDER BY iteration LIMIT ?", [stride, MAX_POINTS * 2])
             width = max(1, math.ceil((last + 1) / BEST_BINS))
-            bins = a.tuples(
-                "SELECT iteration // ? AS b, arg_max(struct_pack(program_id, iteration, score), fitness) "
-                "FROM summary WHERE fitness IS NOT NULL GROUP BY b ORDER BY b", [width])
+            bins = self._sql(
+                a, "SELECT iteration // ? AS b, arg_max(struct_pack(program_id, iteration, score), fitness) "
+                   "FROM {S} WHERE fitness IS NOT NULL GROUP BY b ORDER BY b", [width])
             best: list[dict[str, Any]] = []
             sign = a.problem.sign
             for _, top in bins:
@@ -280,10 +330,10 @@ class RunSource:
         """Programs per status in up to ``OUTCOME_BINS`` equal spans of iterations."""
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            last = int(a.tuples("SELECT coalesce(max(iteration), 0) FROM summary")[0][0])
+            last = int(self._sql(a, "SELECT coalesce(max(iteration), 0) FROM {S}")[0][0])
             width = max(1, math.ceil((last + 1) / OUTCOME_BINS))
-            rows = a.tuples("SELECT iteration // ? AS b, coalesce(status, '') AS s, count(*) FROM summary "
-                            "GROUP BY b, s ORDER BY b, s", [width])
+            rows = self._sql(a, "SELECT iteration // ? AS b, coalesce(status, '') AS s, count(*) FROM {S} "
+                                "GROUP BY b, s ORDER BY b, s", [width])
             bins: dict[int, dict[str, int]] = {}
             for b, status, n in rows:
                 bins.setdefault(int(b), {})[str(status)] = int(n)
@@ -324,25 +374,53 @@ class RunSource:
         status over every program."""
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            statuses = {s: n for s, n in a.status_counts().items() if s not in _FINAL}
+            statuses = {s: n for s, n in self.statuses().items() if s not in _FINAL}
             total = sum(statuses.values())
             groups: dict[tuple[str, str], dict[str, Any]] = {}
-            if total:
-                cols = ", ".join(_FAIL_COLUMNS)
-                rows = a.tuples(
-                    f"SELECT {cols} FROM programs WHERE status NOT IN ('ok', 'duplicate') "
-                    "ORDER BY iteration DESC LIMIT ?", [sample], full=True)
-                for pid, it, status, edit_error, artifacts, stages in rows:
-                    reason = normalise_message(failure_reason(
-                        str(status or ""), str(edit_error or ""), _json_field(artifacts, {}), _json_field(stages, [])))
-                    group = groups.setdefault((status, reason), {
-                        "status": status, "reason": reason, "count": 0, "example": pid, "first": it, "last": it})
-                    group["count"] += 1
-                    group["first"] = min(group["first"], it)
+            rows, skipped = self._failure_rows(a, sample) if total else ([], 0)
+            for pid, it, status, edit_error, artifacts, stages in rows:
+                reason = normalise_message(failure_reason(
+                    str(status or ""), str(edit_error or ""), _json_field(artifacts, {}), _json_field(stages, [])))
+                group = groups.setdefault((status, reason), {
+                    "status": status, "reason": reason, "count": 0, "example": pid, "first": it, "last": it})
+                group["count"] += 1
+                group["first"] = min(group["first"], it)
+                group["last"] = max(group["last"], it)
             ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["status"], g["reason"]))
-            return {"statuses": statuses, "total": total, "sampled": min(total, sample), "groups": ordered}
+            return {"statuses": statuses, "total": total, "sampled": len(rows), "unsampled_journal": skipped,
+                    "groups": ordered}
 
         return self.cached(("failures", sample), compute)
+
+    def _failure_rows(self, a: RunArchive, sample: int) -> tuple[list[tuple[Any, ...]], int]:
+        """The latest ``sample`` failed rows with the columns that say why. A small run is asked directly; in a
+        large one only the newest segments holding them are read (opening a thousand segments costs seconds), and
+        rows still in the journal are left out (their count is returned)."""
+        # ``file`` (the segment holding a row) is left out of ui_summary: it is the costliest column to load.
+        files = a.tuples("SELECT file, count(*), max(iteration) AS last FROM summary WHERE status NOT IN "
+                         "('ok', 'duplicate') GROUP BY file ORDER BY last DESC")
+        if len(files) <= DIRECT_FAILURE_FILES:
+            return a.tuples(f"SELECT {', '.join(_FAIL_COLUMNS)} FROM programs WHERE status NOT IN "
+                            "('ok', 'duplicate') ORDER BY iteration DESC LIMIT ?", [sample], full=True), 0
+        chosen, count, journal = [], 0, 0
+        for name, n, _ in files:
+            if not name:
+                journal += int(n)
+                continue
+            chosen.append(name)
+            count += int(n)
+            if count >= sample:
+                break
+        rows: list[tuple[Any, ...]] = []
+        for name in chosen:
+            try:
+                table = pq.read_table(self.run_dir / "segments" / name, columns=list(_FAIL_COLUMNS),
+                                      filters=[("status", "not in", list(_FINAL))])
+            except (OSError, pa.ArrowException, ValueError):
+                continue  # compacted or damaged since: the archive reports damage, the grouping goes on
+            rows += zip(*(table.column(c).to_pylist() for c in _FAIL_COLUMNS), strict=True)
+        rows.sort(key=lambda r: -int(r[1] or 0))
+        return rows[:sample], journal
 
     def programs(self, page: int = 0, per_page: int = 50, status: str = "", island: int | None = None,
                  order: str = "recent") -> dict[str, Any]:
@@ -358,10 +436,10 @@ class RunSource:
         where = " AND ".join(conditions)
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            total = int(a.tuples(f"SELECT count(*) FROM summary WHERE {where}", params)[0][0])
-            rows = a.rows(f"SELECT program_id, parent_id, island, iteration, generation, status, score, mutator "
-                          f"FROM summary WHERE {where} ORDER BY {sort}, program_id LIMIT ? OFFSET ?",
-                          [*params, per_page, page * per_page])
+            total = int(self._sql(a, f"SELECT count(*) FROM {{S}} WHERE {where}", params)[0][0])
+            rows = self._dicts(a, f"SELECT program_id, parent_id, island, iteration, generation, status, score, "
+                                  f"mutator FROM {{S}} WHERE {where} ORDER BY {sort}, program_id LIMIT ? OFFSET ?",
+                               [*params, per_page, page * per_page])
             seen: set[str] = set()
             unique = [r for r in rows if not (r["program_id"] in seen or seen.add(r["program_id"]))]
             return _safe({"page": page, "per_page": per_page, "total": total, "rows": unique})
@@ -370,6 +448,26 @@ class RunSource:
 
     # -- genealogy -----------------------------------------------------------------------------------------------
 
+    def lineage(self, program_id: str, max_depth: int = 500) -> list[dict[str, Any]]:
+        """Ancestors of a program, itself first; kept once complete (rows never change)."""
+        key = ("lineage", program_id, max_depth)
+        if key in self._stable:
+            return self._stable[key]
+        with self.archive() as a:
+            steps: list[dict[str, Any]] = []
+            current: str | None = program_id
+            while current is not None and len(steps) < max_depth:
+                found = self._dicts(a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE program_id = ? LIMIT 1", [current])
+                if not found:
+                    steps.append({"program_id": current, "parent_id": None, "iteration": -1, "generation": -1,
+                                  "status": "missing", "score": None, "mutator": "", "island": -1})
+                    return _safe(steps)  # a damaged archive: not kept, it may be repaired
+                steps.append(found[0])
+                current = found[0]["parent_id"] if found[0]["parent_id"] not in {s["program_id"] for s in steps} \
+                    else None
+            result = _safe(steps)
+            return self.cached(key, lambda _: result, stable=True)
+
     def tree(self, root: str | None = None, limit: int = 150, per_node: int = 6) -> dict[str, Any]:
         """A bounded subtree: ``root`` (default the seed), the path from it to the best program, and breadth-first
         the fittest ``per_node`` children of each shown node, up to ``limit`` nodes. Each node says how many
@@ -377,8 +475,8 @@ class RunSource:
         limit, per_node = min(1000, max(2, limit)), min(50, max(1, per_node))
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            best = a.best()
-            best_chain = [s.program_id for s in reversed(a.lineage(best["program_id"]))] if best else []
+            best = self._best(a)
+            best_chain = [s["program_id"] for s in reversed(self.lineage(best["program_id"]))] if best else []
             if root:
                 root_id = a.resolve_id(root)
             else:
@@ -386,19 +484,15 @@ class RunSource:
                 root_id = best_chain[0] if best_chain else (seed["program_id"] if seed else None)
             if root_id is None:
                 return {"root": None, "nodes": [], "best_path": [], "ancestors": [], "truncated": False}
-            ancestors = [s.program_id for s in reversed(a.lineage(root_id))][:-1]
+            ancestors = [s["program_id"] for s in reversed(self.lineage(root_id))][:-1]
             path = best_chain[best_chain.index(root_id):] if root_id in best_chain else [root_id]
-            nodes: dict[str, dict[str, Any]] = {}
-            for row in self._nodes(a, path):
-                nodes[row["program_id"]] = row
-            frontier = [root_id]
-            truncated = False
+            nodes = {row["program_id"]: row for row in self._nodes(a, path)}
+            frontier, truncated = [root_id], False
             while frontier and len(nodes) < limit:
-                marks = ", ".join("?" * len(frontier))
-                children = a.rows(
-                    f"SELECT {_NODE_COLUMNS} FROM summary WHERE parent_id IN ({marks}) "
-                    "QUALIFY row_number() OVER (PARTITION BY parent_id ORDER BY fitness DESC NULLS LAST, "
-                    "iteration, program_id) <= ? ORDER BY fitness DESC NULLS LAST, iteration",
+                children = self._dicts(
+                    a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE parent_id IN ({', '.join('?' * len(frontier))}) "
+                       "QUALIFY row_number() OVER (PARTITION BY parent_id ORDER BY fitness DESC NULLS LAST, "
+                       "iteration, program_id) <= ? ORDER BY fitness DESC NULLS LAST, iteration",
                     [*frontier, per_node])
                 frontier = []
                 for row in children:
@@ -412,9 +506,8 @@ class RunSource:
                     nodes[row["program_id"]] = row
                     frontier.append(row["program_id"])
             ids = list(nodes)
-            counts = dict(a.tuples(
-                f"SELECT parent_id, count(DISTINCT program_id) FROM summary WHERE parent_id IN "
-                f"({', '.join('?' * len(ids))}) GROUP BY parent_id", ids)) if ids else {}
+            counts = dict(self._sql(a, f"SELECT parent_id, count(DISTINCT program_id) FROM {{S}} WHERE parent_id "
+                                       f"IN ({', '.join('?' * len(ids))}) GROUP BY parent_id", ids))
             out = []
             for pid, row in nodes.items():
                 row = _safe(row)
@@ -422,24 +515,24 @@ class RunSource:
                 if pid == root_id:
                     row["parent_id"] = None  # the tree's root, whatever its own parent
                 out.append(row)
-            shown = {}
+            shown: dict[str, int] = {}
             for row in out:
                 if row["parent_id"]:
                     shown[row["parent_id"]] = shown.get(row["parent_id"], 0) + 1
             for row in out:
                 row["hidden"] = max(0, row["children"] - shown.get(row["program_id"], 0))
-            return {"root": root_id, "nodes": out, "best_path": path if best_chain and path[-1] == best_chain[-1]
-                    else [], "best": best["program_id"] if best else None, "ancestors": ancestors,
+            on_best = bool(best_chain) and path[-1] == best_chain[-1]
+            return {"root": root_id, "nodes": out, "best_path": path if on_best else [],
+                    "best": best["program_id"] if best else None, "ancestors": ancestors,
                     "truncated": truncated or any(r["hidden"] for r in out), "limit": limit}
 
         return self.cached(("tree", root, limit, per_node), compute)
 
-    @staticmethod
-    def _nodes(a: RunArchive, ids: Sequence[str]) -> list[dict[str, Any]]:
+    def _nodes(self, a: RunArchive, ids: Sequence[str]) -> list[dict[str, Any]]:
         if not ids:
             return []
-        rows = a.rows(f"SELECT DISTINCT {_NODE_COLUMNS} FROM summary WHERE program_id IN "
-                      f"({', '.join('?' * len(ids))})", list(ids))
+        rows = self._dicts(a, f"SELECT DISTINCT {_NODE_COLUMNS} FROM {{S}} WHERE program_id IN "
+                              f"({', '.join('?' * len(ids))})", list(ids))
         order = {pid: i for i, pid in enumerate(ids)}
         return sorted(rows, key=lambda r: order.get(r["program_id"], len(order)))
 
@@ -450,21 +543,22 @@ class RunSource:
             return a.resolve_id(prefix)
 
     def record(self, program_id: str) -> ProgramRecord:
-        return self.cached(("record", program_id), lambda a: a.program(program_id))
+        return self.cached(("record", program_id), lambda a: a.program(program_id), stable=True)
 
     def detail(self, program_id: str, max_lineage: int = 500, max_children: int = 50) -> ProgramDetail:
+        record = self.record(program_id)
+        lineage = self.lineage(record.program_id, max_lineage)
+
         def compute(a: RunArchive) -> ProgramDetail:
-            record = a.program(program_id)
-            lineage = [_safe(s.to_dict()) for s in a.lineage(record.program_id, max_depth=max_lineage)]
-            total = int(a.tuples("SELECT count(DISTINCT program_id) FROM summary WHERE parent_id = ?",
-                                 [record.program_id])[0][0])
-            children = a.rows(
-                "SELECT DISTINCT program_id, island, iteration, status, score, fitness FROM summary "
-                "WHERE parent_id = ? ORDER BY fitness DESC NULLS LAST, iteration LIMIT ?",
+            total = int(self._sql(a, "SELECT count(DISTINCT program_id) FROM {S} WHERE parent_id = ?",
+                                  [record.program_id])[0][0])
+            children = self._dicts(
+                a, "SELECT DISTINCT program_id, island, iteration, status, score, fitness FROM {S} "
+                   "WHERE parent_id = ? ORDER BY fitness DESC NULLS LAST, iteration LIMIT ?",
                 [record.program_id, max_children])
             return ProgramDetail(record, lineage, [_safe(c) for c in children], total)
 
-        return self.cached(("detail", program_id), compute)
+        return self.cached(("detail", record.program_id), compute)
 
     def compare_series(self) -> dict[str, Any]:
         """Best score so far against iteration (binned), for the runs-comparison chart."""
@@ -483,6 +577,7 @@ def _axis(features: Sequence[Any], i: int | None) -> dict[str, Any] | None:
 
 
 _NODE_COLUMNS = "program_id, parent_id, island, iteration, generation, status, score, fitness, mutator"
+_SUMMARY_COLUMNS = "program_id, parent_id, island, iteration, generation, status, score, fitness, cell, mutator"
 
 
 def resolve_program(run_path: str | Path, prefix: str) -> tuple[Path, str, str]:
@@ -538,7 +633,15 @@ class RunStore:
             source = self._sources.get(key)
         if source is None:
             raise RunNotFound(f"no run {key!r} under {self.root}")
+        self._close_idle(keep=source)
         return source
+
+    def _close_idle(self, keep: RunSource) -> None:
+        """Keep at most ``MAX_OPEN_RUNS`` connections (each holds its run's summary in memory)."""
+        open_ = sorted((s for s in self._sources.values() if s.is_open and s is not keep),
+                       key=lambda s: s.last_used, reverse=True)
+        for idle in open_[MAX_OPEN_RUNS - 1:]:
+            idle.close()
 
     def listings(self) -> list[dict[str, Any]]:
         out = []
