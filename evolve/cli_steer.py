@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from evolve.steering import SteeringError, SteeringState, append_action, make_action, read_state
-from evolve.ui.data import ArchiveQueryError, RunNotFound, resolve_program
 
 
 def _who(given: str | None) -> str:
@@ -32,6 +31,8 @@ def steer(ctx: click.Context, run: Path) -> None:
 
 
 def _record(run: Path, action: str, program: str, who: str | None) -> None:
+    from evolve.ui.data import ArchiveQueryError, resolve_program  # DuckDB: loaded only when a command runs
+
     try:
         run_dir, full, status = resolve_program(run, program)
         if action == "pin" and status != "ok":
@@ -66,7 +67,7 @@ _program_command("unban", "Lift a ban on PROGRAM.")
 @click.pass_obj
 def note(run: Path, text: tuple[str, ...], who: str | None) -> None:
     """Add a note (TEXT) that enters the prompts of later iterations."""
-    from evolve.query import resolve_run
+    from evolve.query import RunNotFound, resolve_run
 
     try:
         run_dir = resolve_run(run)
@@ -81,7 +82,7 @@ def note(run: Path, text: tuple[str, ...], who: str | None) -> None:
 @click.pass_obj
 def show(run: Path, as_json: bool) -> None:
     """Show what is pinned, banned and noted, and any damaged line of the steering log."""
-    from evolve.query import resolve_run
+    from evolve.query import RunNotFound, resolve_run
 
     try:
         state: SteeringState = read_state(resolve_run(run))

@@ -28,9 +28,10 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 STEERING_FILE = "steering.jsonl"
 PIN_PROBABILITY = 0.5  # share of parent choices that go to a pinned program while one is pinned

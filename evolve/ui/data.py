@@ -566,7 +566,7 @@ class RunSource:
         over = self.overview()
         return {"key": self.key, "run_id": over["run_id"], "problem": over["problem"],
                 "direction": data["direction"], "score_metric": data["score_metric"], "best": data["best"],
-                "last_iteration": data["last_iteration"]}
+                "last_iteration": max(data["last_iteration"], over["last_iteration"] or 0)}
 
 
 def _axis(features: Sequence[Any], i: int | None) -> dict[str, Any] | None:

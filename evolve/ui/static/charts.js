@@ -150,7 +150,7 @@ const Charts = (() => {
   function lines(container, series, opts) {
     const all = series.flatMap((s) => s.points);
     if (!all.length) { clear(container).appendChild(el('p', { class: 'muted', text: 'nothing to compare yet' })); return; }
-    const xs = all.map((p) => p[0]); const ys = all.map((p) => p[1]);
+    const xs = all.map((p) => p[0]).concat(series.map((s) => s.end)); const ys = all.map((p) => p[1]);
     const f = frame(container, { x: [Math.min(...xs), Math.max(...xs)], y: [Math.min(...ys), Math.max(...ys)], height: 360, xlabel: opts.xlabel, ylabel: opts.ylabel });
     for (const s of series) {
       if (!s.points.length) continue;

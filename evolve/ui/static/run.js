@@ -6,7 +6,7 @@
   const { el, clear, fmt, getJSON } = UI;
   const run = UI.runKey();
   const api = (part, query) => `/api/run/${encodeURIComponent(run)}/${part}${query ? `?${query}` : ''}`;
-  const state = { version: null, steering: null, treeRoot: '', recentPage: 0, hiddenIslands: new Set(), overview: null, progress: null, tree: null, hiddenStatuses: new Set() };
+  const state = { version: null, steering: null, loadMs: 0, loadedAt: 0, treeRoot: '', recentPage: 0, hiddenIslands: new Set(), overview: null, progress: null, tree: null, hiddenStatuses: new Set() };
 
   function row(cells) { return el('tr', {}, ...cells.map((c) => (c instanceof Node ? el('td', {}, c) : el('td', { text: c })))); }
   function numCell(v) { return el('td', { class: 'num', text: fmt(v) }); }
@@ -144,8 +144,14 @@
   async function refresh() {
     const version = await getJSON(api('version'));
     UI.setLive(true);
-    if (version.data !== state.version) {
+    // A large run changes every few seconds and takes a while to redraw: wait at least twice as long as the last
+    // redraw took before the next one, so one open page never keeps the server busy.
+    const rested = Date.now() - state.loadedAt >= 2 * state.loadMs;
+    if (version.data !== state.version && rested) {
+      const started = Date.now();
       await loadAll();
+      state.loadMs = Date.now() - started;
+      state.loadedAt = Date.now();
       state.version = version.data;
       document.body.dataset.version = version.data;
       document.body.dataset.programs = String(state.overview.programs); // every view now shows this many
