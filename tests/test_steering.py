@@ -192,6 +192,7 @@ def test_without_banned_and_prompt_notes() -> None:
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """The archive tests' toy run, in a folder of this module's own (the tests here append to its steering log)."""
     run_dir = tmp_path_factory.mktemp("steer") / "toy" / "toy-run"
     return run_dir, write_toy_run(run_dir)
 

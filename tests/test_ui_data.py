@@ -4,8 +4,8 @@ tests browse."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -33,19 +33,25 @@ def packing_problem(dest: Path) -> Path:
     return dest
 
 
+def _seed_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("packing_seed", REPO / "problems" / "circle_packing" /
+                                                  "initial_program.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+SEED = _seed_module()
+
+
 def row_packing(rows: int, shrink: float, taper: float = 0.0) -> tuple[list[list[float]], list[float]]:
-    """The seed program's layout with its knobs changed: rows of circles, radii shrunk to avoid overlap, and two
-    circles in three shrunk further by ``taper`` (so the radius spread, a grid axis, varies)."""
+    """The seed program's layout with its knobs changed: rows of circles, radii shrunk (the seed's own rule) to
+    avoid overlap, and two circles in three shrunk further by ``taper`` (so the radius spread, a grid axis,
+    varies)."""
     counts = [26 // rows + (1 if r < 26 % rows else 0) for r in range(rows)]
-    centers = [[(i + 0.5) / c, (r + 0.5) / rows] for r, c in enumerate(counts) for i in range(c)]
-    radii = []
-    for i, (x, y) in enumerate(centers):
-        r = min(x, y, 1 - x, 1 - y)
-        for j, (u, v) in enumerate(centers):
-            if i != j:
-                r = min(r, math.dist((x, y), (u, v)) / 2)
-        radii.append(r * shrink / (1 + taper if i % 3 else 1))
-    return centers, radii
+    centers = [((i + 0.5) / c, (r + 0.5) / rows) for r, c in enumerate(counts) for i in range(c)]
+    radii = [r * shrink / SEED.SHRINK / (1 + taper if i % 3 else 1) for i, r in enumerate(SEED.radii_for(centers))]
+    return [list(c) for c in centers], radii
 
 
 def packing_record(iteration: int, parent: ProgramRecord | None, *, island: int = 0, status: str = "ok",
