@@ -213,13 +213,18 @@ class RunSource:
     def cached(self, key: tuple[Any, ...], compute: Callable[[RunArchive], Any], stable: bool = False) -> Any:
         """``compute(archive)``, remembered until the run changes (or for good when ``stable``)."""
         with self.archive() as archive:
-            store = self._stable if stable else self._cache
-            if key not in store:
-                value = compute(archive)
-                if len(store) >= CACHE_ENTRIES:
-                    store.pop(next(iter(store)))
-                store[key] = value
-            return store[key]
+            return self._memo(archive, key, compute, stable)
+
+    def _memo(self, a: RunArchive, key: tuple[Any, ...], compute: Callable[[RunArchive], Any],
+              stable: bool = False) -> Any:
+        """``cached`` inside a question already holding the archive (never reopens it halfway through)."""
+        store = self._stable if stable else self._cache
+        if key not in store:
+            value = compute(a)
+            if len(store) >= CACHE_ENTRIES:
+                store.pop(next(iter(store)))
+            store[key] = value
+        return store[key]
 
     @property
     def is_open(self) -> bool:
@@ -263,15 +268,15 @@ class RunSource:
                 "bad_files": list(found.bad_files)})
         return {**self._listing[1], "last_write": _last_write(self.run_dir)}
 
-    def statuses(self) -> dict[str, int]:
+    def _statuses(self, a: RunArchive) -> dict[str, int]:
         """Programs per status (rows, so a rare duplicated row counts twice: cheap on a million rows)."""
-        return self.cached(("statuses",), lambda a: {str(s): int(n) for s, n in self._sql(
+        return self._memo(a, ("statuses",), lambda _: {str(s): int(n) for s, n in self._sql(
             a, "SELECT coalesce(status, '') AS s, count(*) AS n FROM {S} GROUP BY s ORDER BY n DESC, s")})
 
     def overview(self) -> dict[str, Any]:
         def compute(a: RunArchive) -> dict[str, Any]:
             p = a.problem
-            statuses = self.statuses()
+            statuses = self._statuses(a)
             last = self._sql(a, "SELECT max(iteration) FROM {S}")[0][0]
             return _safe({
                 "key": self.key, "run_dir": str(self.run_dir), "run_id": a.run_id, "problem": p.name,
@@ -374,7 +379,7 @@ class RunSource:
         status over every program."""
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            statuses = {s: n for s, n in self.statuses().items() if s not in _FINAL}
+            statuses = {s: n for s, n in self._statuses(a).items() if s not in _FINAL}
             total = sum(statuses.values())
             groups: dict[tuple[str, str], dict[str, Any]] = {}
             rows, skipped = self._failure_rows(a, sample) if total else ([], 0)
@@ -449,24 +454,28 @@ class RunSource:
     # -- genealogy -----------------------------------------------------------------------------------------------
 
     def lineage(self, program_id: str, max_depth: int = 500) -> list[dict[str, Any]]:
-        """Ancestors of a program, itself first; kept once complete (rows never change)."""
-        key = ("lineage", program_id, max_depth)
-        if key in self._stable:
-            return self._stable[key]
+        """Ancestors of a program, itself first."""
         with self.archive() as a:
-            steps: list[dict[str, Any]] = []
-            current: str | None = program_id
-            while current is not None and len(steps) < max_depth:
-                found = self._dicts(a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE program_id = ? LIMIT 1", [current])
-                if not found:
-                    steps.append({"program_id": current, "parent_id": None, "iteration": -1, "generation": -1,
-                                  "status": "missing", "score": None, "mutator": "", "island": -1})
-                    return _safe(steps)  # a damaged archive: not kept, it may be repaired
-                steps.append(found[0])
-                current = found[0]["parent_id"] if found[0]["parent_id"] not in {s["program_id"] for s in steps} \
-                    else None
-            result = _safe(steps)
-            return self.cached(key, lambda _: result, stable=True)
+            return self._lineage(a, program_id, max_depth)
+
+    def _lineage(self, a: RunArchive, program_id: str, max_depth: int = 500) -> list[dict[str, Any]]:
+        key = ("lineage", program_id, max_depth)
+        if key in self._stable:  # rows never change: a complete chain is kept for good
+            return self._stable[key]
+        steps: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        current: str | None = program_id
+        while current is not None and current not in seen and len(steps) < max_depth:
+            seen.add(current)
+            found = self._dicts(a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE program_id = ? LIMIT 1", [current])
+            if not found:  # a parent missing from a damaged archive: show where the chain breaks, keep nothing
+                steps.append({"program_id": current, "parent_id": None, "iteration": -1, "generation": -1,
+                              "status": "missing", "score": None, "mutator": "", "island": -1})
+                return _safe(steps)
+            steps.append(found[0])
+            current = found[0]["parent_id"]
+        result = _safe(steps)
+        return self._memo(a, key, lambda _: result, stable=True)
 
     def tree(self, root: str | None = None, limit: int = 150, per_node: int = 6) -> dict[str, Any]:
         """A bounded subtree: ``root`` (default the seed), the path from it to the best program, and breadth-first
@@ -476,7 +485,7 @@ class RunSource:
 
         def compute(a: RunArchive) -> dict[str, Any]:
             best = self._best(a)
-            best_chain = [s["program_id"] for s in reversed(self.lineage(best["program_id"]))] if best else []
+            best_chain = [s["program_id"] for s in reversed(self._lineage(a, best["program_id"]))] if best else []
             if root:
                 root_id = a.resolve_id(root)
             else:
@@ -484,7 +493,7 @@ class RunSource:
                 root_id = best_chain[0] if best_chain else (seed["program_id"] if seed else None)
             if root_id is None:
                 return {"root": None, "nodes": [], "best_path": [], "ancestors": [], "truncated": False}
-            ancestors = [s["program_id"] for s in reversed(self.lineage(root_id))][:-1]
+            ancestors = [s["program_id"] for s in reversed(self._lineage(a, root_id))][:-1]
             path = best_chain[best_chain.index(root_id):] if root_id in best_chain else [root_id]
             nodes = {row["program_id"]: row for row in self._nodes(a, path)}
             frontier, truncated = [root_id], False
