@@ -242,3 +242,21 @@ def test_steer_sees_programs_still_in_the_journal(tmp_path: Path) -> None:
         writer.close()
     assert read_state(run_dir).pinned == (fresh.program_id,)
     assert Action.PIN.needs_program and not Action.NOTE.needs_program
+
+
+def test_choose_parent_over_a_real_database_sampler() -> None:
+    """The wiring the driver will use: the database's own sampler, a ban on its best elite, a pin on another."""
+    from evolve.database import ProgramDatabase
+
+    seed = make_record(program(0.0), 0, None, loss=9.0)
+    records = [seed] + [make_record(program(float(a)), i + 1, seed, loss=float(9 - i))
+                        for i, a in enumerate((-4, -2, 1, 3))]
+    db = ProgramDatabase(1, (5, 4))
+    for record in records:
+        db.add(record)
+    best, pinned = db.best().program_id, records[1].program_id  # type: ignore[union-attr]
+    state = SteeringState().applied(act("ban", best)).applied(act("pin", pinned))  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    picks = [choose_parent(lambda: db.sample_parent(0, rng).program_id, state, rng) for _ in range(1000)]
+    assert best not in picks and None not in picks
+    assert picks.count(pinned) / len(picks) > 0.5  # 0.5 pinned, plus its share of the ordinary draws
