@@ -22,6 +22,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -271,9 +272,14 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
         if not isinstance(body, dict):
             return json_response({"error": "expected a JSON object"}, 400)
         src = source(request)
-        try:
+
+        def record() -> Any:  # archive queries and an fsync: off the event loop
             action = _steer_action(src, body)
             append_action(src.run_dir, action)
+            return action
+
+        try:
+            action = await run_in_threadpool(record)
         except (SteeringError, ProgramNotFound, AmbiguousProgram) as exc:
             return json_response({"error": str(exc)}, 400)
         return json_response({"recorded": action.to_json(), "state": steering(src).poll().to_json()})
