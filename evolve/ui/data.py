@@ -13,10 +13,8 @@ segments and journal rows are seen) and drops the cached answers; otherwise answ
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +36,7 @@ from evolve.query import (
     resolve_run,
 )
 from evolve.schema import ProgramRecord
+from evolve.ui.reasons import failure_reason, json_field, normalise_message
 
 __all__ = [
     "AmbiguousProgram", "ArchiveQueryError", "ProgramNotFound", "RunNotFound", "RunSource", "RunStore",
@@ -71,55 +70,6 @@ def _safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_safe(v) for v in value]
     return value
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Failure reasons (a small grouping of its own; the CLI's evolve/failures.py may replace it)
-
-_HEX = re.compile(r"\b[0-9a-f]{8,64}\b")
-_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
-_QUOTED = re.compile(r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"")
-_PATH = re.compile(r"(?:/[\w.+-]+){2,}")
-_SPACE = re.compile(r"\s+")
-
-
-def normalise_message(text: str, limit: int = 160) -> str:
-    """A message with its variable parts (numbers, ids, quoted values, paths) replaced, so that failures of the
-    same kind share one text."""
-    text = _PATH.sub("<path>", text)
-    text = _QUOTED.sub("'…'", text)
-    text = _HEX.sub("<id>", text)
-    text = _NUMBER.sub("N", text)
-    text = _SPACE.sub(" ", text).strip()
-    return text[:limit] or "(no message)"
-
-
-def failure_reason(status: str, edit_error: str, artifacts: dict[str, Any], stages: list[Any]) -> str:
-    """The first line that says why a program failed: the edit error, the loop's message, the check that failed,
-    the exception line of a traceback, the failing stage's message."""
-    if edit_error:
-        return edit_error
-    for key in ("message", "check"):
-        value = artifacts.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip().splitlines()[0]
-    for key, value in artifacts.items():
-        if key.endswith("traceback") and isinstance(value, str):
-            lines = [line for line in value.strip().splitlines() if line.strip()]
-            if lines:
-                return lines[-1].strip()
-    for stage in reversed(stages):
-        if isinstance(stage, dict) and stage.get("message"):
-            return str(stage["message"]).splitlines()[0]
-    return status
-
-
-def _json_field(text: Any, default: Any) -> Any:
-    try:
-        value = json.loads(text) if isinstance(text, str) and text else default
-    except ValueError:
-        return default
-    return value if isinstance(value, type(default)) else default
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -385,7 +335,7 @@ class RunSource:
             rows, skipped = self._failure_rows(a, sample) if total else ([], 0)
             for pid, it, status, edit_error, artifacts, stages in rows:
                 reason = normalise_message(failure_reason(
-                    str(status or ""), str(edit_error or ""), _json_field(artifacts, {}), _json_field(stages, [])))
+                    str(status or ""), str(edit_error or ""), json_field(artifacts, {}), json_field(stages, [])))
                 group = groups.setdefault((status, reason), {
                     "status": status, "reason": reason, "count": 0, "example": pid, "first": it, "last": it})
                 group["count"] += 1
