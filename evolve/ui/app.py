@@ -157,8 +157,7 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
 
     def run_page(request: Request) -> Response:
         src = source(request)
-        over = src.overview()
-        return page(request, "run.html", key=src.key, run=over)
+        return page(request, "run.html", key=src.key, run=src.header())
 
     def programs_page(request: Request) -> Response:
         src = source(request)

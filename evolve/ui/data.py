@@ -218,6 +218,13 @@ class RunSource:
                 "bad_files": list(found.bad_files)})
         return {**self._listing[1], "last_write": _last_write(self.run_dir)}
 
+    def header(self) -> dict[str, Any]:
+        """What a page title needs, from the run's metadata files only (no query): a page shows at once."""
+        with self.archive() as a:
+            return {"key": self.key, "run_id": a.run_id, "problem": a.problem.name,
+                    "score_metric": a.problem.score_metric, "direction": a.problem.direction,
+                    "state": str(a.info.get("state", "")), "created_at": a.info.get("created_at")}
+
     def _statuses(self, a: RunArchive) -> dict[str, int]:
         """Programs per status (rows, so a rare duplicated row counts twice: cheap on a million rows)."""
         return self._memo(a, ("statuses",), lambda _: {str(s): int(n) for s, n in self._sql(

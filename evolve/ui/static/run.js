@@ -31,6 +31,7 @@
     const write = document.getElementById('f-write');
     write.dataset.time = o.last_write || '';
     write.textContent = UI.ago(o.last_write);
+    document.getElementById('f-bad').textContent = o.bad_files.length ? `unreadable segments skipped: ${o.bad_files.join(', ')}` : '';
   }
 
   function drawProgress() {
