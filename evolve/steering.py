@@ -12,7 +12,8 @@ first, so the fragment becomes one damaged line instead of corrupting the next a
 
 Folding rules, in file order: ``pin`` adds a program to ``pinned`` and lifts a ban on it; ``ban`` adds it to
 ``banned`` and lifts a pin; ``unpin``/``unban`` undo them; ``note`` adds a note. ``choose_parent`` and
-``without_banned`` are the pure helpers parent selection uses; ``prompt_notes`` formats notes for a prompt.
+``without_banned`` are the pure helpers parent selection uses; ``prompt_notes`` formats notes for a prompt;
+``DriverSteering`` bundles them for the driver (poll once a second, pinned programs' views, damage reported once).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
@@ -349,3 +350,59 @@ def prompt_notes(state: SteeringState, limit: int = NOTES_IN_PROMPT, max_chars: 
     lines += [f"- {n.text[:max_chars]}" for n in notes]
     return "\n".join(lines)
 
+
+
+V = TypeVar("V")
+
+
+class DriverSteering(Generic[V]):
+    """The driver's side of steering in one object, so the loop needs a few lines only.
+
+    ``views`` are the driver's program objects (``ProgramView``); ``key`` gives a view's id. ``load(program_id)``
+    returns the view of a pinned program, or None if it cannot breed (asked once per pin: from the database when
+    it is an elite, else from the archive). ``report`` receives one line per damaged log line, once.
+    """
+
+    def __init__(self, run_dir: str | Path, key: Callable[[V], str], load: Callable[[str], V | None],
+                 report: Callable[[str], None] = lambda _: None, min_interval: float = POLL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.log = SteeringLog(run_dir, min_interval=min_interval, clock=clock)
+        self.key = key
+        self.load = load
+        self.report = report
+        self._pinned: dict[str, V] = {}
+        self._reported = 0
+
+    def poll(self) -> SteeringState:
+        """The current state (a ``stat`` at most once per ``min_interval``; new bytes read only)."""
+        state = self.log.poll()
+        for bad in state.damaged[self._reported:]:
+            self.report(f"steering.jsonl line {bad.line} ignored: {bad.reason}")
+        self._reported = len(state.damaged)
+        return state
+
+    def parent(self, state: SteeringState, sample: Callable[[], V], rng: np.random.Generator,
+               fallback: Callable[[], Iterable[V]] = tuple) -> V | None:
+        """The next parent: ``sample()`` unchanged when nothing is pinned or banned, else ``choose_parent``'s
+        choice. When every draw was banned, the first unbanned view of ``fallback()`` (e.g. every elite, best
+        first); None if there is none (every elite banned: the caller stops with a clear message)."""
+        if not state.steers_parents:
+            return sample()
+        for pid in state.pinned:
+            if pid not in self._pinned and (view := self.load(pid)) is not None:
+                self._pinned[pid] = view
+        drawn: dict[str, V] = {}
+
+        def sample_id() -> str:
+            view = sample()
+            drawn[self.key(view)] = view
+            return self.key(view)
+
+        chosen = choose_parent(sample_id, state, rng, pinned_available=self._pinned.keys())
+        if chosen is not None:
+            return drawn.get(chosen) or self._pinned[chosen]
+        return next((v for v in fallback() if self.key(v) not in state.banned), None)
+
+    def inspirations(self, state: SteeringState, views: Iterable[V], limit: int) -> tuple[V, ...]:
+        """``views`` less the banned ones, at most ``limit`` (ask the database for ``limit + len(banned)``)."""
+        return tuple(without_banned(views, state, key=self.key))[:limit]

@@ -260,3 +260,45 @@ def test_choose_parent_over_a_real_database_sampler() -> None:
     picks = [choose_parent(lambda: db.sample_parent(0, rng).program_id, state, rng) for _ in range(1000)]
     assert best not in picks and None not in picks
     assert picks.count(pinned) / len(picks) > 0.5  # 0.5 pinned, plus its share of the ordinary draws
+
+
+def test_driver_steering_bundles_poll_pins_bans_and_damage_reports(tmp_path: Path) -> None:
+    from evolve.steering import DriverSteering
+
+    loads: list[str] = []
+    reports: list[str] = []
+    views = {"a": {"id": "a"}, "b": {"id": "b"}, "p": {"id": "p"}}
+
+    def load(pid: str) -> dict[str, str] | None:
+        loads.append(pid)
+        return views.get(pid)
+
+    now = [0.0]
+    driver = DriverSteering(tmp_path, key=lambda v: v["id"], load=load, report=reports.append, min_interval=1.0,
+                            clock=lambda: now[0])
+    rng = np.random.default_rng(0)
+    state = driver.poll()
+    before = rng.bit_generator.state
+    assert driver.parent(state, lambda: views["a"], rng) == views["a"] and rng.bit_generator.state == before
+    append_action(tmp_path, act("pin", "p"))  # type: ignore[arg-type]
+    append_action(tmp_path, act("pin", "gone"))  # type: ignore[arg-type]
+    append_action(tmp_path, act("ban", "a"))  # type: ignore[arg-type]
+    with open(steering_path(tmp_path), "ab") as f:
+        f.write(b"garbage\n")
+    assert driver.poll().pinned == ()  # within the interval: the old state, no read
+    now[0] += 1.5
+    state = driver.poll()
+    assert state.banned == {"a"} and reports == ["steering.jsonl line 4 ignored: not a JSON line: "
+                                                 "Expecting value: line 1 column 1 (char 0)"]
+    picks = [driver.parent(state, lambda: views["a"] if rng.random() < 0.5 else views["b"], rng)["id"]
+             for _ in range(400)]
+    assert "a" not in picks and 0.4 < picks.count("p") / 400 < 0.85 and sorted(set(loads)) == ["gone", "p"]
+    assert loads.count("p") == 1  # a pinned program's view is loaded once
+    everything_banned = state.applied(act("ban", "b")).applied(act("ban", "p"))  # type: ignore[arg-type]
+    assert driver.parent(everything_banned, lambda: views["a"], rng, fallback=lambda: views.values()) is None
+    fallback = driver.parent(state.applied(act("unpin", "p")), lambda: views["a"], rng,  # type: ignore[arg-type]
+                             fallback=lambda: [views["a"], views["b"]])
+    assert fallback == views["b"]
+    assert driver.inspirations(state, [views["a"], views["b"], views["p"]], 1) == (views["b"],)
+    driver.poll()
+    assert len(reports) == 1  # damage is reported once
