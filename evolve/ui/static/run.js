@@ -55,8 +55,11 @@
 
   function drawMaps(data) {
     const box = clear(document.getElementById('maps'));
-    const scores = data.maps.flatMap((m) => m.cells.map((c) => c.score)).filter((s) => s !== null);
-    const range = scores.length ? [Math.min(...scores), Math.max(...scores)] : [0, 1];
+    const scores = data.maps.flatMap((m) => m.cells.map((c) => c.score)).filter((s) => s !== null).sort((a, b) => a - b);
+    // The colour scale spans the better 90% of the elites: one far-off outlier must not flatten every other cell.
+    const q = (f) => scores[Math.min(scores.length - 1, Math.floor(f * scores.length))];
+    const maximize = state.overview.direction !== 'minimize';
+    const range = scores.length ? [q(maximize ? 0.1 : 0), q(maximize ? 1 : 0.9)] : [0, 1];
     for (const map of data.maps) Charts.heatmap(box, map, { run, range, direction: state.overview.direction });
     if (!data.maps.length) box.appendChild(el('p', { class: 'muted', text: 'no grid' }));
   }
