@@ -1,0 +1,627 @@
+"""The UI's only door to the archive: runs under a root folder, and every question a page asks about one run.
+
+Everything goes through ``evolve.query.RunArchive``'s public methods and its documented ``summary`` view
+(``program_id, parent_id, island, iteration, generation, status, score, fitness, cell, mutator, file``), so a change
+of the query layer touches this module only. Answers are small: aggregates, samples and pages computed in DuckDB,
+never whole columns of a large run.
+
+Live runs: each run has a *version*, a fingerprint of its files (segment and migration names, journal sizes,
+``run.json``/``stats.json`` times). A question asked after the version changed reopens the ``RunArchive`` (so new
+segments and journal rows are seen) and drops the cached answers; otherwise answers come from a small cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evolve.query import (
+    AmbiguousProgram,
+    ArchiveQueryError,
+    ArchiveRoot,
+    ProgramNotFound,
+    RunArchive,
+    RunNotFound,
+    resolve_run,
+)
+from evolve.schema import ProgramRecord
+from evolve.ui.reasons import failure_reason, json_field, normalise_message
+
+__all__ = [
+    "AmbiguousProgram", "ArchiveQueryError", "ProgramNotFound", "RunNotFound", "RunSource", "RunStore",
+    "failure_reason", "normalise_message", "resolve_program",
+]
+
+MAX_POINTS = 4000  # scored programs drawn on the progress chart (a uniform sample beyond this)
+BEST_BINS = 600
+OUTCOME_BINS = 40
+FAILURE_SAMPLE = 5000  # the most recent failures grouped by reason
+CACHE_ENTRIES = 64
+DIRECT_FAILURE_FILES = 64  # up to this many segments hold failures: ask the archive directly
+MAX_OPEN_RUNS = 4  # runs whose DuckDB connection (and in-memory summary) stay open
+_FINAL = ("ok", "duplicate")  # statuses that are not failures
+_FAIL_COLUMNS = ("program_id", "iteration", "status", "edit_error", "artifacts", "stages")
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _safe(value: Any) -> Any:
+    """JSON-ready: non-finite floats become None (browsers' JSON has no NaN)."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run
+
+
+@dataclass(frozen=True)
+class ProgramDetail:
+    """What a program page shows besides the record itself."""
+
+    record: ProgramRecord
+    lineage: list[dict[str, Any]]
+    children: list[dict[str, Any]]
+    children_total: int
+
+
+def _fingerprint(run_dir: Path) -> str:
+    """Changes whenever the run's rows can have changed; a few ``listdir``/``stat`` calls."""
+    parts: list[str] = []
+    for sub in ("segments", "migrations"):
+        try:
+            names = sorted(n for n in os.listdir(run_dir / sub) if n.endswith(".parquet") and not n.startswith("."))
+        except OSError:
+            names = []
+        parts.append(hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest())
+    try:
+        with os.scandir(run_dir / "journal") as entries:
+            parts += sorted(f"{e.name}:{e.stat().st_size}" for e in entries if e.name.endswith(".jsonl"))
+    except OSError:
+        pass
+    for name in ("run.json", "stats.json"):
+        try:
+            st = os.stat(run_dir / name)
+            parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}")
+        except OSError:
+            parts.append(f"{name}:-")
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def _last_write(run_dir: Path) -> float | None:
+    """Newest modification time among the run's journal, newest segment and stats file."""
+    times = []
+    with suppress(OSError), os.scandir(run_dir / "journal") as entries:
+        times += [e.stat().st_mtime for e in entries if e.name.endswith(".jsonl")]
+    with suppress(OSError, ValueError):  # segment names sort in write order: the newest is the last
+        newest = max(n for n in os.listdir(run_dir / "segments") if n.endswith(".parquet") and n[0] != ".")
+        times.append(os.stat(run_dir / "segments" / newest).st_mtime)
+    for name in ("stats.json", "run.json"):
+        with suppress(OSError):
+            times.append(os.stat(run_dir / name).st_mtime)
+    return max(times) if times else None
+
+
+class RunSource:
+    """One run folder. Thread-safe: questions about one run are answered one at a time.
+
+    The UI's own queries read ``ui_summary``, a DuckDB temporary table holding the run's ``summary`` rows, made once
+    per version on the ``RunArchive``'s connection: a million rows take a fraction of a second to load and then
+    answer each question in milliseconds, where every question would otherwise decompress the index file again.
+    Answers about immutable things (a program's row, its ancestors) are kept across versions.
+    """
+
+    def __init__(self, key: str, run_dir: Path):
+        self.key = key
+        self.run_dir = run_dir
+        self._lock = threading.RLock()
+        self._archive: RunArchive | None = None
+        self._version = ""
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self._stable: dict[tuple[Any, ...], Any] = {}
+        self._listing: tuple[str, dict[str, Any]] | None = None
+        self.last_used = 0.0
+
+    def version(self) -> str:
+        return _fingerprint(self.run_dir)
+
+    @contextmanager
+    def archive(self) -> Iterator[RunArchive]:
+        """The run's ``RunArchive``, reopened first if the run's files changed since the last question."""
+        with self._lock:
+            self.last_used = time.monotonic()
+            version = self.version()
+            if self._archive is None or version != self._version:
+                if self._archive is not None:
+                    self._archive.close()
+                self._archive = RunArchive(self.run_dir)
+                self._version = version
+                self._cache.clear()
+            yield self._archive
+
+    def cached(self, key: tuple[Any, ...], compute: Callable[[RunArchive], Any], stable: bool = False) -> Any:
+        """``compute(archive)``, remembered until the run changes (or for good when ``stable``)."""
+        with self.archive() as archive:
+            return self._memo(archive, key, compute, stable)
+
+    def _memo(self, a: RunArchive, key: tuple[Any, ...], compute: Callable[[RunArchive], Any],
+              stable: bool = False) -> Any:
+        """``cached`` inside a question already holding the archive (never reopens it halfway through)."""
+        store = self._stable if stable else self._cache
+        if key not in store:
+            value = compute(a)
+            if len(store) >= CACHE_ENTRIES:
+                store.pop(next(iter(store)))
+            store[key] = value
+        return store[key]
+
+    @property
+    def is_open(self) -> bool:
+        return self._archive is not None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._archive is not None:
+                self._archive.close()
+                self._archive = None
+            self._cache.clear()
+
+    @staticmethod
+    def _table(a: RunArchive) -> str:
+        # IF NOT EXISTS: the archive may have reopened its connection (after skipping a damaged segment).
+        a.query(f"CREATE TEMP TABLE IF NOT EXISTS ui_summary AS SELECT {_SUMMARY_COLUMNS} FROM summary")
+        return "ui_summary"
+
+    def _sql(self, a: RunArchive, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return a.tuples(sql.format(S=self._table(a)), list(params))
+
+    def _dicts(self, a: RunArchive, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return a.rows(sql.format(S=self._table(a)), list(params))
+
+    # -- the run as a whole ---------------------------------------------------------------------------------------
+
+    def listing(self) -> dict[str, Any]:
+        """A line of the runs list. Kept per version apart from the other answers, and a run opened only for it
+        is closed again, so that listing many runs holds no connection open."""
+        version = self.version()
+        if self._listing is None or self._listing[0] != version:
+            was_open = self.is_open
+            with self.archive() as a:
+                found = a.listing()
+            if not was_open:
+                self.close()
+            self._listing = (version, {
+                "key": self.key, "run_id": found.run_id, "problem": found.problem, "state": found.state,
+                "programs": found.programs, "best_score": _finite(found.best_score),
+                "best_program": found.best_program, "created_at": found.created_at, "mutator": found.mutator,
+                "bad_files": list(found.bad_files)})
+        return {**self._listing[1], "last_write": _last_write(self.run_dir)}
+
+    def header(self) -> dict[str, Any]:
+        """What a page title needs, from the run's metadata files only (no query): a page shows at once."""
+        with self.archive() as a:
+            return {"key": self.key, "run_id": a.run_id, "problem": a.problem.name,
+                    "score_metric": a.problem.score_metric, "direction": a.problem.direction,
+                    "state": str(a.info.get("state", "")), "created_at": a.info.get("created_at")}
+
+    def _statuses(self, a: RunArchive) -> dict[str, int]:
+        """Programs per status (rows, so a rare duplicated row counts twice: cheap on a million rows)."""
+        return self._memo(a, ("statuses",), lambda _: {str(s): int(n) for s, n in self._sql(
+            a, "SELECT coalesce(status, '') AS s, count(*) AS n FROM {S} GROUP BY s ORDER BY n DESC, s")})
+
+    def overview(self) -> dict[str, Any]:
+        def compute(a: RunArchive) -> dict[str, Any]:
+            p = a.problem
+            statuses = self._statuses(a)
+            last = self._sql(a, "SELECT max(iteration) FROM {S}")[0][0]
+            return _safe({
+                "key": self.key, "run_dir": str(self.run_dir), "run_id": a.run_id, "problem": p.name,
+                "score_metric": p.score_metric, "direction": p.direction, "language": p.language,
+                "state": str(a.info.get("state", "")), "mutator": str(a.info.get("mutator", "")),
+                "created_at": a.info.get("created_at"), "settings": a.info.get("settings", {}),
+                "programs": sum(statuses.values()), "statuses": statuses, "islands": a.islands(),
+                "best": self._best(a), "seed": a.seed(), "last_iteration": last,
+                "features": [{"name": f.name, "min": f.min, "max": f.max, "bins": f.bins} for f in p.features],
+                "bad_files": [str(path) for path, _ in a.bad_files],
+                "loop": {k: v for k, v in a.run_stats.items() if isinstance(v, int | float | str)},
+            })
+
+        out = dict(self.cached(("overview",), compute))
+        out["last_write"] = _last_write(self.run_dir)
+        out["version"] = self._version
+        return out
+
+    def _best(self, a: RunArchive) -> dict[str, Any] | None:
+        rows = self._dicts(a, "SELECT program_id, score, fitness, status, island, iteration, generation, mutator "
+                              "FROM {S} WHERE fitness IS NOT NULL ORDER BY fitness DESC, iteration LIMIT 1")
+        return rows[0] if rows else None
+
+    def progress(self) -> dict[str, Any]:
+        """Scored programs (a sample of at most ``MAX_POINTS``) and the best score so far (binned, exact at bin
+        ends), for the score-over-iterations chart."""
+
+        def compute(a: RunArchive) -> dict[str, Any]:
+            scored, last = self._sql(a, "SELECT count(*), max(iteration) FROM {S} WHERE fitness IS NOT NULL")[0]
+            scored, last = int(scored or 0), int(last or 0)
+            stride = max(1, math.ceil(scored / MAX_POINTS))
+            sample = self._sql(
+                a, "SELECT program_id, iteration, island, score FROM {S} WHERE fitness IS NOT NULL "
+                   "AND hash(program_id) % ? = 0 ORDER BY iteration LIMIT ?", [stride, MAX_POINTS * 2])
+            width = max(1, math.ceil((last + 1) / BEST_BINS))
+            bins = self._sql(
+                a, "SELECT iteration // ? AS b, arg_max(struct_pack(program_id, iteration, score), fitness) "
+                   "FROM {S} WHERE fitness IS NOT NULL GROUP BY b ORDER BY b", [width])
+            best: list[dict[str, Any]] = []
+            sign = a.problem.sign
+            for _, top in bins:
+                score = _finite(top["score"])
+                if score is None:
+                    continue
+                if not best or score * sign > best[-1]["score"] * sign:
+                    best.append({"iteration": int(top["iteration"]), "score": score,
+                                 "program_id": top["program_id"]})
+            return {"points": [{"id": pid, "iteration": int(it), "island": int(isl or 0), "score": _finite(s)}
+                               for pid, it, isl, s in sample],
+                    "stride": stride, "scored": scored, "best": best, "last_iteration": last,
+                    "direction": a.problem.direction, "score_metric": a.problem.score_metric}
+
+        return self.cached(("progress",), compute)
+
+    def outcomes(self) -> dict[str, Any]:
+        """Programs per status in up to ``OUTCOME_BINS`` equal spans of iterations."""
+
+        def compute(a: RunArchive) -> dict[str, Any]:
+            last = int(self._sql(a, "SELECT coalesce(max(iteration), 0) FROM {S}")[0][0])
+            width = max(1, math.ceil((last + 1) / OUTCOME_BINS))
+            rows = self._sql(a, "SELECT iteration // ? AS b, coalesce(status, '') AS s, count(*) FROM {S} "
+                                "GROUP BY b, s ORDER BY b, s", [width])
+            bins: dict[int, dict[str, int]] = {}
+            for b, status, n in rows:
+                bins.setdefault(int(b), {})[str(status)] = int(n)
+            return {"width": width, "bins": [{"start": b * width, "end": min(last, (b + 1) * width - 1),
+                                              "counts": counts} for b, counts in sorted(bins.items())]}
+
+        return self.cached(("outcomes",), compute)
+
+    def maps(self) -> list[dict[str, Any]]:
+        """Each island's grid as a 2-D heatmap: x = the last feature, y = the first; with more than two features
+        each shown cell holds the fittest elite over the other axes."""
+
+        def compute(a: RunArchive) -> list[dict[str, Any]]:
+            out = []
+            for grid in a.grids():
+                dims = len(grid.features)
+                xi, yi = (dims - 1, 0) if dims >= 2 else (0 if dims else None, None)
+                cells: dict[tuple[int, int], dict[str, Any]] = {}
+                for e in grid.elites:
+                    x = e.coords[xi] if xi is not None else 0
+                    y = e.coords[yi] if yi is not None else 0
+                    held = cells.get((x, y))
+                    if held is None or e.fitness > held["fitness"]:
+                        cells[(x, y)] = {"x": x, "y": y, "program_id": e.program_id, "score": _finite(e.score),
+                                         "fitness": _finite(e.fitness), "iteration": e.iteration,
+                                         "cell": e.cell}
+                out.append({"island": grid.island, "coverage": grid.coverage, "n_cells": grid.n_cells,
+                            "elites": len(grid.elites), "x": _axis(grid.features, xi), "y": _axis(grid.features, yi),
+                            "width": grid.shape[xi] if xi is not None else 1,
+                            "height": grid.shape[yi] if yi is not None else 1,
+                            "cells": sorted(cells.values(), key=lambda c: (c["y"], c["x"]))})
+            return out
+
+        return self.cached(("maps",), compute)
+
+    def failures(self, sample: int = FAILURE_SAMPLE) -> dict[str, Any]:
+        """Failures grouped by status and normalised reason, over the most recent ``sample`` failures; counts per
+        status over every program."""
+
+        def compute(a: RunArchive) -> dict[str, Any]:
+            statuses = {s: n for s, n in self._statuses(a).items() if s not in _FINAL}
+            total = sum(statuses.values())
+            groups: dict[tuple[str, str], dict[str, Any]] = {}
+            rows, skipped = self._failure_rows(a, sample) if total else ([], 0)
+            for pid, it, status, edit_error, artifacts, stages in rows:
+                reason = normalise_message(failure_reason(
+                    str(status or ""), str(edit_error or ""), json_field(artifacts, {}), json_field(stages, [])))
+                group = groups.setdefault((status, reason), {
+                    "status": status, "reason": reason, "count": 0, "example": pid, "first": it, "last": it})
+                group["count"] += 1
+                group["first"] = min(group["first"], it)
+                group["last"] = max(group["last"], it)
+            ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["status"], g["reason"]))
+            return {"statuses": statuses, "total": total, "sampled": len(rows), "unsampled_journal": skipped,
+                    "groups": ordered}
+
+        return self.cached(("failures", sample), compute)
+
+    def _failure_rows(self, a: RunArchive, sample: int) -> tuple[list[tuple[Any, ...]], int]:
+        """The latest ``sample`` failed rows with the columns that say why. A small run is asked directly; in a
+        large one only the newest segments holding them are read (opening a thousand segments costs seconds), and
+        rows still in the journal are left out (their count is returned)."""
+        # ``file`` (the segment holding a row) is left out of ui_summary: it is the costliest column to load.
+        files = a.tuples("SELECT file, count(*), max(iteration) AS last FROM summary WHERE status NOT IN "
+                         "('ok', 'duplicate') GROUP BY file ORDER BY last DESC")
+        if len(files) <= DIRECT_FAILURE_FILES:
+            return a.tuples(f"SELECT {', '.join(_FAIL_COLUMNS)} FROM programs WHERE status NOT IN "
+                            "('ok', 'duplicate') ORDER BY iteration DESC LIMIT ?", [sample], full=True), 0
+        chosen, count, journal = [], 0, 0
+        for name, n, _ in files:
+            if not name:
+                journal += int(n)
+                continue
+            chosen.append(name)
+            count += int(n)
+            if count >= sample:
+                break
+        rows: list[tuple[Any, ...]] = []
+        for name in chosen:
+            try:
+                table = pq.read_table(self.run_dir / "segments" / name, columns=list(_FAIL_COLUMNS),
+                                      filters=[("status", "not in", list(_FINAL))])
+            except (OSError, pa.ArrowException, ValueError):
+                continue  # compacted or damaged since: the archive reports damage, the grouping goes on
+            rows += zip(*(table.column(c).to_pylist() for c in _FAIL_COLUMNS), strict=True)
+        rows.sort(key=lambda r: -int(r[1] or 0))
+        return rows[:sample], journal
+
+    def programs(self, page: int = 0, per_page: int = 50, status: str = "", island: int | None = None,
+                 order: str = "recent") -> dict[str, Any]:
+        page, per_page = max(0, page), min(200, max(1, per_page))
+        conditions, params = ["TRUE"], []
+        if status:
+            conditions.append("status = ?")
+            params.append(status)
+        if island is not None:
+            conditions.append("island = ?")
+            params.append(island)
+        sort = "fitness DESC NULLS LAST, iteration" if order == "best" else "iteration DESC"
+        where = " AND ".join(conditions)
+
+        def compute(a: RunArchive) -> dict[str, Any]:
+            total = int(self._sql(a, f"SELECT count(*) FROM {{S}} WHERE {where}", params)[0][0])
+            rows = self._dicts(a, f"SELECT program_id, parent_id, island, iteration, generation, status, score, "
+                                  f"mutator FROM {{S}} WHERE {where} ORDER BY {sort}, program_id LIMIT ? OFFSET ?",
+                               [*params, per_page, page * per_page])
+            seen: set[str] = set()
+            unique = [r for r in rows if not (r["program_id"] in seen or seen.add(r["program_id"]))]
+            return _safe({"page": page, "per_page": per_page, "total": total, "rows": unique})
+
+        return self.cached(("programs", page, per_page, status, island, order), compute)
+
+    # -- genealogy -----------------------------------------------------------------------------------------------
+
+    def lineage(self, program_id: str, max_depth: int = 500) -> list[dict[str, Any]]:
+        """Ancestors of a program, itself first."""
+        with self.archive() as a:
+            return self._lineage(a, program_id, max_depth)
+
+    def _lineage(self, a: RunArchive, program_id: str, max_depth: int = 500) -> list[dict[str, Any]]:
+        key = ("lineage", program_id, max_depth)
+        if key in self._stable:  # rows never change: a complete chain is kept for good
+            return self._stable[key]
+        steps: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        current: str | None = program_id
+        while current is not None and current not in seen and len(steps) < max_depth:
+            seen.add(current)
+            found = self._dicts(a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE program_id = ? LIMIT 1", [current])
+            if not found:  # a parent missing from a damaged archive: show where the chain breaks, keep nothing
+                steps.append({"program_id": current, "parent_id": None, "iteration": -1, "generation": -1,
+                              "status": "missing", "score": None, "mutator": "", "island": -1})
+                return _safe(steps)
+            steps.append(found[0])
+            current = found[0]["parent_id"]
+        result = _safe(steps)
+        return self._memo(a, key, lambda _: result, stable=True)
+
+    def tree(self, root: str | None = None, limit: int = 150, per_node: int = 6) -> dict[str, Any]:
+        """A bounded subtree: ``root`` (default the seed), the path from it to the best program, and breadth-first
+        the fittest ``per_node`` children of each shown node, up to ``limit`` nodes. Each node says how many
+        children it has in all, so the page can offer to expand a node (re-root there)."""
+        limit, per_node = min(1000, max(2, limit)), min(50, max(1, per_node))
+
+        def compute(a: RunArchive) -> dict[str, Any]:
+            best = self._best(a)
+            best_chain = [s["program_id"] for s in reversed(self._lineage(a, best["program_id"]))] if best else []
+            if root:
+                root_id = a.resolve_id(root)
+            else:
+                seed = a.seed()
+                root_id = best_chain[0] if best_chain else (seed["program_id"] if seed else None)
+            if root_id is None:
+                return {"root": None, "nodes": [], "best_path": [], "ancestors": [], "truncated": False}
+            ancestors = [s["program_id"] for s in reversed(self._lineage(a, root_id))][:-1]
+            path = best_chain[best_chain.index(root_id):] if root_id in best_chain else [root_id]
+            nodes = {row["program_id"]: row for row in self._nodes(a, path)}
+            frontier, truncated = [root_id], False
+            while frontier and len(nodes) < limit:
+                children = self._dicts(
+                    a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE parent_id IN ({', '.join('?' * len(frontier))}) "
+                       "QUALIFY row_number() OVER (PARTITION BY parent_id ORDER BY fitness DESC NULLS LAST, "
+                       "iteration, program_id) <= ? ORDER BY fitness DESC NULLS LAST, iteration",
+                    [*frontier, per_node])
+                frontier = []
+                for row in children:
+                    if row["program_id"] in nodes:
+                        if row["program_id"] in path:
+                            frontier.append(row["program_id"])
+                        continue
+                    if len(nodes) >= limit:
+                        truncated = True
+                        break
+                    nodes[row["program_id"]] = row
+                    frontier.append(row["program_id"])
+            ids = list(nodes)
+            counts = dict(self._sql(a, f"SELECT parent_id, count(DISTINCT program_id) FROM {{S}} WHERE parent_id "
+                                       f"IN ({', '.join('?' * len(ids))}) GROUP BY parent_id", ids))
+            out = []
+            for pid, row in nodes.items():
+                row = _safe(row)
+                row["children"] = int(counts.get(pid, 0))
+                if pid == root_id:
+                    row["parent_id"] = None  # the tree's root, whatever its own parent
+                out.append(row)
+            shown: dict[str, int] = {}
+            for row in out:
+                if row["parent_id"]:
+                    shown[row["parent_id"]] = shown.get(row["parent_id"], 0) + 1
+            for row in out:
+                row["hidden"] = max(0, row["children"] - shown.get(row["program_id"], 0))
+            on_best = bool(best_chain) and path[-1] == best_chain[-1]
+            return {"root": root_id, "nodes": out, "best_path": path if on_best else [],
+                    "best": best["program_id"] if best else None, "ancestors": ancestors,
+                    "truncated": truncated or any(r["hidden"] for r in out), "limit": limit}
+
+        return self.cached(("tree", root, limit, per_node), compute)
+
+    def _nodes(self, a: RunArchive, ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        rows = self._dicts(a, f"SELECT DISTINCT {_NODE_COLUMNS} FROM {{S}} WHERE program_id IN "
+                              f"({', '.join('?' * len(ids))})", list(ids))
+        order = {pid: i for i, pid in enumerate(ids)}
+        return sorted(rows, key=lambda r: order.get(r["program_id"], len(order)))
+
+    # -- one program ---------------------------------------------------------------------------------------------
+
+    def resolve(self, prefix: str) -> str:
+        with self.archive() as a:
+            return a.resolve_id(prefix)
+
+    def record(self, program_id: str) -> ProgramRecord:
+        return self.cached(("record", program_id), lambda a: a.program(program_id), stable=True)
+
+    def detail(self, program_id: str, max_lineage: int = 500, max_children: int = 50) -> ProgramDetail:
+        record = self.record(program_id)
+        lineage = self.lineage(record.program_id, max_lineage)
+
+        def compute(a: RunArchive) -> ProgramDetail:
+            total = int(self._sql(a, "SELECT count(DISTINCT program_id) FROM {S} WHERE parent_id = ?",
+                                  [record.program_id])[0][0])
+            children = self._dicts(
+                a, "SELECT DISTINCT program_id, island, iteration, status, score, fitness FROM {S} "
+                   "WHERE parent_id = ? ORDER BY fitness DESC NULLS LAST, iteration LIMIT ?",
+                [record.program_id, max_children])
+            return ProgramDetail(record, lineage, [_safe(c) for c in children], total)
+
+        return self.cached(("detail", record.program_id), compute)
+
+    def compare_series(self) -> dict[str, Any]:
+        """Best score so far against iteration (binned), for the runs-comparison chart."""
+        data = self.progress()
+        over = self.overview()
+        return {"key": self.key, "run_id": over["run_id"], "problem": over["problem"],
+                "direction": data["direction"], "score_metric": data["score_metric"], "best": data["best"],
+                "last_iteration": max(data["last_iteration"], over["last_iteration"] or 0)}
+
+
+def _axis(features: Sequence[Any], i: int | None) -> dict[str, Any] | None:
+    if i is None:
+        return None
+    f = features[i]
+    return {"name": f.name, "min": f.min, "max": f.max, "bins": f.bins}
+
+
+_NODE_COLUMNS = "program_id, parent_id, island, iteration, generation, status, score, fitness, mutator"
+_SUMMARY_COLUMNS = "program_id, parent_id, island, iteration, generation, status, score, fitness, cell, mutator"
+
+
+def resolve_program(run_path: str | Path, prefix: str) -> tuple[Path, str, str]:
+    """``(run folder, full program id, status)`` of a program given by a unique id prefix (journal rows too)."""
+    run_dir = resolve_run(run_path)
+    with RunArchive(run_dir) as archive:
+        full = archive.resolve_id(prefix)
+        rows = archive.rows("SELECT status FROM summary WHERE program_id = ? LIMIT 1", [full])
+    return run_dir, full, str(rows[0]["status"] if rows else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every run under a root
+
+
+class RunStore:
+    """The runs under ``root`` (a run folder, a problem folder of the archive, or the archive root), rescanned
+    when asked (runs appear while the UI is open). Keys are the run's path under the root, ``/`` written ``~``."""
+
+    def __init__(self, root: str | Path, rescan_seconds: float = 2.0):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise RunNotFound(f"{self.root}: no such folder")
+        self.rescan_seconds = rescan_seconds
+        self._sources: dict[str, RunSource] = {}
+        self._scanned = -math.inf
+        self._lock = threading.Lock()
+
+    def _key(self, run_dir: Path) -> str:
+        try:
+            rel = run_dir.relative_to(self.root)
+        except ValueError:
+            rel = Path(run_dir.name)
+        return "~".join(rel.parts) or run_dir.name
+
+    def scan(self, force: bool = False) -> list[RunSource]:
+        with self._lock:
+            now = time.monotonic()
+            if force or now - self._scanned >= self.rescan_seconds:
+                self._scanned = now
+                for run_dir in ArchiveRoot.scan(self.root).runs:
+                    key = self._key(run_dir)
+                    if key not in self._sources:
+                        self._sources[key] = RunSource(key, run_dir)
+                for key in [k for k, s in self._sources.items() if not s.run_dir.is_dir()]:
+                    self._sources.pop(key).close()
+            return list(self._sources.values())
+
+    def get(self, key: str) -> RunSource:
+        source = self._sources.get(key)
+        if source is None:
+            self.scan(force=True)
+            source = self._sources.get(key)
+        if source is None:
+            raise RunNotFound(f"no run {key!r} under {self.root}")
+        self._close_idle(keep=source)
+        return source
+
+    def _close_idle(self, keep: RunSource) -> None:
+        """Keep at most ``MAX_OPEN_RUNS`` connections (each holds its run's summary in memory)."""
+        open_ = sorted((s for s in self._sources.values() if s.is_open and s is not keep),
+                       key=lambda s: s.last_used, reverse=True)
+        for idle in open_[MAX_OPEN_RUNS - 1:]:
+            idle.close()
+
+    def listings(self) -> list[dict[str, Any]]:
+        out = []
+        for source in self.scan():
+            try:
+                out.append(source.listing())
+            except ArchiveQueryError as exc:
+                out.append({"key": source.key, "run_id": source.run_dir.name, "problem": "", "state": "unreadable",
+                            "programs": 0, "best_score": None, "best_program": None, "created_at": None,
+                            "error": str(exc), "last_write": _last_write(source.run_dir)})
+        return sorted(out, key=lambda r: (-(r.get("created_at") or 0), r["key"]))
+
+    def close(self) -> None:
+        with self._lock:
+            for source in self._sources.values():
+                source.close()
+            self._sources.clear()
