@@ -24,6 +24,7 @@ from evolve.archive import PROBLEM_SNAPSHOT
 from evolve.cli_archive import unified_diff
 from evolve.plots import figures, png_bytes
 from evolve.query import RunArchive
+from evolve.ui.pictures import picture_for
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 70rem;
@@ -36,6 +37,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(28rem, 1fr)); gap: 0.5rem; }
 .plots figure { margin: 0; } .plots img { max-width: 100%; border: 1px solid #eee; }
 .program { border: 1px solid #ddd; border-radius: 6px; padding: 0.6rem 1rem; margin: 1rem 0; }
+.picture img { max-width: 28rem; border: 1px solid #eee; }
 pre, .highlight pre { overflow-x: auto; font-size: 0.82rem; line-height: 1.35; background: #f8f8f8;
        padding: 0.6rem; border-radius: 4px; }
 details summary { cursor: pointer; margin: 0.4rem 0; } code { font-size: 0.9em; }
@@ -154,8 +156,14 @@ def _program(archive: RunArchive, rank: int, row: dict[str, Any]) -> str:
         f'<p class="muted">island {record.island}, iteration {record.iteration}, generation {record.generation}, '
         f"mutator {_e(record.mutator)}, parent <code>{_e(record.parent_id or 'none (seed)')}</code></p>",
         f"<p>{metrics}</p>",
-        "<details open><summary>code</summary>" + _code_html(record.code, language) + "</details>",
     ]
+    picture = picture_for(archive.run_dir, archive.info, record)  # the problem's renderer; sanitised SVG
+    if picture.svg:
+        parts.append(f'<figure class="picture"><img data-picture alt="picture of {_e(record.program_id)}" '
+                     f'src="{picture.data_uri()}"></figure>')
+    elif picture.error:
+        parts.append(f'<p class="bad">{_e(picture.error)}</p>')
+    parts.append("<details open><summary>code</summary>" + _code_html(record.code, language) + "</details>")
     if record.parent_id:
         try:
             parent = archive.program(record.parent_id)

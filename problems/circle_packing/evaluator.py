@@ -7,9 +7,11 @@ float (10**400), complex or boolean arrays, ragged or nested lists, NaN. Each is
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from evolve import Candidate, WrongOutput
+from evolve import Candidate, StageReport, WrongOutput
 
 N_CIRCLES = 26
 TOLERANCE = 1e-9  # allowed overlap / protrusion, absolute
@@ -50,12 +52,16 @@ def check_packing(data: object) -> tuple[np.ndarray, np.ndarray]:
     return centers, radii
 
 
-def evaluate(candidate: Candidate) -> dict[str, float]:
+def evaluate(candidate: Candidate) -> StageReport:
     centers, radii = check_packing(candidate.call("run_packing"))
     mean = float(radii.mean())
-    return {
+    metrics = {
         "sum_radii": float(radii.sum()),
         "min_radius": float(radii.min()),
         "radius_spread": float(radii.max() / mean) if mean > 0 else 1.0,
         "run_seconds": candidate.call_seconds[-1],
     }
+    # The packing as validated above (our own float64 arrays, not the candidate's objects), for the picture that
+    # problems/circle_packing/render.py draws in `evolve ui` and the HTML report.
+    packing = json.dumps({"centers": centers.tolist(), "radii": radii.tolist()})
+    return StageReport(metrics, {"packing": packing})
