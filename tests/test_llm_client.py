@@ -170,6 +170,21 @@ def test_patience_counts_a_streak_of_failures_not_a_quiet_spell(llm_server: Chat
         client.complete(FAST, MESSAGES, rng)
 
 
+def test_time_since_the_last_good_answer(llm_server: ChatServer, rng) -> None:
+    clock = FakeClock()
+    client = ChatClient(settings_for(llm_server, retries=0), clock=clock)
+    clock.now += 5
+    assert client.since_answer() == 5 and not client.stats()["answered_once"]  # counted from the start
+    client.complete(FAST, MESSAGES, rng)
+    assert client.since_answer() == 0
+    llm_server.push(Reply(status=500))
+    clock.now += 42
+    with pytest.raises(CallFailed):
+        client.complete(FAST, MESSAGES, rng)
+    stats = client.stats()
+    assert stats["since_answer"] == 42 and stats["failed_calls"] == 1 and stats["failed_by_kind"] == {"server_error": 1}
+
+
 def test_concurrency_cap(llm_server: ChatServer) -> None:
     llm_server.push(*[Reply(content=str(i), delay=0.15) for i in range(6)])
     client = ChatClient(settings_for(llm_server, max_concurrency=2))
