@@ -8,7 +8,9 @@ connection errors, timeouts, and 200 answers that are no chat completion (``evol
 cut short, an HTML page, no choices, an empty answer, wrong shapes). Not retried: other 4xx (400, 413, 422: this
 request itself is refused; the next prompt may be fine). Any good answer marks the endpoint healthy; when every
 attempt, on every thread, has failed for ``patience`` seconds, calls raise ``EndpointDown`` and the mutator stops
-the run.
+the run. So do ``REFUSALS_BEFORE_DOWN`` calls in a row refused as bad requests with no answer in between: every
+request being refused means a setting the endpoint rejects (a ``seed``, ``max_tokens`` or ``temperature`` some
+models do not take), not one bad prompt.
 
 Calls in flight follow ``evolve.llm.limiter.AdaptiveLimiter``: from ``start_concurrency`` up to ``max_concurrency``
 while answers come back cleanly, down on 429s, 5xx and timeouts.
@@ -39,6 +41,7 @@ from evolve.llm.limiter import AdaptiveLimiter, LimiterClosed, Signal, Slot
 from evolve.llm.settings import KEY_PLACEHOLDER, LLMSettings, ModelSpec
 
 START_CONCURRENCY = 4  # calls in flight at first, unless the settings say otherwise
+REFUSALS_BEFORE_DOWN = 5  # calls in a row refused as bad requests, nothing answered: the settings are wrong
 
 __all__ = ["START_CONCURRENCY", "CallFailed", "ChatAnswer", "ChatClient", "EndpointDown", "Failure", "FailureKind",
            "MalformedAnswer", "classify", "error_message", "estimate_tokens", "make_openai_client",
@@ -119,6 +122,7 @@ class ChatClient:
         self.retries = 0
         self.failed_calls = 0
         self.answered = 0
+        self._refusals = 0  # calls refused in a row (bad requests) since the last answer
 
     # -- health ----------------------------------------------------------------------------------------------------
     def _healthy(self) -> None:
@@ -127,6 +131,7 @@ class ChatClient:
             self._last_failed_at = None
             self._answered_at = self._clock()
             self.answered += 1
+            self._refusals = 0
 
     def _failed(self, failure: Failure) -> None:
         with self._lock:
@@ -229,6 +234,13 @@ class ChatClient:
                 with self._lock:
                     self.failed_calls += 1
                     self.failed_by_kind[failure.kind.value] += 1
+                    self._refusals = 0 if failure.kind.retried else self._refusals + 1
+                    refusals = self._refusals
+                if refusals >= REFUSALS_BEFORE_DOWN:
+                    raise EndpointDown(
+                        f"the LLM endpoint {s.api_base} refused the last {refusals} calls in a row, answering none; "
+                        f"last error: {failure.describe()}. A setting it rejects for model {model.name}? (e.g. "
+                        "send_seed = false, a smaller max_tokens, or no temperature for reasoning models)")
                 why = "refused" if not failure.kind.retried else f"failed {attempt} times"
                 raise CallFailed(f"LLM call to {model.name} {why}; last error: {failure.describe()}", failure,
                                  attempt, self._clock() - started, tuple(failures), (wasted[0], wasted[1]))
