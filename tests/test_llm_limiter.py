@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 
-from evolve.llm.client import START_CONCURRENCY, CallFailed, ChatClient
+from evolve.llm.client import START_CONCURRENCY, CallFailed, ChatClient, start_concurrency
 from evolve.llm.limiter import AdaptiveLimiter, LimiterClosed, Signal
 from evolve.llm.settings import LLMSettings, ModelSpec
 from tests import llm_server as server_lib
@@ -122,6 +122,17 @@ def call_many(client: ChatClient, n: int, threads: int) -> list[str]:
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(one, range(n)))
+
+
+def test_the_start_value_comes_from_the_settings_when_they_have_one() -> None:
+    @dataclass(frozen=True)
+    class WithStart(LLMSettings):
+        start_concurrency: int = 2
+
+    assert start_concurrency(LLMSettings(models=(FAST,), max_concurrency=16)) == min(START_CONCURRENCY, 16)
+    assert start_concurrency(LLMSettings(models=(FAST,), max_concurrency=2)) == 2
+    assert start_concurrency(WithStart(models=(FAST,), max_concurrency=16)) == 2
+    assert start_concurrency(WithStart(models=(FAST,), max_concurrency=16, start_concurrency=40)) == 16
 
 
 def test_clean_answers_grow_the_calls_in_flight_within_the_maximum(llm_server: ChatServer) -> None:

@@ -40,7 +40,7 @@ from evolve.llm.failures import (
 from evolve.llm.limiter import AdaptiveLimiter, LimiterClosed, Signal, Slot
 from evolve.llm.settings import KEY_PLACEHOLDER, LLMSettings, ModelSpec
 
-START_CONCURRENCY = 4  # calls in flight at first, unless the settings say otherwise
+START_CONCURRENCY = 8  # calls in flight at first, unless the settings say otherwise
 REFUSALS_BEFORE_DOWN = 5  # calls in a row refused as bad requests, nothing answered: the settings are wrong
 
 __all__ = ["START_CONCURRENCY", "CallFailed", "ChatAnswer", "ChatClient", "EndpointDown", "Failure", "FailureKind",
