@@ -2,7 +2,9 @@
 
 ``make_progress(quiet)`` picks the right one. ``RichProgress`` redraws a small panel a few times per second: budget
 used and remaining (iterations and time), the best score and its program, evaluations per second, work in flight
-per stage, failures by status, MAP-Elites coverage per island, and LLM calls, tokens and cost when an LLM is used.
+per stage, failures by status, MAP-Elites coverage per island, and when an LLM is used its calls, tokens, cost and
+calls in flight (against their adaptive limit), then, once calls fail, failed calls by kind, retries and the time
+since the last good answer.
 Messages from the loop print above the panel. ``close`` leaves the final panel on screen.
 """
 
@@ -18,7 +20,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from evolve.progress import LineProgress, Progress, ProgressSnapshot, QuietProgress
+from evolve.progress import (
+    LineProgress,
+    Progress,
+    ProgressSnapshot,
+    QuietProgress,
+    duration,
+    llm_trouble,
+    llm_usage,
+)
 
 BAR_WIDTH = 20
 
@@ -27,17 +37,6 @@ def _bar(fraction: float, width: int = BAR_WIDTH) -> str:
     fraction = min(1.0, max(0.0, fraction))
     full = int(round(fraction * width))
     return "█" * full + "░" * (width - full)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def remaining_seconds(s: ProgressSnapshot) -> float | None:
@@ -60,11 +59,11 @@ def render_snapshot(s: ProgressSnapshot, title: str = "evolve") -> Panel:
     left = remaining_seconds(s)
     budget = f"{_bar(fraction)} {s.done}/{s.budget} iterations ({fraction:.0%})"
     head.add_row("progress", budget)
-    timing = f"elapsed {_duration(s.elapsed)}"
+    timing = f"elapsed {duration(s.elapsed)}"
     if s.time_limit is not None:
-        timing += f" of {_duration(s.time_limit)} limit"
+        timing += f" of {duration(s.time_limit)} limit"
     if left is not None:
-        timing += f", about {_duration(left)} left"
+        timing += f", about {duration(left)} left"
     head.add_row("time", timing)
     if s.best_score is None:
         head.add_row("best", Text("no scored program yet", style="dim"))
@@ -89,11 +88,12 @@ def render_snapshot(s: ProgressSnapshot, title: str = "evolve") -> Panel:
             cover.add_row(f"island {island}", _bar(fraction_covered, 10), f"{fraction_covered:.0%}")
         head.add_row("coverage", cover)
     if s.llm:
-        llm = s.llm
-        text = (f"{llm.get('calls', 0)} calls, {llm.get('tokens', 0):,} tokens, ${float(llm.get('cost', 0.0)):.4f}")
-        if llm.get("failed_calls"):
-            text += f", {llm['failed_calls']} failed"
-        head.add_row("llm", text)
+        head.add_row("llm", llm_usage(s.llm))
+        trouble = llm_trouble(s.llm)
+        if trouble:
+            # Red once the endpoint has gone a while without a good answer: the run may be about to stop.
+            quiet = float(s.llm.get("since_answer") or 0.0) > 60
+            head.add_row("llm failures", Text(trouble, style="red" if quiet else "yellow"))
     return Panel(head, title=title, title_align="left", border_style="blue",
                  subtitle="Ctrl-C stops; the run can be resumed", subtitle_align="right")
 

@@ -2,9 +2,11 @@
 
 It listens on 127.0.0.1 (a free port), answers ``POST /v1/chat/completions``, ``GET /v1/models`` and
 ``GET /v1/models/<id>``, and returns scripted answers and scripted failures: an HTTP status with headers (429 with
-Retry-After, 500), a delay longer than the client's timeout, a connection dropped without any answer, or an answer
-without a ``usage`` object. Every request is recorded, and usage is counted per model, so tests can compare the
-client's accounting with what the server billed.
+Retry-After, 500), a delay longer than the client's timeout, a connection dropped without any answer, an answer
+without a ``usage`` object, and malformed answers a broken proxy or server sends with status 200 (``MALFORMED``: a
+body that is not JSON, JSON cut short, a body cut short of its Content-Length, an HTML page, no ``choices``, empty
+content, wrong shapes). ``garbage_responder`` answers garbage on every call or on every n-th. Every request is
+recorded, and usage is counted per model, so tests can compare the client's accounting with what the server billed.
 
 Use it through the ``llm_server`` fixture (import it into the test module) or directly:
 
@@ -40,7 +42,7 @@ DEFAULT_CONTENT = "I have no suggestion."
 class Reply:
     """One scripted answer of the server."""
 
-    content: str = DEFAULT_CONTENT
+    content: str | None = DEFAULT_CONTENT  # None: ``"content": null``
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (a slow model)
@@ -49,6 +51,36 @@ class Reply:
     omit_usage: bool = False  # answer without a ``usage`` object (some local servers do)
     error: str = ""  # error message for non-200 statuses
     finish_reason: str = "stop"
+    body: str | None = None  # sent as-is instead of a Chat Completions payload (with ``content_type``)
+    content_type: str = "application/json"
+    payload: Any = None  # a JSON payload sent instead of the well-formed one (wrong shapes)
+    truncate: bool = False  # announce the whole body's length, send half of it, then close the connection
+
+    @property
+    def malformed(self) -> bool:
+        return self.body is not None or self.payload is not None or self.truncate
+
+
+# Answers with status 200 that carry no usable completion, by kind.
+MALFORMED: dict[str, Reply] = {
+    "not_json": Reply(body="upstream connect error or disconnect/reset before headers"),
+    "cut_json": Reply(body='{"id": "chatcmpl-1", "object": "chat.completion", "choices": [{"index": 0, "mess'),
+    "truncated": Reply(content="<<<<<<< SEARCH\nSTEP = 0.5\n=======\nSTEP = 0.25\n>>>>>>> REPLACE\n",
+                       truncate=True),
+    "html": Reply(body="<html><body><h1>Sign in to continue</h1></body></html>", content_type="text/html"),
+    "no_choices": Reply(payload={"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+                                 "choices": []}),
+    "missing_choices": Reply(payload={"id": "chatcmpl-1", "object": "chat.completion", "created": 0}),
+    "empty_content": Reply(content=""),
+    "null_content": Reply(content=None),
+    "choices_not_a_list": Reply(payload={"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                                         "model": "m", "choices": {"message": {"content": "hi"}}}),
+    "content_not_text": Reply(payload={"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+                                       "choices": [{"index": 0, "finish_reason": "stop",
+                                                    "message": {"role": "assistant", "content": {"text": 1}}}]}),
+    "json_list": Reply(body="[1, 2, 3]"),
+    "error_in_200": Reply(payload={"error": {"message": "upstream model crashed", "type": "server_error"}}),
+}
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -79,12 +111,14 @@ class ChatServer:
         self.api_key = api_key  # when set, requests without "Authorization: Bearer <api_key>" get a 401
         self.responder = responder
         self.list_models = list_models  # False: GET /v1/models answers 404, as some minimal servers do
+        self.models_reply: Reply | None = None  # a malformed answer to GET /v1/models (see ``MALFORMED``)
         self.requests: list[dict[str, Any]] = []  # parsed chat request bodies, in arrival order
         self.calls: Counter[str] = Counter()  # chat requests per model (including failed ones)
         self.answered: Counter[str] = Counter()  # 200 answers per model
         self.prompt_tokens: Counter[str] = Counter()
         self.completion_tokens: Counter[str] = Counter()
         self.request_times: list[float] = []  # time.monotonic() of each chat request's arrival
+        self.malformed = 0  # malformed 200 answers sent (see ``MALFORMED``)
         self.in_flight = 0  # chat requests being handled now
         self.max_in_flight = 0  # the most handled at once
         self._queue: list[Reply] = []
@@ -225,6 +259,9 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return
             path = self.path.rstrip("/")
+            if path == "/v1/models" and server.models_reply is not None:
+                self._send_malformed(server.models_reply)
+                return
             if path == "/v1/models" and server.list_models:
                 shown = server.models if server.listed is None else server.listed
                 data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in shown]
@@ -273,13 +310,16 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             if reply.drop:
                 self._drop()
                 return
+            if reply.malformed:
+                self._send_malformed(reply)
+                return
             if reply.status != 200:
                 message = reply.error or f"scripted failure {reply.status}"
                 kind = "rate_limit_error" if reply.status == 429 else "server_error"
                 self._send_json(reply.status, openai_error(message, kind), reply.headers)
                 return
             prompt_text = "".join(str(m.get("content", "")) for m in body.get("messages", []))
-            p_tok, c_tok = reply.usage or (estimate_tokens(prompt_text), estimate_tokens(reply.content))
+            p_tok, c_tok = reply.usage or (estimate_tokens(prompt_text), estimate_tokens(reply.content or ""))
             with server._lock:
                 server.answered[model] += 1
                 if not reply.omit_usage:
@@ -300,6 +340,32 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 payload["usage"] = {"prompt_tokens": p_tok, "completion_tokens": c_tok,
                                     "total_tokens": p_tok + c_tok}
             self._send_json(200, payload, reply.headers)
+
+        def _send_malformed(self, reply: Reply) -> None:
+            with server._lock:
+                server.malformed += 1
+            if reply.payload is not None:
+                self._send_json(reply.status, reply.payload, reply.headers)
+                return
+            if reply.body is not None:
+                data = reply.body.encode()
+            else:  # truncate: a well-formed answer, of which only the first half arrives
+                data = json.dumps({"id": "chatcmpl-t", "object": "chat.completion", "created": 0, "model": "m",
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": reply.content}}]}
+                                  ).encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if reply.truncate else data)
+                self.wfile.flush()
+            except OSError:
+                self.close_connection = True
+                return
+            if reply.truncate:
+                self._drop()
 
     return Handler
 
@@ -338,6 +404,27 @@ def tweak_constant_responder(step: float = 0.01) -> Responder:
         answer = (f"Nudging a constant.\n\n<<<<<<< SEARCH\n{match.group(0)}\n=======\n{new_line}\n"
                   ">>>>>>> REPLACE\n")
         return Reply(content=answer)
+
+    return respond
+
+
+def garbage_responder(every: int = 1, kinds: tuple[str, ...] = tuple(MALFORMED),
+                      good: Responder | None = None) -> Responder:
+    """Every ``every``-th call (1: every call) gets a malformed answer, cycling through ``kinds`` of ``MALFORMED``;
+    the other calls are answered by ``good`` (default: the default answer)."""
+    counter = {"n": 0, "bad": 0}
+    lock = threading.Lock()
+
+    def respond(body: dict[str, Any]) -> Reply:
+        with lock:
+            counter["n"] += 1
+            bad = counter["n"] % every == 0
+            if bad:
+                kind = kinds[counter["bad"] % len(kinds)]
+                counter["bad"] += 1
+        if bad:
+            return MALFORMED[kind]
+        return good(body) if good is not None else Reply()
 
     return respond
 

@@ -47,15 +47,28 @@ def test_panel_shows_budget_best_speed_flight_failures_and_coverage() -> None:
 
 
 def test_panel_shows_llm_cost_and_time_budget() -> None:
-    s = snapshot(llm={"calls": 41, "tokens": 123456, "cost": 0.4321, "failed_calls": 2}, time_limit=120.0)
+    llm = {"calls": 41, "tokens": 123456, "cost": 0.4321, "in_flight": 3, "limit": 12, "max_concurrency": 32}
+    s = snapshot(llm=llm, time_limit=120.0)
     text = render(s)
-    assert "41 calls, 123,456 tokens, $0.4321, 2 failed" in text
+    assert "41 calls, 123,456 tokens, $0.4321; in flight 3 (limit 12 of 32)" in text
+    assert "failed calls" not in text and "retries" not in text  # nothing failed: no failure row
     assert "elapsed 30s of 2m00s limit" in text
     # 60 iterations left at 40 per 30 s is 45 s; the time limit leaves 90 s: the sooner wins.
     assert remaining_seconds(s) == pytest.approx(45.0)
     assert remaining_seconds(snapshot(time_limit=40.0)) == pytest.approx(10.0)
     assert remaining_seconds(snapshot(done=0)) is None
     assert "no scored program yet" in render(snapshot(best_score=None, best_program=None))
+
+
+def test_panel_and_lines_show_llm_failures_by_kind_retries_and_time_since_the_last_answer() -> None:
+    llm = {"calls": 5, "tokens": 900, "cost": 0.0, "failed_calls": 3, "retries": 11, "no_answer": 2,
+           "failed_by_kind": {"bad_json": 2, "timeout": 1}, "since_answer": 95.0}
+    text = render(snapshot(llm=llm))
+    row = "3 failed calls (bad_json 2, timeout 1), 11 retries, 2 proposals without answer, last good answer 1m35s ago"
+    assert "llm failures" in text and row in " ".join(text.replace("│", " ").split())
+    out = io.StringIO()
+    LineProgress(out).update(snapshot(llm=llm), force=True)
+    assert row in out.getvalue()
 
 
 def test_rich_progress_prints_messages_throttles_and_keeps_the_final_panel() -> None:

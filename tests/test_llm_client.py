@@ -116,6 +116,22 @@ def test_bad_request_is_not_retried_nor_counted_as_down(llm_server: ChatServer, 
     assert llm_server.pending() == 1
 
 
+def test_a_request_refused_every_time_stops_after_a_few_calls(llm_server: ChatServer, rng) -> None:
+    client = ChatClient(settings_for(llm_server))
+    llm_server.push(*[Reply(status=400, error="Unsupported parameter: 'seed'")] * 4, Reply(content="one answer"))
+    for _ in range(4):
+        with pytest.raises(CallFailed):
+            client.complete(FAST, MESSAGES, rng)
+    assert client.complete(FAST, MESSAGES, rng).text == "one answer"  # an answer: a bad prompt, not bad settings
+    llm_server.responder = lambda body: Reply(status=400, error="Unsupported parameter: 'seed'")
+    for _ in range(4):
+        with pytest.raises(CallFailed):
+            client.complete(FAST, MESSAGES, rng)
+    with pytest.raises(EndpointDown, match=r"refused the last 5 calls in a row.*Unsupported parameter: 'seed'"):
+        client.complete(FAST, MESSAGES, rng)
+    assert len(llm_server.requests) == 10
+
+
 def test_endpoint_down_past_patience_stops(llm_server: ChatServer, rng) -> None:
     client = ChatClient(settings_for(llm_server, patience=0.6, retries=100, backoff=0.05, backoff_max=0.1))
     assert client.complete(FAST, MESSAGES, rng).text
@@ -168,6 +184,21 @@ def test_patience_counts_a_streak_of_failures_not_a_quiet_spell(llm_server: Chat
     clock.now += 4  # 12 s of continuous failures > patience 10 s
     with pytest.raises(EndpointDown, match="failed every call for 12 s"):
         client.complete(FAST, MESSAGES, rng)
+
+
+def test_time_since_the_last_good_answer(llm_server: ChatServer, rng) -> None:
+    clock = FakeClock()
+    client = ChatClient(settings_for(llm_server, retries=0), clock=clock)
+    clock.now += 5
+    assert client.since_answer() == 5 and not client.stats()["answered_once"]  # counted from the start
+    client.complete(FAST, MESSAGES, rng)
+    assert client.since_answer() == 0
+    llm_server.push(Reply(status=500))
+    clock.now += 42
+    with pytest.raises(CallFailed):
+        client.complete(FAST, MESSAGES, rng)
+    stats = client.stats()
+    assert stats["since_answer"] == 42 and stats["failed_calls"] == 1 and stats["failed_by_kind"] == {"server_error": 1}
 
 
 def test_concurrency_cap(llm_server: ChatServer) -> None:

@@ -15,6 +15,7 @@ from evolve.edits import EditMode
 from evolve.llm.prompts import PromptBuilder, PromptSettings
 from evolve.llm.settings import LLMSettings, ModelSpec
 from evolve.mutators.base import (
+    ConcurrentMutator,
     LearningMutator,
     MutationOutcome,
     MutationRequest,
@@ -69,8 +70,9 @@ def mutator(llm_server: ChatServer):
 
 
 def test_is_a_learning_mutator_with_a_concurrency(mutator: LLMMutator) -> None:
-    assert isinstance(mutator, LearningMutator)
-    assert mutator.max_concurrency == 4 and mutator.edit_mode is EditMode.DIFF
+    assert isinstance(mutator, LearningMutator) and isinstance(mutator, ConcurrentMutator)
+    assert mutator.max_concurrency == mutator.settings.max_concurrency and mutator.edit_mode is EditMode.DIFF
+    assert 1 <= mutator.desired_in_flight() <= mutator.max_concurrency
 
 
 def test_good_diff(llm_server: ChatServer, mutator: LLMMutator) -> None:
@@ -122,12 +124,13 @@ def test_unusable_answers_are_counted_with_their_reasons(llm_server: ChatServer)
     mutator = LLMMutator(settings_for(llm_server, fallback_full_rewrite=False))
     outside = "<<<<<<< SEARCH\n    return solve(2.0)\n=======\n    return 42\n>>>>>>> REPLACE"
     nothing = "<<<<<<< SEARCH\nSTEP = 0.7\n=======\nSTEP = 0.2\n>>>>>>> REPLACE"
-    llm_server.push(outside, nothing, "", GOOD_DIFF)
+    chat = "I would try a smaller step."
+    llm_server.push(outside, nothing, chat, GOOD_DIFF)
     results = [mutator.propose(make_request(i)) for i in range(1, 5)]
     assert [p.child_code is None for p in results] == [True, True, True, False]
     assert results[0].llm["edit_error"].startswith("outside_block")
     assert results[1].llm["edit_error"].startswith("search_not_found")
-    assert results[2].llm["edit_error"].startswith("no_edit_found") and results[2].response == ""
+    assert results[2].llm["edit_error"].startswith("no_edit_found") and results[2].response == chat
     assert results[0].response == outside  # the raw answer is kept for the archive's edit column
     stats = mutator.stats()
     fast = stats["models"]["fast"]
@@ -136,10 +139,20 @@ def test_unusable_answers_are_counted_with_their_reasons(llm_server: ChatServer)
     assert len(llm_server.requests) == 4
 
 
-def test_empty_answer_then_fallback(llm_server: ChatServer, mutator: LLMMutator) -> None:
-    llm_server.push("", FULL_BLOCK)
+def test_prose_answer_then_fallback(llm_server: ChatServer, mutator: LLMMutator) -> None:
+    llm_server.push("Use a smaller step.", FULL_BLOCK)
     proposal = mutator.propose(make_request())
     assert proposal.child_code is not None and proposal.llm["fallback"].startswith("no_edit_found")
+
+
+def test_an_empty_answer_is_retried_not_judged(llm_server: ChatServer, mutator: LLMMutator) -> None:
+    llm_server.push(Reply(content="", usage=(50, 3)), GOOD_DIFF)
+    proposal = mutator.propose(make_request())
+    assert proposal.child_code is not None and "fallback" not in proposal.llm
+    (call,) = proposal.llm["calls"]
+    assert call["attempts"] == 2 and call["failures"][0].startswith("empty_answer")
+    # The empty answer was billed (its usage says so): its tokens count, as one call.
+    assert mutator.stats()["totals"]["calls"] == 1 and mutator.budget.usage.tokens == llm_server.total_tokens
 
 
 def test_full_mode_asks_for_rewrites_and_needs_no_fallback(llm_server: ChatServer) -> None:

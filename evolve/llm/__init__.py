@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from evolve.llm.budget import Budget, BudgetExhausted, BudgetLimit, Usage
 from evolve.llm.choice import ModelChooser
-from evolve.llm.client import CallFailed, ChatAnswer, ChatClient, EndpointDown, FailureKind
+from evolve.llm.client import CallFailed, ChatAnswer, ChatClient, EndpointDown
+from evolve.llm.failures import FailureKind, MalformedAnswer
+from evolve.llm.limiter import AdaptiveLimiter
 from evolve.llm.probe import EndpointError, ProbeReport, probe
 from evolve.llm.prompts import PromptBuilder, PromptSettings, resolve_prompt_settings
 from evolve.llm.settings import (
@@ -41,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdaptiveLimiter",
     "Budget",
     "BudgetExhausted",
     "BudgetLimit",
@@ -53,6 +56,7 @@ __all__ = [
     "LLMConfigError",
     "LLMMutator",
     "LLMSettings",
+    "MalformedAnswer",
     "ModelChooser",
     "ModelSpec",
     "ProbeReport",

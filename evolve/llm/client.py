@@ -1,50 +1,51 @@
-"""One Chat Completions client per mutator: retries with backoff and jitter, a per-call timeout, a concurrency cap,
-and a patience clock that declares the endpoint down.
+"""One Chat Completions client per mutator: retries with backoff and jitter, a per-call timeout, an adaptive limit on
+calls in flight, and a patience clock that declares the endpoint down.
 
 The ``openai`` client's own retries are off (``max_retries=0``): its policy neither counts how long the endpoint has
 been failing across calls nor lets a run stop cleanly, so the loop here does it. Retried: 429 (after its Retry-After,
 capped at ``backoff_max``), 5xx, 401/403/404 (an endpoint restarting or a model still loading answers these too),
-connection errors and timeouts. Not retried: other 4xx (400, 413, 422: this request itself is refused; the next
-prompt may be fine). Any answered call marks the endpoint healthy; when every attempt, on every thread, has failed
-for ``patience`` seconds, calls raise ``EndpointDown`` and the mutator stops the run.
+connection errors, timeouts, and 200 answers that are no chat completion (``evolve.llm.failures``: bad JSON, a body
+cut short, an HTML page, no choices, an empty answer, wrong shapes). Not retried: other 4xx (400, 413, 422: this
+request itself is refused; the next prompt may be fine). Any good answer marks the endpoint healthy; when every
+attempt, on every thread, has failed for ``patience`` seconds, calls raise ``EndpointDown`` and the mutator stops
+the run. So do ``REFUSALS_BEFORE_DOWN`` calls in a row refused as bad requests with no answer in between: every
+request being refused means a setting the endpoint rejects (a ``seed``, ``max_tokens`` or ``temperature`` some
+models do not take), not one bad prompt.
+
+Calls in flight follow ``evolve.llm.limiter.AdaptiveLimiter``: from ``start_concurrency`` up to ``max_concurrency``
+while answers come back cleanly, down on 429s, 5xx and timeouts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import openai
 
+from evolve.llm.failures import (
+    Completion,
+    Failure,
+    FailureKind,
+    MalformedAnswer,
+    classify,
+    error_message,
+    read_completion,
+)
+from evolve.llm.limiter import AdaptiveLimiter, LimiterClosed, Signal, Slot
 from evolve.llm.settings import KEY_PLACEHOLDER, LLMSettings, ModelSpec
 
+START_CONCURRENCY = 8  # calls in flight at first, unless the settings say otherwise
+REFUSALS_BEFORE_DOWN = 5  # calls in a row refused as bad requests, nothing answered: the settings are wrong
 
-class FailureKind(StrEnum):
-    RATE_LIMITED = "rate_limited"  # 429
-    SERVER_ERROR = "server_error"  # 5xx
-    REFUSED = "refused"  # 401/403/404: key, permission or model not (yet) available
-    BAD_REQUEST = "bad_request"  # other 4xx: this request is refused; not retried
-    CONNECTION = "connection"  # refused, reset or dropped connection
-    TIMEOUT = "timeout"  # no answer within the per-call timeout
-
-
-@dataclass(frozen=True)
-class Failure:
-    kind: FailureKind
-    message: str
-    status: int | None = None
-    retry_after: float | None = None
-
-    def describe(self) -> str:
-        code = f"HTTP {self.status} " if self.status else ""
-        return f"{self.kind.value}: {code}{self.message}".strip()
+__all__ = ["START_CONCURRENCY", "CallFailed", "ChatAnswer", "ChatClient", "EndpointDown", "Failure", "FailureKind",
+           "MalformedAnswer", "classify", "error_message", "estimate_tokens", "make_openai_client",
+           "start_concurrency"]
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,20 @@ class ChatAnswer:
     attempts: int
     finish_reason: str
     failures: tuple[str, ...] = ()  # descriptions of the failed attempts before the answer
+    wasted: tuple[int, int] = (0, 0)  # (prompt, completion) tokens billed for malformed answers before this one
 
 
 class CallFailed(RuntimeError):
     """One call got no answer (retries exhausted, or a request the endpoint refuses). The run goes on."""
 
-    def __init__(self, message: str, failure: Failure, attempts: int, seconds: float, failures: tuple[str, ...]):
+    def __init__(self, message: str, failure: Failure, attempts: int, seconds: float, failures: tuple[str, ...],
+                 wasted: tuple[int, int] = (0, 0)):
         super().__init__(message)
         self.failure = failure
         self.attempts = attempts
         self.seconds = seconds
         self.failures = failures
+        self.wasted = wasted  # tokens billed for malformed answers (an empty answer with usage)
 
 
 class EndpointDown(RuntimeError):
@@ -80,57 +84,6 @@ class EndpointDown(RuntimeError):
 
 def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
-
-
-def classify(exc: Exception) -> Failure:
-    """Turn an ``openai`` exception into a ``Failure``."""
-    if isinstance(exc, openai.APITimeoutError):
-        return Failure(FailureKind.TIMEOUT, "no answer within the timeout")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        return Failure(FailureKind.CONNECTION, f"{exc}{f' ({cause})' if cause else ''}")
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        message = error_message(exc)
-        if status == 429:
-            return Failure(FailureKind.RATE_LIMITED, message, status, _retry_after(exc.response.headers))
-        if status >= 500:
-            return Failure(FailureKind.SERVER_ERROR, message, status, _retry_after(exc.response.headers))
-        if status == 408:
-            return Failure(FailureKind.TIMEOUT, message, status)
-        if status in (401, 403, 404):
-            return Failure(FailureKind.REFUSED, message, status)
-        return Failure(FailureKind.BAD_REQUEST, message, status)
-    return Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}")
-
-
-def error_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    text = ""
-    with contextlib.suppress(Exception):  # a streamed or closed body has no text
-        text = exc.response.text
-    return (text or str(exc))[:500]
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds; HTTP dates are rare from model servers)."""
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name) if headers is not None else None
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if seconds >= 0 and np.isfinite(seconds):
-            return seconds
-    return None
 
 
 def make_openai_client(settings: LLMSettings, timeout: float | None = None) -> openai.OpenAI:
@@ -142,6 +95,12 @@ def make_openai_client(settings: LLMSettings, timeout: float | None = None) -> o
     )
 
 
+def start_concurrency(settings: LLMSettings) -> int:
+    """Calls in flight at first: ``[llm] start_concurrency`` where the settings have it, within the maximum."""
+    start = getattr(settings, "start_concurrency", None) or START_CONCURRENCY
+    return max(1, min(int(start), settings.max_concurrency))
+
+
 class ChatClient:
     """Thread-safe wrapper of one ``openai.OpenAI`` client."""
 
@@ -149,28 +108,36 @@ class ChatClient:
         self.settings = settings
         self._client = make_openai_client(settings)
         self._clock = clock
-        self._slots = threading.BoundedSemaphore(settings.max_concurrency)
+        self.limiter = AdaptiveLimiter(start_concurrency(settings), settings.max_concurrency)
         self._closed = threading.Event()  # set by close(): waits end at once and calls stop
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._last_failed_at: float | None = None
         self._max_gap = settings.backoff_max + settings.timeout + 1.0  # longest pause within one streak
         self._last_failure: Failure | None = None
+        self._started_at = clock()
+        self._answered_at: float | None = None
         self.failures: Counter[str] = Counter()  # failed attempts by kind
+        self.failed_by_kind: Counter[str] = Counter()  # calls given up, by the kind of their last failure
         self.retries = 0
         self.failed_calls = 0
+        self.answered = 0
+        self._refusals = 0  # calls refused in a row (bad requests) since the last answer
 
     # -- health ----------------------------------------------------------------------------------------------------
     def _healthy(self) -> None:
         with self._lock:
             self._down_since = None
             self._last_failed_at = None
+            self._answered_at = self._clock()
+            self.answered += 1
+            self._refusals = 0
 
     def _failed(self, failure: Failure) -> None:
         with self._lock:
             self.failures[failure.kind.value] += 1
             self._last_failure = failure
-            if failure.kind is FailureKind.BAD_REQUEST:
+            if not failure.kind.retried:
                 return
             now = self._clock()
             # A streak of failures proves the endpoint down only while attempts keep coming: after a quiet spell
@@ -184,6 +151,11 @@ class ChatClient:
         """Seconds the current streak of failed attempts has lasted (0 when the last attempt was answered)."""
         with self._lock:
             return 0.0 if self._down_since is None else self._clock() - self._down_since
+
+    def since_answer(self) -> float:
+        """Seconds since the last good answer (since the client was made, before the first one)."""
+        with self._lock:
+            return self._clock() - (self._answered_at if self._answered_at is not None else self._started_at)
 
     def _check_patience(self) -> None:
         if self._closed.is_set():
@@ -213,61 +185,103 @@ class ChatClient:
         messages: Sequence[dict[str, str]],
         rng: np.random.Generator,
         seed: int | None = None,
+        admit: Callable[[], None] | None = None,
+        on_answer: Callable[[ChatAnswer], None] | None = None,
     ) -> ChatAnswer:
-        """Ask ``model``; retry per the policy above. Raises ``CallFailed`` or ``EndpointDown``."""
+        """Ask ``model``; retry per the policy above. Raises ``CallFailed`` or ``EndpointDown``.
+
+        ``admit`` is called once a slot is free, right before each attempt is sent; whatever it raises (a budget
+        reached while this call waited) ends the call without sending. ``on_answer`` is called with the answer
+        while its slot is still held, so that a call waiting for the slot is admitted against up-to-date totals.
+        """
         s = self.settings
         started = self._clock()
         failures: list[str] = []
+        wasted = [0, 0]
         attempt = 0
         while True:
-            if self._closed.is_set():
-                raise EndpointDown("the LLM client was closed")
             attempt += 1
-            with self._slots:
+            slot = self._acquire()
+            signal = Signal.NEUTRAL
+            try:
+                if admit is not None:
+                    admit()
                 t0 = self._clock()
                 try:
-                    response = self._client.chat.completions.create(
-                        model=model.name,
-                        messages=list(messages),  # type: ignore[arg-type]
-                        temperature=model.temperature,
-                        max_tokens=model.max_tokens,
-                        seed=seed if (s.send_seed and seed is not None) else openai.omit,
-                        extra_body=dict(model.extra_body) or None,
-                        timeout=s.timeout,
-                    )
-                except (openai.APIError, OSError) as exc:
+                    completion = self._send(model, messages, seed)
+                except (openai.APIError, OSError, ValueError) as exc:
                     failure = classify(exc)
+                    usage = exc.usage if isinstance(exc, MalformedAnswer) else None
+                    if usage is not None:
+                        wasted[0] += usage[0]
+                        wasted[1] += usage[1]
                 else:
+                    signal = Signal.ANSWERED
                     self._healthy()
-                    return self._answer(model, messages, response, t0, started, attempt, failures)
+                    answer = self._answer(model, messages, completion, t0, started, attempt, failures, wasted)
+                    if on_answer is not None:
+                        on_answer(answer)
+                    return answer
+                if failure.kind.overload:
+                    signal = Signal.OVERLOADED
+            finally:
+                self.limiter.release(slot, signal)
             self._failed(failure)
             failures.append(failure.describe())
-            if failure.kind is not FailureKind.BAD_REQUEST:
+            if failure.kind.retried:
                 self._check_patience()  # after an attempt: every call tries at least once
-            if failure.kind is FailureKind.BAD_REQUEST or attempt > s.retries:
+            if not failure.kind.retried or attempt > s.retries:
                 with self._lock:
                     self.failed_calls += 1
-                why = "refused" if failure.kind is FailureKind.BAD_REQUEST else f"failed {attempt} times"
+                    self.failed_by_kind[failure.kind.value] += 1
+                    self._refusals = 0 if failure.kind.retried else self._refusals + 1
+                    refusals = self._refusals
+                if refusals >= REFUSALS_BEFORE_DOWN:
+                    raise EndpointDown(
+                        f"the LLM endpoint {s.api_base} refused the last {refusals} calls in a row, answering none; "
+                        f"last error: {failure.describe()}. A setting it rejects for model {model.name}? (e.g. "
+                        "send_seed = false, a smaller max_tokens, or no temperature for reasoning models)")
+                why = "refused" if not failure.kind.retried else f"failed {attempt} times"
                 raise CallFailed(f"LLM call to {model.name} {why}; last error: {failure.describe()}", failure,
-                                 attempt, self._clock() - started, tuple(failures))
+                                 attempt, self._clock() - started, tuple(failures), (wasted[0], wasted[1]))
             with self._lock:
                 self.retries += 1
             if self._closed.wait(self.backoff_delay(attempt, failure, rng)):
                 raise EndpointDown("the LLM client was closed")
 
-    def _answer(self, model: ModelSpec, messages: Sequence[dict[str, str]], response: Any, t0: float,
-                started: float, attempt: int, failures: list[str]) -> ChatAnswer:
+    def _acquire(self) -> Slot:
+        if self._closed.is_set():
+            raise EndpointDown("the LLM client was closed")
+        try:
+            return self.limiter.acquire()
+        except LimiterClosed:
+            raise EndpointDown("the LLM client was closed") from None
+
+    def _send(self, model: ModelSpec, messages: Sequence[dict[str, str]], seed: int | None) -> Completion:
+        """One HTTP attempt; the body is read and checked here, not by the ``openai`` client (see failures.py)."""
+        s = self.settings
+        raw = self._client.chat.completions.with_raw_response.create(
+            model=model.name,
+            messages=list(messages),  # type: ignore[arg-type]
+            temperature=model.temperature,
+            max_tokens=model.max_tokens,
+            seed=seed if (s.send_seed and seed is not None) else openai.omit,
+            extra_body=dict(model.extra_body) or None,
+            timeout=s.timeout,
+        )
+        return read_completion(raw.content, raw.headers.get("content-type", ""))
+
+    def _answer(self, model: ModelSpec, messages: Sequence[dict[str, str]], completion: Completion, t0: float,
+                started: float, attempt: int, failures: list[str], wasted: list[int]) -> ChatAnswer:
         now = self._clock()
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
-        usage = response.usage
-        if usage is not None and usage.prompt_tokens is not None:
-            prompt_tokens, completion_tokens, reported = int(usage.prompt_tokens), int(usage.completion_tokens or 0), True
+        if completion.usage is not None:
+            (prompt_tokens, completion_tokens), reported = completion.usage, True
         else:
             prompt_text = "".join(str(m.get("content", "")) for m in messages)
-            prompt_tokens, completion_tokens, reported = estimate_tokens(prompt_text), estimate_tokens(text), False
+            prompt_tokens, completion_tokens = estimate_tokens(prompt_text), estimate_tokens(completion.text)
+            reported = False
         return ChatAnswer(
-            text=text,
+            text=completion.text,
             model=model.name,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -275,10 +289,27 @@ class ChatClient:
             latency=now - t0,
             seconds=now - started,
             attempts=attempt,
-            finish_reason=str(getattr(choice, "finish_reason", "") or ""),
+            finish_reason=completion.finish_reason,
             failures=tuple(failures),
+            wasted=(wasted[0], wasted[1]),
         )
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the live panel and the run's statistics."""
+        since = self.since_answer()
+        with self._lock:
+            data: dict[str, Any] = {
+                "retries": self.retries,
+                "failed_calls": self.failed_calls,
+                "failed_by_kind": dict(self.failed_by_kind),
+                "failures": dict(self.failures),
+                "since_answer": since,
+                "answered_once": self._answered_at is not None,
+            }
+        data["concurrency"] = self.limiter.snapshot()
+        return data
 
     def close(self) -> None:
         self._closed.set()
+        self.limiter.close()
         self._client.close()

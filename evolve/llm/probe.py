@@ -3,7 +3,9 @@
 Run once before Ray starts, so a typo in a URL or a model name costs a second, not a cluster start. The endpoint's
 model list (``GET /models``) is asked first; a model missing from it (or a server that does not list models) is then
 tried with a one-token completion, since some servers (llama.cpp, proxies) accept names they do not list. That
-completion is not counted in the run's budget.
+completion is not counted in the run's budget. A model list that is not JSON counts as no list; a completion that is
+no chat completion twice in a row (an HTML page: usually a URL that is not the API) stops the run here, while an
+empty one-token answer passes (reasoning models often give one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 import openai
 
 from evolve.llm.client import error_message, make_openai_client
+from evolve.llm.failures import FailureKind, MalformedAnswer, read_completion
 from evolve.llm.settings import LLMSettings
 
 PROBE_TIMEOUT = 30.0
@@ -51,7 +54,7 @@ def probe(settings: LLMSettings, timeout: float | None = None) -> ProbeReport:
     try:
         listed: list[str] | None
         try:
-            listed = [m.id for m in client.models.list().data]
+            listed = _listed(client)
         except openai.APIConnectionError as exc:
             raise _unreachable(url, exc) from None
         except openai.APIStatusError as exc:
@@ -75,6 +78,15 @@ def probe(settings: LLMSettings, timeout: float | None = None) -> ProbeReport:
         client.close()
 
 
+def _listed(client: openai.OpenAI) -> list[str] | None:
+    """The ids the endpoint lists; ``None`` when its answer is not a model list."""
+    try:
+        data = client.models.list().data
+        return [str(m.id) for m in data]
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def _try_model(client: openai.OpenAI, url: str, model: str, listed: list[str] | None) -> str:
     known = ""
     if listed:
@@ -82,15 +94,28 @@ def _try_model(client: openai.OpenAI, url: str, model: str, listed: list[str] | 
         known = f"; the endpoint lists: {shown}"
     elif listed is not None:
         known = "; the endpoint lists no models"
-    try:
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Answer OK."}],
-                                       max_tokens=1)
-    except openai.APIConnectionError as exc:
-        raise _unreachable(url, exc) from None
-    except openai.APIStatusError as exc:
-        if exc.status_code == 429:
-            return "rate limited"  # the model exists; the run's retries will wait for it
-        answer = error_message(exc)
-        raise EndpointError(f"model {model!r} is not available at the LLM endpoint {url}: HTTP {exc.status_code}: "
-                            f"{answer}{known}", url, model=model, answer=answer) from None
-    return "answered"
+    malformed: MalformedAnswer | None = None
+    for _ in range(2):
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "Answer OK."}], max_tokens=1)
+            read_completion(raw.content, raw.headers.get("content-type", ""))
+        except openai.APIConnectionError as exc:
+            raise _unreachable(url, exc) from None
+        except openai.APIStatusError as exc:
+            if exc.status_code == 429:
+                return "rate limited"  # the model exists; the run's retries will wait for it
+            answer = error_message(exc)
+            raise EndpointError(f"model {model!r} is not available at the LLM endpoint {url}: HTTP "
+                                f"{exc.status_code}: {answer}{known}", url, model=model, answer=answer) from None
+        except MalformedAnswer as exc:
+            if exc.failure.kind is FailureKind.EMPTY_ANSWER:
+                return "answered"
+            malformed = exc
+            continue
+        return "answered"
+    assert malformed is not None
+    detail = malformed.failure.describe()
+    raise EndpointError(f"the LLM endpoint {url} answered a test completion for model {model!r} with something that "
+                        f"is not a chat completion ({detail}); is {url} the API's base URL (it usually ends in /v1)?",
+                        url, model=model, answer=detail)

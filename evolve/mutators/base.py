@@ -56,6 +56,10 @@ class Proposal:
     prompt: str = ""  # JSON text of the messages sent, when an LLM was asked
     llm: dict[str, Any] = field(default_factory=dict)  # model, tokens, cost, latency
     child_code: str | None = None  # set when the mutator already applied (and validated) its own answer
+    # Why there is no answer at all (the endpoint failed every retry: errors, timeouts, malformed bodies). Not the
+    # parent's nor the child's fault: the driver asks again, or records an infrastructure failure, never an edit
+    # the mutator got wrong. ``prompt`` and ``llm`` still hold the audit of the calls made.
+    no_answer: str = ""
 
 
 class MutatorStopped(RuntimeError):
@@ -87,6 +91,17 @@ class MutationOutcome:
             and self.parent_fitness is not None
             and self.child_fitness > self.parent_fitness
         )
+
+
+@runtime_checkable
+class ConcurrentMutator(Mutator, Protocol):
+    """Optional extension: mutators that wait on a remote service (an LLM endpoint) and are called from a thread
+    pool, sized apart from evaluation concurrency. ``max_concurrency`` bounds the pool; ``desired_in_flight`` is how
+    many ``propose`` calls the driver should keep in flight now (it follows what the endpoint accepts)."""
+
+    max_concurrency: int
+
+    def desired_in_flight(self) -> int: ...
 
 
 @runtime_checkable

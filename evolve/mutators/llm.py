@@ -5,11 +5,16 @@ rewrite). The mutator applies the answer itself (``evolve.edits.apply_response``
 answer, retry it as a full rewrite and count unusable answers per model; a usable answer comes back as
 ``Proposal.child_code``, an unusable one as the raw ``response`` for the loop to record with its rejection reason.
 
-Failures never stop a run: a call that gets no answer after its retries yields an empty proposal (recorded as an
-invalid edit, with the error in ``llm["error"]``). Only two things stop it, by raising ``MutatorStopped``: a budget
-limit reached, and the endpoint failing every call for longer than ``patience``.
+Failures never stop a run: a call that gets no answer after its retries (errors, timeouts, malformed bodies) yields
+a proposal marked ``no_answer`` (with the error in ``llm["error"]`` and its reservation given back to the budget),
+which the driver asks again or records as an infrastructure failure, never as the child's fault. When the driver asks
+again for the same iteration, the calls already made for it are kept in the new proposal's audit. A request the
+endpoint refuses outright (400, 413, 422) gives an empty proposal with the error, as an unusable answer would. Only
+two things stop the run, by raising ``MutatorStopped``: a budget limit reached, and the endpoint failing every call
+for longer than ``patience``.
 
-Thread-safe: the loop calls ``propose`` from up to ``max_concurrency`` threads.
+Thread-safe: the loop calls ``propose`` from up to ``max_concurrency`` threads, and keeps ``desired_in_flight()``
+proposals in flight (the client's adaptive limit on calls in flight).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from evolve.edits import EditMode, EditResult, apply_response
 from evolve.llm.budget import Budget, BudgetExhausted
 from evolve.llm.choice import ModelChooser
 from evolve.llm.client import CallFailed, ChatAnswer, ChatClient, EndpointDown
+from evolve.llm.failures import FailureKind
 from evolve.llm.probe import ProbeReport, probe
 from evolve.llm.prompts import PromptBuilder, PromptSettings, messages_json, resolve_prompt_settings
 from evolve.llm.settings import LLMSettings, ModelSpec, default_user_config_path, resolve_llm_settings
@@ -35,6 +41,7 @@ from evolve.mutators.base import MutationOutcome, MutationRequest, MutatorStoppe
 from evolve.problem import Problem
 
 _SEED_SALT = 0x4C4C4D  # separates this mutator's random stream from other users of the request seed
+_MAX_CARRIED = 4096  # iterations whose unanswered calls are kept for the driver's next ask
 
 
 @dataclass
@@ -42,6 +49,7 @@ class _ModelStats:
     proposals: int = 0  # propose() calls that chose this model
     answered: int = 0  # answered calls (fallback follow-ups included)
     failed_calls: int = 0  # calls without an answer after retries
+    no_answer: int = 0  # proposals without any answer (handed back to the driver as ``no_answer``)
     answers: int = 0  # proposals that got an answer to judge
     unusable: int = 0  # of those, proposals whose final answer could not be applied
     first_unusable: int = 0  # first answers that could not be applied (before any fallback)
@@ -61,6 +69,7 @@ class _ModelStats:
             "proposals": self.proposals,
             "calls": self.answered,
             "failed_calls": self.failed_calls,
+            "no_answer": self.no_answer,
             "answers": self.answers,
             "unusable": self.unusable,
             "unusable_rate": self.unusable / self.answers if self.answers else 0.0,
@@ -99,6 +108,7 @@ class LLMMutator:
         self._lock = threading.Lock()
         self._models = {m.name: _ModelStats() for m in settings.models}
         self._stopped: str | None = None
+        self._carried: dict[int, list[dict[str, Any]]] = {}  # iteration -> its unanswered calls so far
         self.probe_report: ProbeReport | None = None  # set by build_from_options after the start-up check
 
     # -- Mutator ---------------------------------------------------------------------------------------------------
@@ -110,10 +120,11 @@ class LLMMutator:
         with self._lock:
             self._models[spec.name].proposals += 1
         messages = self.prompts.messages(request)
-        calls: list[dict[str, Any]] = []
+        with self._lock:
+            calls = self._carried.pop(request.iteration, [])
         answer = self._ask(spec, messages, rng, request.seed, "edit", calls)
         if answer is None:
-            return self._proposal(spec, messages, "", calls, None, "")
+            return self._unanswered(spec, messages, calls, request.iteration)
         parent_code = request.parent.code
         result = apply_response(parent_code, answer.text, self.edit_mode)
         first_error = "" if result.ok else _reason(result)
@@ -148,41 +159,77 @@ class LLMMutator:
 
     def _ask(self, spec: ModelSpec, messages: list[dict[str, str]], rng: np.random.Generator, seed: int,
              kind: str, calls: list[dict[str, Any]], reserved: bool = False) -> ChatAnswer | None:
-        """One call with budget accounting; ``None`` when it got no answer. Raises ``MutatorStopped``."""
+        """One call with budget accounting; ``None`` when it got no answer. Raises ``MutatorStopped``.
+
+        The call's reservation is given back whenever no answer is billed, however the call ends."""
         if not reserved:
             try:
                 self.budget.reserve()
             except BudgetExhausted as exc:
                 raise self._stop(str(exc)) from None
         try:
-            answer = self.client.complete(spec, messages, rng, seed=seed % 2**31)
+            answer = self.client.complete(spec, messages, rng, seed=seed % 2**31, admit=self.budget.check_spend,
+                                          on_answer=lambda a: self._account(spec, a))
+        except BudgetExhausted as exc:  # a token or cost limit reached while this call waited for a slot
+            self.budget.release(sent=False)
+            raise self._stop(str(exc)) from None
         except EndpointDown as exc:
             self.budget.release()
             raise self._stop(str(exc)) from None
         except CallFailed as exc:
             self.budget.release()
+            wasted_cost = spec.cost(*exc.wasted)
+            self.budget.spend(*exc.wasted, wasted_cost)
             with self._lock:
-                self._models[spec.name].failed_calls += 1
-            calls.append({"kind": kind, "answered": False, "error": str(exc), "attempts": exc.attempts,
-                          "seconds": exc.seconds, "failures": list(exc.failures)})
+                stats = self._models[spec.name]
+                stats.failed_calls += 1
+                stats.prompt_tokens += exc.wasted[0]
+                stats.completion_tokens += exc.wasted[1]
+                stats.cost += wasted_cost
+            calls.append({"kind": kind, "answered": False, "error": str(exc), "failure": exc.failure.kind.value,
+                          "attempts": exc.attempts, "seconds": exc.seconds, "failures": list(exc.failures),
+                          "prompt_tokens": exc.wasted[0], "completion_tokens": exc.wasted[1], "cost": wasted_cost})
             return None
-        cost = spec.cost(answer.prompt_tokens, answer.completion_tokens)
-        self.budget.record(answer.prompt_tokens, answer.completion_tokens, cost)
+        except BaseException:
+            self.budget.release()
+            raise
+        prompt_tokens, completion_tokens = _billed(answer)
+        calls.append({
+            "kind": kind, "answered": True, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "usage_reported": answer.usage_reported,
+            "cost": spec.cost(prompt_tokens, completion_tokens), "latency": answer.latency,
+            "seconds": answer.seconds, "attempts": answer.attempts, "finish_reason": answer.finish_reason,
+            "failures": list(answer.failures),
+        })
+        return answer
+
+    def _account(self, spec: ModelSpec, answer: ChatAnswer) -> None:
+        """Bill an answer (its reservation becomes a call), before its slot goes to a waiting call."""
+        prompt_tokens, completion_tokens = _billed(answer)
+        cost = spec.cost(prompt_tokens, completion_tokens)
+        self.budget.record(prompt_tokens, completion_tokens, cost)
         self.chooser.cost(spec.name, cost)
         with self._lock:
             stats = self._models[spec.name]
             stats.answered += 1
-            stats.prompt_tokens += answer.prompt_tokens
-            stats.completion_tokens += answer.completion_tokens
+            stats.prompt_tokens += prompt_tokens
+            stats.completion_tokens += completion_tokens
             stats.cost += cost
             stats.latency += answer.latency
-        calls.append({
-            "kind": kind, "answered": True, "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens, "usage_reported": answer.usage_reported,
-            "cost": cost, "latency": answer.latency, "seconds": answer.seconds, "attempts": answer.attempts,
-            "finish_reason": answer.finish_reason, "failures": list(answer.failures),
-        })
-        return answer
+
+    def _unanswered(self, spec: ModelSpec, messages: list[dict[str, str]], calls: list[dict[str, Any]],
+                    iteration: int) -> Proposal:
+        """The proposal for a request that got no answer: ``no_answer`` when the endpoint failed every retry (the
+        driver may ask again: these calls are kept for that), an empty one when it refused the request itself."""
+        proposal = self._proposal(spec, messages, "", calls, None, "")
+        if calls[-1].get("failure") == FailureKind.BAD_REQUEST.value:
+            return proposal
+        with self._lock:
+            self._models[spec.name].no_answer += 1
+            self._carried[iteration] = calls
+            while len(self._carried) > _MAX_CARRIED:
+                del self._carried[next(iter(self._carried))]
+        return replace(proposal, no_answer=str(calls[-1]["error"]))
 
     def _stop(self, message: str) -> MutatorStopped:
         with self._lock:
@@ -196,9 +243,9 @@ class LLMMutator:
         llm: dict[str, Any] = {
             "model": spec.name,
             "mode": self.edit_mode.value,
-            "prompt_tokens": sum(c["prompt_tokens"] for c in answered),
-            "completion_tokens": sum(c["completion_tokens"] for c in answered),
-            "cost": sum(c["cost"] for c in answered),
+            "prompt_tokens": sum(c.get("prompt_tokens", 0) for c in calls),
+            "completion_tokens": sum(c.get("completion_tokens", 0) for c in calls),
+            "cost": sum(c.get("cost", 0.0) for c in calls),
             "latency": sum(c["latency"] for c in answered),
             "attempts": sum(c["attempts"] for c in calls),
             "usage_reported": all(c["usage_reported"] for c in answered) if answered else False,
@@ -221,15 +268,21 @@ class LLMMutator:
         model = proposal.llm.get("model") if isinstance(proposal.llm, dict) else None
         if model not in self._models:
             return
-        self.chooser.update(model, outcome.improved)
+        if not proposal.no_answer:  # the model never answered: no evidence about its children
+            self.chooser.update(model, outcome.improved)
         with self._lock:
             stats = self._models[model]
             stats.observed += 1
             stats.improved += outcome.improved
             stats.outcomes[outcome.status] += 1
 
+    def desired_in_flight(self) -> int:
+        """Proposals the driver should keep in flight: the calls the endpoint accepts now (adaptive)."""
+        return self.client.limiter.limit
+
     def stats(self) -> dict[str, Any]:
         usage = self.budget.usage
+        client = self.client.stats()
         with self._lock:
             models = {name: s.to_dict() for name, s in self._models.items()}
             stopped = self._stopped
@@ -237,10 +290,17 @@ class LLMMutator:
         unusable = sum(m["unusable"] for m in models.values())
         answered = sum(m["calls"] for m in models.values())
         latency = sum(m["mean_latency"] * m["calls"] for m in models.values())
+        concurrency = client["concurrency"]
         totals = {
             "calls": usage.calls,
             "failed_calls": sum(m["failed_calls"] for m in models.values()),
-            "retries": self.client.retries,
+            "failed_by_kind": client["failed_by_kind"],
+            "no_answer": sum(m["no_answer"] for m in models.values()),
+            "retries": client["retries"],
+            "since_answer": client["since_answer"],
+            "in_flight": concurrency["in_flight"],
+            "limit": concurrency["limit"],
+            "max_concurrency": concurrency["max"],
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "tokens": usage.tokens,
@@ -253,7 +313,8 @@ class LLMMutator:
             "endpoint": self.settings.api_base,
             "totals": totals,
             "models": models,
-            "failures": dict(self.client.failures),
+            "failures": client["failures"],
+            "concurrency": concurrency,
             "limits": self.budget.limits(),
             "stopped": stopped,
         }
@@ -267,6 +328,11 @@ class LLMMutator:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _billed(answer: ChatAnswer) -> tuple[int, int]:
+    """The tokens of a whole call: its answer plus malformed answers before it that the server billed."""
+    return answer.prompt_tokens + answer.wasted[0], answer.completion_tokens + answer.wasted[1]
 
 
 def _reason(result: EditResult) -> str:
