@@ -318,7 +318,7 @@ def test_tune_hill_climb_improves_circle_packing():
 
     mutator = TuneMutator()
     best_code, best = CIRCLE, sum_of_radii(CIRCLE)
-    assert best == pytest.approx(2.387, abs=1e-3)
+    assert best == pytest.approx(2.408, abs=1e-3)
     seed_score = best
     valid = 0
     for iteration in range(40):

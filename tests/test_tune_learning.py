@@ -181,3 +181,19 @@ def test_a_deterministic_run_with_learning_is_identical_at_any_concurrency(ray_s
     run_evolution(folder, tmp_path / "c4", four, deterministic=True, concurrency=4, iterations=24)
     assert program_sequence(tmp_path / "c1") == program_sequence(tmp_path / "c4")
     assert one.stats() == four.stats() and one.stats()["observed"] > 0
+
+
+def test_literals_whose_changes_pay_more_are_tried_more() -> None:
+    from evolve.mutators.tune import ArmStats
+
+    big, small, untried = ArmStats(), ArmStats(), ArmStats()
+    for _ in range(4):
+        big.update(True, True, 1, gain=0.1)
+        small.update(True, True, 1, gain=0.001)
+    typical = (big.gain + small.gain) / (big.improved + small.improved)
+    assert big.appeal(typical) > 3 * small.appeal(typical) and big.appeal(typical) > untried.appeal(typical)
+    assert big.appeal(None) == small.appeal(None)  # before any improvement: counts alone
+    failing = ArmStats()
+    for _ in range(4):
+        failing.update(False, False, -1)
+    assert failing.appeal(typical) < untried.appeal(typical) and failing.step < 1.0

@@ -9,9 +9,10 @@ same parsing path as an LLM's.
 
 Learning (``observe``, called by the loop with each child's outcome): every literal (a key that survives changes of
 the numbers, see ``evolve.mutators.literals``) keeps how often changing it gave a valid child and an improvement.
-Literals are picked with probability ``prior * P(valid) * (0.1 + P(improvement | valid))`` (Laplace estimates), the
-prior preferring floats and named constants over structural integers, so literals whose changes break the program
-fade out within a few tries. Each literal's step size adapts too (wider after an improvement, narrower after a
+Literals are picked with probability ``prior * P(valid) * (0.1 + P(improvement | valid) * size)`` (Laplace estimates;
+``size``: the literal's mean gain against the typical one, so big payers are tried more than crumb-adders), the prior
+preferring floats and named constants over structural integers, so literals whose changes break the program fade out
+within a few tries. Each literal's step size adapts too (wider after an improvement, narrower after a
 failure) and drifts toward the direction that improved. Everything is a function of the observed outcomes in the
 order they arrive, and of ``request.seed``: with ``--deterministic`` (outcomes integrated in iteration order) a run
 is reproducible. The learned statistics live in the driver; a resumed run starts learning afresh.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -104,19 +105,27 @@ class ArmStats:
     tries: int = 0
     valid: int = 0
     improved: int = 0
+    gain: float = 0.0  # sum of the relative fitness gains of its improvements
     step: float = 1.0  # multiplies the literal's spread
     direction: float = 0.0  # -1..1: which way its improvements went lately
 
-    def appeal(self) -> float:
+    def appeal(self, typical_gain: float | None = None) -> float:
+        """``P(valid) * (0.1 + P(improvement | valid) * size)``, ``size`` its mean gain over ``typical_gain`` (the
+        mean over every literal; shrunk towards it, within 1/4..4): a literal whose changes pay a lot is tried
+        more than one that adds crumbs."""
         p_valid = (self.valid + 1) / (self.tries + 2)
         p_improve = (self.improved + 0.5) / (self.valid + 2)
-        return p_valid * (0.1 + p_improve)
+        size = 1.0
+        if typical_gain:
+            size = min(4.0, max(0.25, (self.gain + typical_gain) / (self.improved + 1) / typical_gain))
+        return p_valid * (0.1 + p_improve * size)
 
-    def update(self, valid: bool, improved: bool, sign: int) -> None:
+    def update(self, valid: bool, improved: bool, sign: int, gain: float = 0.0) -> None:
         self.tries += 1
         if improved:
             self.valid += 1
             self.improved += 1
+            self.gain += gain
             self.step = min(self.step * 1.25, 8.0)
             self.direction = 0.6 * self.direction + 0.4 * sign
         elif valid:
@@ -217,10 +226,11 @@ class TuneMutator:
         count = 1 if rng.random() < 0.5 or self.literals_per_edit == 1 else int(
             rng.integers(2, self.literals_per_edit + 1))
         with self._lock:
-            stats = [self._stats.get(arm.key) or ArmStats() for arm in arms]
-            stats = [ArmStats(s.tries, s.valid, s.improved, s.step, s.direction) for s in stats]  # a snapshot
-        weights = np.array([arm.prior * (s.appeal() if self.learn else 1.0) for arm, s in zip(arms, stats,
-                                                                                            strict=True)])
+            stats = [replace(self._stats.get(arm.key) or ArmStats()) for arm in arms]  # a snapshot
+            improvements = sum(st.improved for st in self._stats.values())
+            typical = sum(st.gain for st in self._stats.values()) / improvements if improvements else None
+        weights = np.array([arm.prior * (st.appeal(typical) if self.learn else 1.0)
+                            for arm, st in zip(arms, stats, strict=True)])
         order = rng.choice(len(arms), size=min(count, len(arms)), replace=False, p=weights / weights.sum())
         changes: dict[tuple[int, int], tuple[Literal, str]] = {}
         moves: list[_Move] = []
@@ -292,10 +302,11 @@ class TuneMutator:
             valid = outcome.status == Status.OK.value
             parent, child = outcome.parent_fitness, outcome.child_fitness
             # A relative margin: float noise (+4e-16) is not an improvement.
-            improved = (valid and parent is not None and child is not None
-                        and child > parent + 1e-9 * max(1.0, abs(parent)))
+            scale = max(1.0, abs(parent)) if parent is not None else 1.0
+            improved = valid and parent is not None and child is not None and child > parent + 1e-9 * scale
+            gain = (child - parent) / scale if improved and child is not None and parent is not None else 0.0
             for move in moves:
-                self._stats.setdefault(move.arm, ArmStats()).update(valid, improved, move.sign)
+                self._stats.setdefault(move.arm, ArmStats()).update(valid, improved, move.sign, gain)
 
     def stats(self) -> dict[str, Any]:
         """What was learned: outcomes observed, and per literal (most tried first) tries, valid, improved, step."""

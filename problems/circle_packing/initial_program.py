@@ -8,6 +8,7 @@ evaluator checks it all again).
 """
 
 import math
+import random
 
 import numpy as np
 
@@ -50,8 +51,8 @@ def radii_for(centers):
 
 def relax(centers, radii, steps):
     """Minimise -sum(radii) + weight * (squared overlaps and protrusions) over centres and radii with Adam."""
-    rng = np.random.default_rng(SEED)
-    x, y = (np.asarray(centers) + rng.normal(scale=JITTER, size=np.shape(centers))).T
+    rng = random.Random(SEED)
+    x, y = (np.asarray(centers) + [(rng.gauss(sigma=JITTER), rng.gauss(sigma=JITTER)) for _ in centers]).T
     params = np.stack([x, y, np.asarray(radii, dtype=float)])
     mean, square = np.zeros_like(params), np.zeros_like(params)
     beta1, beta2 = 0.9, 0.999
