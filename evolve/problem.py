@@ -7,6 +7,7 @@ before any Ray worker or sandbox starts. The result is a tree of frozen dataclas
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,9 +25,49 @@ class ProblemError(ValueError):
     def __init__(self, path: Path, errors: list[tuple[str, str]]):
         self.path = path
         self.errors = errors
-        lines = [f"{path}: {len(errors)} problem(s) in the problem definition:"]
-        lines += [f"  - {where}: {why}" for where, why in errors]
+        if len(errors) == 1 and errors[0][0].startswith(f"{_shown(path)}:"):
+            # One mistake at a line of a file (the seed does not parse): compiler style, the user's file first.
+            lines = [f"{errors[0][0]}: {errors[0][1]}"]
+        else:
+            lines = [f"{path}: {len(errors)} problem(s) in the problem definition:"]
+            lines += [f"  - {where}: {why}" for where, why in errors]
         super().__init__("\n".join(lines))
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to the working directory when it lies below it."""
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def seed_syntax_error(path: Path, language: str) -> tuple[str, str] | None:
+    """``(file:line, reason with the offending line)`` when a Python seed does not compile; None otherwise.
+
+    Only Python is parsed: other languages are compiled by their evaluators.
+    """
+    if language.strip().lower() not in ("python", "py", "python3"):
+        return None
+    try:
+        source = path.read_bytes()
+    except OSError as exc:
+        return _shown(path), f"cannot read the seed program: {exc.strerror or exc}"
+    try:
+        compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f"{_shown(path)}:{exc.lineno}" if exc.lineno else _shown(path)
+        reason = f"{exc.msg} (the seed program does not parse)"
+        text = (exc.text or "").rstrip("\r\n")
+        if text.strip():
+            indent = len(text) - len(text.lstrip())
+            caret = max((exc.offset or 1) - 1 - indent, 0)
+            width = max((exc.end_offset or 0) - (exc.offset or 0), 1) if exc.end_lineno == exc.lineno else 1
+            reason += f"\n    {text.strip()}\n    {' ' * caret}{'^' * min(width, max(len(text.strip()) - caret, 1))}"
+        return where, reason
+    except ValueError as exc:  # e.g. null bytes in the source
+        return _shown(path), f"the seed program cannot be compiled: {exc}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -253,6 +294,12 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
         if not isinstance(value, dict):
             c.error(key, "expected a table")
 
+    if seed_file is not None and (root / seed_file).is_file():
+        seed_error = seed_syntax_error(root / seed_file, language)
+        if seed_error is not None:
+            if not c.errors:
+                raise ProblemError(root / seed_file, [seed_error])
+            c.error(*seed_error)
     if c.errors:
         raise ProblemError(root / PROBLEM_FILE, c.errors)
     return Problem(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from evolve.edits import EditRejection, apply_response, find_blocks
-from evolve.mutators.base import MutationRequest, Mutator, MutatorStopped, ProgramView
+from evolve.mutators.base import MutationOutcome, MutationRequest, Mutator, MutatorStopped, ProgramView
 from evolve.mutators.scripted import ScriptedMutator
 from evolve.mutators.tune import TuneMutator, find_literals, perturb
 
@@ -302,36 +302,41 @@ def _load_check_packing():
 
 
 def test_tune_hill_climb_improves_circle_packing():
-    """300 tune proposals in a greedy hill climb beat the seed's 2.16 using the trusted geometry check."""
+    """40 tune proposals in a greedy hill climb, fed back through ``observe``, beat the shipped seed under the
+    trusted geometry check, and most children are valid packings."""
     check_packing = _load_check_packing()
 
     def sum_of_radii(code: str) -> float | None:
         module = types.ModuleType("candidate")
         try:
-            exec(compile(code, "candidate", "exec"), module.__dict__)  # offline check of the mutator only
-            _, radii = check_packing(module.run_packing())
+            with np.errstate(all="ignore"):  # a child's relaxation may divide by zero: it then fails the check
+                exec(compile(code, "candidate", "exec"), module.__dict__)  # offline check of the mutator only
+                _, radii = check_packing(module.run_packing())
         except Exception:  # noqa: BLE001 - any failure (wrong output, crash) just loses the proposal
             return None
         return float(radii.sum())
 
     mutator = TuneMutator()
     best_code, best = CIRCLE, sum_of_radii(CIRCLE)
-    assert best == pytest.approx(2.16)
+    assert best == pytest.approx(2.408, abs=1e-3)
+    seed_score = best
     valid = 0
-    for iteration in range(300):
-        answer = mutator.propose(request(best_code, seed=20_000 + iteration, iteration=iteration)).response
-        result = apply_response(best_code, answer)
+    for iteration in range(40):
+        proposal = mutator.propose(request(best_code, seed=20_000 + iteration, iteration=iteration))
+        result = apply_response(best_code, proposal.response)
         assert result.ok, result.message
         score = sum_of_radii(result.child)
+        mutator.observe(proposal, MutationOutcome("ok" if score is not None else "wrong_output", best, score))
         if score is not None:
             valid += 1
             if score > best:
                 best_code, best = result.child, score
-    assert best > 2.25, best
-    assert valid >= 60
+    assert best > seed_score + 0.02, best
+    assert valid >= 30
     assert best_code != CIRCLE
 
 
-def test_mutators_are_hashable_values():
+def test_scripted_mutators_are_hashable_values_and_fresh_tune_mutators_answer_alike():
     assert hash(ScriptedMutator(["a", "b"])) == hash(ScriptedMutator(("a", "b")))
-    assert TuneMutator(scale=0.2) == TuneMutator(scale=0.2)
+    # A tune mutator learns (it is not a value), but two with the same settings and history answer alike.
+    assert TuneMutator(scale=0.2).propose(request(CIRCLE, 5)) == TuneMutator(scale=0.2).propose(request(CIRCLE, 5))

@@ -114,3 +114,42 @@ def test_bins_are_fixed_and_clamped() -> None:
     dim = FeatureDim(name="x", min=0.0, max=10.0, bins=5)
     assert [dim.bin_of(v) for v in (-3, 0, 1.99, 2.0, 9.99, 10, 1e9)] == [0, 0, 0, 1, 4, 4, 4]
     assert dim.bin_of(float("nan")) == 0 and dim.bin_of(float("inf")) == 4
+
+
+def test_a_seed_that_does_not_parse_is_reported_at_its_own_file_and_line(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "x").mkdir()
+    folder = write_problem(tmp_path / "x", GOOD)
+    (folder / "seed.py").write_text("import math\n\n\ndef f(x):\n    return [x, x x]\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ProblemError) as info:
+        load_problem("x")
+    text = str(info.value)
+    first, code, caret = text.split("\n")[:3]
+    assert first.startswith("x/seed.py:5: ") and "does not parse" in first
+    assert code.strip() == "return [x, x x]"
+    assert caret.strip().startswith("^") and code.index("x x") <= caret.index("^") <= code.index("x x") + 2
+    assert "program.py" not in text and "harness" not in text
+
+
+def test_a_seed_syntax_error_joins_the_other_mistakes(tmp_path: Path) -> None:
+    folder = write_problem(tmp_path, GOOD.replace('direction = "minimize"', 'direction = "down"'))
+    (folder / "seed.py").write_text("def f(:\n")
+    with pytest.raises(ProblemError) as info:
+        load_problem(folder)
+    where = [loc for loc, _ in info.value.errors]
+    assert "score.direction" in where and any(loc.endswith("seed.py:1") for loc in where)
+
+
+def test_only_python_seeds_are_parsed(tmp_path: Path) -> None:
+    folder = write_problem(tmp_path, GOOD.replace('seed = "seed.py"', 'seed = "kernel.cu"'))
+    (folder / "kernel.cu").write_text("__global__ void k(float* x) { x[threadIdx.x] = 1.0f; }\n")
+    assert load_problem(folder).language == "cuda"
+
+
+def test_an_openevolve_folder_seed_is_parsed_too(tmp_path: Path) -> None:
+    from evolve.openevolve import load_any_problem
+
+    (tmp_path / "initial_program.py").write_text("# EVOLVE-BLOCK-START\nx = (1,\n# EVOLVE-BLOCK-END\n")
+    (tmp_path / "evaluator.py").write_text("def evaluate(program_path):\n    return {'combined_score': 1.0}\n")
+    with pytest.raises(ProblemError, match=r"initial_program\.py:2"):
+        load_any_problem(tmp_path)

@@ -1,170 +1,50 @@
-"""An offline operator that tunes numeric literals inside the evolve blocks (no LLM).
+"""An offline operator that tunes numeric literals inside the evolve blocks (no LLM), and learns which ones pay.
 
 Each proposal moves one literal (half the time) or several, by a Gaussian step of standard deviation
 ``max(scale * |value|, floor)`` times a log-uniform boldness factor (mostly small steps, now and then a bold one), so
-steps follow the literal's magnitude and an exact zero can still move. Integers stay integers and move by at least 1.
-A unary minus in front of a literal (``B = -2.0``, ``a[:-1]``, ``return -1``) belongs to it, so values can cross zero
-both ways; a literal with an unsigned C suffix (``8u``) stays non-negative. Literals are found with ``tokenize`` for
-Python (so digits in names, strings and comments are never touched) and a small scanner that skips identifiers,
-strings and comments for C-like and other languages. The answer is SEARCH/REPLACE text, so it takes the same parsing
-path as an LLM's.
+steps follow the literal's magnitude and an exact zero can still move. Integers stay integers and move by at least 1;
+a literal written after ``/`` or ``%`` never becomes zero; a bracketed list of integers (``ROWS = [5, 5, 6, 5, 5]``)
+can also move a unit from one entry to another, keeping its sum. The answer is SEARCH/REPLACE text, so it takes the
+same parsing path as an LLM's.
+
+Learning (``observe``, called by the loop with each child's outcome): every literal (a key that survives changes of
+the numbers, see ``evolve.mutators.literals``) keeps how often changing it gave a valid child and an improvement.
+Literals are picked with probability ``prior * P(valid) * (0.1 + P(improvement | valid) * size)`` (Laplace estimates;
+``size``: the literal's mean gain against the typical one, so big payers are tried more than crumb-adders), the prior
+preferring floats and named constants over structural integers, so literals whose changes break the program fade out
+within a few tries. Each literal's step size adapts too (wider after an improvement, narrower after a
+failure) and drifts toward the direction that improved. Everything is a function of the observed outcomes in the
+order they arrive, and of ``request.seed``: with ``--deterministic`` (outcomes integrated in iteration order) a run
+is reproducible. The learned statistics live in the driver; a resumed run starts learning afresh.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import re
-import tokenize
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from evolve.edits import (
-    BlockError,
-    comment_prefix,
-    find_blocks,
-    render_search_replace,
-)
-from evolve.mutators.base import MutationRequest, Proposal
+from evolve.edits import BlockError, render_search_replace
+from evolve.mutators.base import MutationOutcome, MutationRequest, Proposal
+from evolve.mutators.literals import Literal, LiteralSite, find_literals, literal_sites
+from evolve.types import Status
 
-_DECIMAL_RE = re.compile(r"(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?")
-_SUFFIX_RE = re.compile(r"[A-Za-z_]\w*")
-_C_SUFFIXES = frozenset({"f", "F", "l", "L", "u", "U", "ul", "UL", "uL", "Ul", "ull", "ULL", "lu", "LU", "ll", "LL"})
+__all__ = ["ArmStats", "Literal", "TuneMutator", "find_literals", "perturb"]
 
+# How appealing a kind of literal is before any outcome is known ("prefer floats").
+FLOAT_PRIOR = 1.0
+NAMED_INT_PRIOR = 0.5  # RATE = 3, #define TILE 16
+TRANSFER_PRIOR = 0.5  # move a unit between the entries of an integer list (sum kept)
+INT_PRIOR = 0.2  # any other integer: exponents, indices, sizes
+LIST_ENTRY_PRIOR = 0.1  # one entry of an integer list alone (changes its sum)
 
-@dataclass(frozen=True)
-class Literal:
-    """One numeric literal: ``text`` starts at column ``col`` of line ``line`` (0-based, ``code.split("\\n")``)."""
-
-    line: int
-    col: int
-    text: str
-    value: float
-    is_float: bool
-    suffix: str = ""
-
-
-def _parse_number(body: str, suffix: str) -> Literal | None:
-    if body[:2].lower() in ("0x", "0b", "0o"):
-        return None
-    if suffix and suffix not in _C_SUFFIXES:
-        return None
-    is_float = any(c in body for c in ".eE") or suffix in ("f", "F")
-    try:
-        value = float(body) if is_float else float(int(body.replace("_", "")))
-    except ValueError:
-        return None
-    if not math.isfinite(value):
-        return None
-    return Literal(0, 0, body + suffix, value, is_float, suffix)
-
-
-def _python_literals(code: str) -> list[Literal] | None:
-    found = []
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type != tokenize.NUMBER or tok.string[-1] in "jJ":
-                continue
-            lit = _parse_number(tok.string, "")
-            if lit is not None:
-                found.append(Literal(tok.start[0] - 1, tok.start[1], lit.text, lit.value, lit.is_float))
-    except (tokenize.TokenError, SyntaxError):
-        return None
-    return found
-
-
-def _scan_literals(code: str, language: str) -> list[Literal]:
-    """Numbers in code text, skipping identifiers, strings, character literals and comments."""
-    comment = comment_prefix(language)
-    python_like = comment == "#"
-    block_comments = comment == "//"
-    found: list[Literal] = []
-    lines = code.split("\n")
-    starts = np.cumsum([0] + [len(line) + 1 for line in lines]).tolist()
-    i, n = 0, len(code)
-    while i < n:
-        c = code[i]
-        if code.startswith(comment, i) or (block_comments and code.startswith("#include", i)):
-            end = code.find("\n", i)
-            i = n if end < 0 else end
-        elif block_comments and code.startswith("/*", i):
-            end = code.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        elif c in "\"'":
-            quote = code[i : i + 3] if python_like and code[i : i + 3] in ('"""', "'''") else c
-            j = i + len(quote)
-            while j < n and not code.startswith(quote, j):
-                j += 2 if code[j] == "\\" else 1
-            i = j + len(quote)
-        elif c.isalpha() or c == "_":
-            j = i + 1
-            while j < n and (code[j].isalnum() or code[j] == "_"):
-                j += 1
-            i = j
-        elif c.isdigit() or (c == "." and i + 1 < n and code[i + 1].isdigit()):
-            match = _DECIMAL_RE.match(code, i)
-            assert match is not None
-            body = match.group(0)
-            j = match.end()
-            suffix_match = _SUFFIX_RE.match(code, j)
-            suffix = suffix_match.group(0) if suffix_match else ""
-            end = j + len(suffix)
-            lit = None if body.startswith("0") and suffix[:1].lower() in ("x", "b", "o") else _parse_number(body, suffix)
-            if lit is not None:
-                line = int(np.searchsorted(starts, i, side="right")) - 1
-                found.append(Literal(line, i - starts[line], lit.text, lit.value, lit.is_float, lit.suffix))
-            i = end
-        else:
-            i += 1
-    return found
-
-
-_UNARY_AFTER = frozenset("=([{,:;?!&|^~<>*/%+-")
-_UNARY_KEYWORDS = frozenset({"return", "case", "else", "yield", "in", "and", "or", "not", "if", "elif", "while",
-                             "lambda", "assert", "await"})
-
-
-def _with_sign(lines: list[str], lit: Literal) -> Literal:
-    """Extend a literal over a unary minus written in front of it on the same line."""
-    line = lines[lit.line]
-    i = lit.col - 1
-    while i >= 0 and line[i] in " \t":
-        i -= 1
-    if i < 0 or line[i] != "-" or lit.suffix[:1] in ("u", "U"):
-        return lit
-    minus = i
-    i -= 1
-    while i >= 0 and line[i] in " \t":
-        i -= 1
-    if i < 0:
-        return lit  # a line starting with '-' may continue an expression: binary, keep it unsigned
-    if line[i] in _UNARY_AFTER:
-        unary = True
-    elif line[i].isalnum() or line[i] == "_":
-        j = i
-        while j >= 0 and (line[j].isalnum() or line[j] == "_"):
-            j -= 1
-        unary = line[j + 1 : i + 1] in _UNARY_KEYWORDS
-    else:
-        unary = False
-    if not unary:
-        return lit
-    return Literal(lit.line, minus, line[minus : lit.col + len(lit.text)], -lit.value, lit.is_float, lit.suffix)
-
-
-def find_literals(code: str, language: str = "python") -> list[Literal]:
-    """The numeric literals inside the evolve blocks of ``code`` (``BlockError`` on broken markers).
-
-    A literal's ``text`` and ``value`` include a unary minus in front of it.
-    """
-    text = code.replace("\r\n", "\n")
-    blocks = find_blocks(text)
-    literals = _python_literals(text) if language.strip().lower() in ("python", "py", "python3") else None
-    if literals is None:
-        literals = _scan_literals(text, language)
-    lines = text.split("\n")
-    return [_with_sign(lines, lit) for lit in literals if any(b.start <= lit.line < b.end for b in blocks)]
+# Outcomes that say nothing about the literals changed: not evaluated, or not the candidate's fault.
+_UNINFORMATIVE = frozenset({Status.DUPLICATE.value, Status.INVALID_EDIT.value, Status.EVALUATOR_ERROR.value,
+                            Status.SYSTEM_ERROR.value})
+_PENDING_LIMIT = 10_000
 
 
 def _format_float(value: float, step: float) -> str:
@@ -174,24 +54,41 @@ def _format_float(value: float, step: float) -> str:
     return repr(rounded if rounded != 0 else 0.0)  # never "-0.0"
 
 
-def perturb(lit: Literal, rng: np.random.Generator, scale: float, floor: float) -> str:
-    """New text for one literal (never equal in value to the old one)."""
-    boldness = 10 ** rng.uniform(-1.0, 0.5)
+def _number(text: str, lit: Literal) -> float:
+    body = text[: len(text) - len(lit.suffix)] if lit.suffix else text
+    return float(body) if lit.is_float else float(int(body))
+
+
+def perturb(lit: Literal, rng: np.random.Generator, scale: float, floor: float, *, step: float = 1.0,
+            bias: float = 0.0, nonzero: bool = False) -> str:
+    """New text for one literal (never equal in value to the old one).
+
+    ``step`` multiplies the spread; ``bias`` in [-1, 1] tilts the direction (+1: mostly up); ``nonzero`` keeps the
+    literal away from zero (a divisor).
+    """
+    boldness = 10 ** rng.uniform(-1.0, 0.5) * step
+    up = rng.random() < 0.5 + 0.3 * max(-1.0, min(1.0, bias))
     unsigned = lit.suffix[:1] in ("u", "U")
     if not lit.is_float:
         old = int(lit.value)
         spread = max(scale * abs(old), 1.0) * boldness
-        new = old + (int(round(rng.normal(0.0, spread))) or int(rng.choice([-1, 1])))
+        delta = max(1, int(round(abs(rng.normal(0.0, spread)))))
+        new = old + (delta if up else -delta)
         if unsigned:
             new = abs(new) if abs(new) != old else old + 1
+        if nonzero and new == 0:
+            new = (1 if old > 0 else -1) if abs(old) != 1 else 2 * old
         return str(new) + lit.suffix
     spread = max(scale * abs(lit.value), floor) * boldness
     for _ in range(8):
-        value = lit.value + rng.normal(0.0, spread)
+        moved = abs(rng.normal(0.0, spread))
+        value = lit.value + (moved if up else -moved)
         text = _format_float(abs(value) if unsigned else value, spread) + lit.suffix
-        if float(text.rstrip("fFlL")) != lit.value:
+        new_value = _number(text, lit)
+        if new_value != lit.value and not (nonzero and new_value == 0):
             return text
-    return _format_float(lit.value + spread, spread) + lit.suffix
+    fallback = lit.value + spread if lit.value >= 0 or not nonzero else lit.value - spread
+    return _format_float(fallback, spread) + lit.suffix
 
 
 def _splice(line: str, lit: Literal, new: str) -> str:
@@ -201,15 +98,102 @@ def _splice(line: str, lit: Literal, new: str) -> str:
     return before + new + line[lit.col + len(lit.text) :]
 
 
+@dataclass
+class ArmStats:
+    """What changing one literal (or moving units within one integer list) has given so far."""
+
+    tries: int = 0
+    valid: int = 0
+    improved: int = 0
+    gain: float = 0.0  # sum of the relative fitness gains of its improvements
+    step: float = 1.0  # multiplies the literal's spread
+    direction: float = 0.0  # -1..1: which way its improvements went lately
+
+    def appeal(self, typical_gain: float | None = None) -> float:
+        """``P(valid) * (0.1 + P(improvement | valid) * size)``, ``size`` its mean gain over ``typical_gain`` (the
+        mean over every literal; shrunk towards it, within 1/4..4): a literal whose changes pay a lot is tried
+        more than one that adds crumbs."""
+        p_valid = (self.valid + 1) / (self.tries + 2)
+        p_improve = (self.improved + 0.5) / (self.valid + 2)
+        size = 1.0
+        if typical_gain:
+            size = min(4.0, max(0.25, (self.gain + typical_gain) / (self.improved + 1) / typical_gain))
+        return p_valid * (0.1 + p_improve * size)
+
+    def update(self, valid: bool, improved: bool, sign: int, gain: float = 0.0) -> None:
+        self.tries += 1
+        if improved:
+            self.valid += 1
+            self.improved += 1
+            self.gain += gain
+            self.step = min(self.step * 1.25, 8.0)
+            self.direction = 0.6 * self.direction + 0.4 * sign
+        elif valid:
+            self.valid += 1
+            self.step = max(self.step * 0.95, 0.05)  # with the 1.25 above: steady at ~1 improvement in 5
+            self.direction = max(-1.0, min(1.0, self.direction - 0.1 * sign))
+        else:
+            self.step = max(self.step * 0.6, 0.05)
+            self.direction = max(-1.0, min(1.0, self.direction - 0.2 * sign))
+
+
 @dataclass(frozen=True)
+class _Arm:
+    key: str
+    prior: float
+    sites: tuple[LiteralSite, ...]  # one literal, or the entries of an integer list (a transfer)
+    transfer: bool = False
+
+
+@dataclass(frozen=True)
+class _Move:
+    arm: str
+    sign: int  # +1 the literal went up, -1 down, 0 a transfer
+
+
+def _arms(sites: list[LiteralSite], learn: bool) -> list[_Arm]:
+    """What a proposal can change: each literal, and each integer list as a whole (a transfer).
+
+    Without learning: every literal alike and no transfers (the operator as it was before it learned).
+    """
+    if not learn:
+        return [_Arm(site.key, 1.0, (site,)) for site in sites]
+    arms: list[_Arm] = []
+    groups: dict[int, list[LiteralSite]] = {}
+    for site in sites:
+        lit = site.literal
+        if site.group >= 0:
+            groups.setdefault(site.group, []).append(site)
+            prior = LIST_ENTRY_PRIOR
+        elif lit.is_float:
+            prior = FLOAT_PRIOR
+        else:
+            prior = NAMED_INT_PRIOR if site.named else INT_PRIOR
+        arms.append(_Arm(site.key, prior, (site,)))
+    for members in groups.values():
+        if all(m.literal.value >= 0 for m in members):
+            arms.append(_Arm(members[0].key + " sum", TRANSFER_PRIOR, tuple(members), transfer=True))
+    return arms
+
+
+@dataclass(eq=False)
 class TuneMutator:
     """Perturbs ``1..literals_per_edit`` numeric literals per proposal by steps of relative size ~``scale``
-    (at least ``floor`` for floats, 1 for integers)."""
+    (at least ``floor`` for floats, 1 for integers).
+
+    ``learn=False`` picks every literal alike and ignores outcomes (divisors still never become zero): the operator
+    before it learned, kept for comparison (``bench/tune_demo.py --plain``).
+    """
 
     scale: float = 0.1
     literals_per_edit: int = 3
     floor: float = 1e-3
     name: str = "tune"
+    learn: bool = True
+    _stats: dict[str, ArmStats] = field(default_factory=dict, init=False, repr=False)
+    _pending: dict[str, list[tuple[_Move, ...]]] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _observed: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.scale > 0 or not self.floor > 0:
@@ -217,28 +201,122 @@ class TuneMutator:
         if self.literals_per_edit < 1:
             raise ValueError("literals_per_edit must be at least 1")
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def propose(self, request: MutationRequest) -> Proposal:
         return Proposal(response=self.answer(request.parent.code, request.language, request.seed), mutator=self.name)
 
     def answer(self, code: str, language: str, seed: int) -> str:
         """The SEARCH/REPLACE answer for one proposal (a refusal in prose when there is nothing to tune)."""
         try:
-            literals = find_literals(code, language)
+            sites = literal_sites(code, language)
         except BlockError as exc:
             return f"Cannot tune this program: {exc}"
-        if not literals:
+        if not sites:
             return "There is no numeric literal inside the evolve blocks to tune."
+        arms = _arms(sites, self.learn)
         rng = np.random.default_rng(seed)
         count = 1 if rng.random() < 0.5 or self.literals_per_edit == 1 else int(
             rng.integers(2, self.literals_per_edit + 1))
-        count = min(count, len(literals))
-        chosen = sorted((literals[k] for k in rng.choice(len(literals), size=count, replace=False)),
-                        key=lambda lit: (lit.line, lit.col))
+        with self._lock:
+            stats = [replace(self._stats.get(arm.key) or ArmStats()) for arm in arms]  # a snapshot
+            improvements = sum(st.improved for st in self._stats.values())
+            typical = sum(st.gain for st in self._stats.values()) / improvements if improvements else None
+        weights = np.array([arm.prior * (st.appeal(typical) if self.learn else 1.0)
+                            for arm, st in zip(arms, stats, strict=True)])
+        order = rng.choice(len(arms), size=min(count, len(arms)), replace=False, p=weights / weights.sum())
+        changes: dict[tuple[int, int], tuple[Literal, str]] = {}
+        moves: list[_Move] = []
+        for index in order:
+            arm, arm_stats = arms[int(index)], stats[int(index)]
+            # ``literals_per_edit`` bounds the literals changed; a transfer changes two.
+            if len(changes) + (2 if arm.transfer else 1) > self.literals_per_edit:
+                continue
+            if any((s.literal.line, s.literal.col) in changes for s in arm.sites):
+                continue
+            if arm.transfer:
+                if self._transfer(arm, rng, changes):
+                    moves.append(_Move(arm.key, 0))
+                continue
+            site = arm.sites[0]
+            new = perturb(site.literal, rng, self.scale, self.floor, step=arm_stats.step if self.learn else 1.0,
+                          bias=arm_stats.direction if self.learn else 0.0, nonzero=site.divisor)
+            changes[(site.literal.line, site.literal.col)] = (site.literal, new)
+            moves.append(_Move(arm.key, 1 if _number(new, site.literal) > site.literal.value else -1))
+        if not changes:  # only transfers were drawn, and none was possible: move the first literal
+            site = sites[0]
+            new = perturb(site.literal, rng, self.scale, self.floor, nonzero=site.divisor)
+            changes[(site.literal.line, site.literal.col)] = (site.literal, new)
+            moves.append(_Move(site.key, 1 if _number(new, site.literal) > site.literal.value else -1))
         lines = code.replace("\r\n", "\n").split("\n")
         notes = []
-        for lit in reversed(chosen):  # right to left, so earlier columns on a line stay valid
-            new = perturb(lit, rng, self.scale, self.floor)
-            lines[lit.line] = _splice(lines[lit.line], lit, new)
+        for lit, new in sorted(changes.values(), key=lambda c: (c[0].line, c[0].col), reverse=True):
+            lines[lit.line] = _splice(lines[lit.line], lit, new)  # right to left: earlier columns stay valid
             notes.append(f"line {lit.line + 1}: {lit.text} -> {new}")
-        blocks = render_search_replace(code, "\n".join(lines))
-        return "Tuning constants: " + "; ".join(reversed(notes)) + "\n\n" + blocks
+        response = "Tuning constants: " + "; ".join(reversed(notes)) + "\n\n" + render_search_replace(
+            code, "\n".join(lines))
+        if self.learn:
+            with self._lock:
+                self._pending.setdefault(response, []).append(tuple(moves))
+                while len(self._pending) > _PENDING_LIMIT:  # outcomes that never came (a stopped run)
+                    del self._pending[next(iter(self._pending))]
+        return response
+
+    @staticmethod
+    def _transfer(arm: _Arm, rng: np.random.Generator,
+                  changes: dict[tuple[int, int], tuple[Literal, str]]) -> bool:
+        """Move one unit (now and then two) from one entry of an integer list to another: the sum is kept."""
+        values = [int(site.literal.value) for site in arm.sites]
+        donors = [i for i, v in enumerate(values) if v > 1]
+        if not donors:
+            return False
+        donor = int(rng.choice(donors))
+        receiver = int(rng.choice([i for i in range(len(values)) if i != donor]))
+        amount = 2 if values[donor] > 2 and rng.random() < 0.2 else 1
+        for i, delta in ((donor, -amount), (receiver, amount)):
+            lit = arm.sites[i].literal
+            changes[(lit.line, lit.col)] = (lit, str(values[i] + delta) + lit.suffix)
+        return True
+
+    def observe(self, proposal: Proposal, outcome: MutationOutcome) -> None:
+        """Credit every literal the proposal changed with the child's outcome."""
+        if not self.learn:
+            return
+        with self._lock:
+            queue = self._pending.get(proposal.response)
+            if not queue:
+                return
+            moves = queue.pop(0)
+            if not queue:
+                del self._pending[proposal.response]
+            if outcome.status in _UNINFORMATIVE:
+                return
+            self._observed += 1
+            valid = outcome.status == Status.OK.value
+            parent, child = outcome.parent_fitness, outcome.child_fitness
+            # A relative margin: float noise (+4e-16) is not an improvement.
+            scale = max(1.0, abs(parent)) if parent is not None else 1.0
+            improved = valid and parent is not None and child is not None and child > parent + 1e-9 * scale
+            gain = (child - parent) / scale if improved and child is not None and parent is not None else 0.0
+            for move in moves:
+                self._stats.setdefault(move.arm, ArmStats()).update(valid, improved, move.sign, gain)
+
+    def stats(self) -> dict[str, Any]:
+        """What was learned: outcomes observed, and per literal (most tried first) tries, valid, improved, step."""
+        with self._lock:
+            items = sorted(self._stats.items(), key=lambda kv: (-kv[1].tries, kv[0]))
+            tries = sum(s.tries for _, s in items)
+            return {
+                "learning": self.learn,
+                "observed": self._observed,
+                "literals": [{"literal": key[:80], "tries": s.tries, "valid": s.valid, "improved": s.improved,
+                              "step": round(s.step, 3)} for key, s in items[:20]],
+                "valid_share": round(sum(s.valid for _, s in items) / tries, 4) if tries else None,
+            }
