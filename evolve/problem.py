@@ -128,6 +128,7 @@ class Limits:
     file_size_mb: int = 64
     open_files: int = 256
     processes: int = 64
+    scratch_mb: int = 512  # cap of a candidate's scratch dir (sandbox scratchfs tmpfs / diskwatch threshold)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ def _non_negative(value: float) -> str | None:
 
 _TOP_KEYS = {
     "name", "description", "seed", "evaluator", "language", "score", "features", "stages", "limits",
-    "evolution", "read_paths", "llm", "sandbox", "prompt",
+    "evolution", "read_paths", "llm", "sandbox", "prompt", "ui",
 }
 
 
@@ -289,7 +290,8 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
     for i, rel in enumerate(read_paths):
         if not isinstance(rel, str) or not (root / rel).exists():
             c.error(f"read_paths[{i}]", f"{rel!r} does not exist in {root}")
-    sections = {k: data[k] for k in ("llm", "sandbox", "prompt") if k in data}
+    _check_ui(c, data, root)
+    sections = {k: data[k] for k in ("llm", "sandbox", "prompt", "ui") if k in data}
     for key, value in sections.items():
         if not isinstance(value, dict):
             c.error(key, "expected a table")
@@ -317,6 +319,17 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
         read_paths=read_paths,
         sections=sections,
     )
+
+
+def _check_ui(c: _Collector, data: dict[str, Any], root: Path) -> None:
+    """``[ui] renderer``: a file of the problem folder defining render(program) -> SVG (see evolve/ui/pictures.py)."""
+    table = c.get(data, "ui", "", dict, default={}) or {}
+    c.unknown(table, {"renderer"}, "ui")
+    renderer = c.get(table, "renderer", "ui", str, default="")
+    if renderer:
+        path = (root / renderer).resolve()
+        if not path.is_file() or not path.is_relative_to(root.resolve()):
+            c.error("ui.renderer", f"file {renderer!r} not found in {root}")
 
 
 def _parse_score(c: _Collector, data: dict[str, Any]) -> ScoreSpec:
@@ -403,7 +416,7 @@ def _parse_stages(c: _Collector, data: dict[str, Any], score: ScoreSpec) -> tupl
 
 def _parse_limits(c: _Collector, data: dict[str, Any]) -> Limits:
     table = c.get(data, "limits", "", dict, default={}) or {}
-    c.unknown(table, {"memory_mb", "output_kb", "file_size_mb", "open_files", "processes"}, "limits")
+    c.unknown(table, {"memory_mb", "output_kb", "file_size_mb", "open_files", "processes", "scratch_mb"}, "limits")
     d = Limits()
     return Limits(
         memory_mb=c.get(table, "memory_mb", "limits", int, default=d.memory_mb, check=_positive) or d.memory_mb,
@@ -412,6 +425,7 @@ def _parse_limits(c: _Collector, data: dict[str, Any]) -> Limits:
         or d.file_size_mb,
         open_files=c.get(table, "open_files", "limits", int, default=d.open_files, check=_positive) or d.open_files,
         processes=c.get(table, "processes", "limits", int, default=d.processes, check=_positive) or d.processes,
+        scratch_mb=c.get(table, "scratch_mb", "limits", int, default=d.scratch_mb, check=_positive) or d.scratch_mb,
     )
 
 

@@ -147,8 +147,6 @@ def test_shipped_renderers_survive_the_sanitiser_on_empty_and_odd_input() -> Non
             assert out == "" or sanitize_svg(out)
 
 
-@pytest.mark.xfail(strict=True, reason="needs [ui] renderer in the shipped problem.toml files and 'ui' accepted by "
-                                       "evolve/problem.py (the lead's change)")
 def test_shipped_problems_declare_their_renderers() -> None:
     from evolve.problem import load_problem
 
