@@ -211,9 +211,10 @@ _CHILD = textwrap.dedent(
             print("MIDWRITE", flush=True)
             time.sleep(60)
 
-        real_write = archive.pq.write_table
+        import pyarrow.parquet as pq
 
-        archive.pq.write_table = half_write
+        real_write = pq.write_table
+        pq.write_table = half_write
     writer = archive.ArchiveWriter(sys.argv[1], "run-1", segment_rows=int(sys.argv[3]), flush_seconds=1e9)
     i = 0
     while True:
