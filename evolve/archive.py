@@ -365,12 +365,13 @@ class ArchiveWriter:
         try:
             self._write_line(data)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
-                raise ArchiveIOError(self.journal_path, exc) from None
+            error = ArchiveIOError(self.journal_path, exc)  # the free space as the write found it
+            if not error.disk_full or not self._release_reserve():
+                raise error from None
             # The disk is full: spend the reserve on this row, then ask the caller to stop.
             with archive_io(self.journal_path):
                 self._write_line(data)
-            self.failure = self.failure or ArchiveIOError(self.journal_path, exc)
+            self.failure = self.failure or error
 
     # -- public API ---------------------------------------------------------------------------------------------
 

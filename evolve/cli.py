@@ -179,6 +179,9 @@ def run(problem_dir: str, **opts: Any) -> None:
     if archive_failed:
         click.echo(f"error: {summary.message}", err=True)
     out("")
+    if opts["quiet"]:  # otherwise already shown as they happened
+        for note in summary.notes:
+            out(f"note: {note}")
     out(f"stopped: {summary.message or summary.stop_reason.value} after {summary.elapsed:.1f} s "
         f"({min(summary.done, summary.budget)}/{summary.budget} iterations)")
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.statuses.items()))

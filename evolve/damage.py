@@ -201,7 +201,7 @@ def _missing(run_dir: Path, ledger: Ledger) -> list[Damage]:
         iterations = tuple(sorted(entry.iterations))
         damage.append(Damage(name, DamageKind.MISSING, "listed in the ledger, but the file is gone", table,
                              entry.rows, iterations, "the ledger",
-                             unknown=entry.rows if table == "programs" and not iterations else 0))
+                             unknown_rows=entry.rows if table == "programs" and not iterations else 0))
     return damage
 
 

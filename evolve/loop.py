@@ -138,6 +138,7 @@ class Evolution(DeterministicBatches, RunReporting):
         self._info: dict[str, Any] = {}
         self._state = ""
         self._accepted: list[Any] = []
+        self.notes: list[str] = []  # what the resume found and did, for the summary
         self._created_dir = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -205,10 +206,11 @@ class Evolution(DeterministicBatches, RunReporting):
             restore_llm(state.llm_records)
         self.since_migration = self.done % self.settings.migration_interval
         self._write_run_info(RunState.RUNNING)
-        for note in state.notes:
-            self.progress.message(f"note: {note}")
+        self.notes = list(state.notes)
         if recovery.quarantined:
-            self.progress.message(f"moved to {self.run_dir / 'damaged'}: {', '.join(recovery.quarantined)}")
+            self.notes.append(f"moved to {self.run_dir / 'damaged'}: {', '.join(recovery.quarantined)}")
+        for note in self.notes:
+            self.progress.message(f"note: {note}")
         self.progress.message(
             f"resuming {self.run_dir}: {self.done} of {self.settings.iterations} iterations done "
             f"({max(0, self.settings.iterations - self.done)} to go; the budget is the run's total: --iterations N "

@@ -49,6 +49,7 @@ class RunSummary:
     mutator_stats: dict[str, Any]
     lost: int = 0  # iterations lost to accepted damage (counted in ``done``)
     state: str = ""  # what run.json says now: finished, stopped, failed_start (empty if never started)
+    notes: tuple[str, ...] = ()  # what the resume found and did (torn journal tails, damage accepted, ...)
 
 
 class RunReporting:
@@ -79,6 +80,7 @@ class RunReporting:
     _info: dict[str, Any]
     _state: str
     _accepted: list[Any]
+    notes: list[str]
 
     def _write_run_info(self, state: RunState) -> None:
         info = dict(self._info)
@@ -194,4 +196,5 @@ class RunReporting:
             mutator_stats=self._mutator_stats(),
             lost=self.lost.count,
             state=self._state,
+            notes=tuple(self.notes),
         )
