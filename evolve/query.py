@@ -350,7 +350,8 @@ class RunArchive:
                     searched = True
                     if self._find_bad_files():
                         continue
-                raise ArchiveQueryError(f"cannot read {self.run_dir}: {exc}") from None
+                what = f"cannot read {self.run_dir}" if isinstance(exc, duckdb.IOException) else "query failed"
+                raise ArchiveQueryError(f"{what}: {exc}") from None
 
     def query(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> Any:
         """Run ``sql`` over the views (see the class docstring), skipping unreadable segments; a DuckDB cursor.

@@ -192,9 +192,10 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
         next_iteration = max(inspection.max_iteration(), 0) + 1
     else:
         next_iteration = max(inspection.max_iteration(), max(lost.iterations, default=0), stored_next - 1) + 1
-    llm = []
-    if programs.num_rows and "llm" in programs.column_names:
-        llm = [json.loads(text) for text in programs.column("llm").to_pylist() if text and text != "{}"]
+    llm = []  # every row's, the torn batch's included: budgets count calls already paid for
+    everything = inspection.programs
+    if everything.num_rows and "llm" in everything.column_names:
+        llm = [json.loads(text) for text in everything.column("llm").to_pylist() if text and text != "{}"]
     return ResumeState(
         db=db,
         done=sum(1 for i in iterations if i != SEED_ITERATION) + lost.count,

@@ -29,19 +29,14 @@ from evolve.ranges import format_ranges
 from evolve.schema import ProgramRecord
 from evolve.settings import RunSettings
 
-from .test_loop import EVALUATOR, PROBLEM_TOML, SEED
+from .test_loop import write_tiny_problem
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("damage") / "tiny"
-    folder.mkdir()
-    (folder / "seed.py").write_text(SEED)
-    (folder / "evaluator.py").write_text(EVALUATOR)
-    (folder / "problem.toml").write_text(PROBLEM_TOML)
-    return folder
+    return write_tiny_problem(tmp_path_factory.mktemp("damage") / "tiny")
 
 
 @pytest.fixture(scope="module")

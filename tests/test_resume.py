@@ -19,7 +19,7 @@ from evolve.cli_archive import archive
 from tests import llm_server as server_lib
 
 from .conftest import PROBLEMS, REPO
-from .test_loop import EVALUATOR, PROBLEM_TOML, SEED
+from .test_loop import PROBLEM_TOML, SEED, write_tiny_problem
 
 llm_server = server_lib.llm_server
 pytestmark = pytest.mark.ray
@@ -27,12 +27,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    (folder / "seed.py").write_text(SEED)
-    (folder / "evaluator.py").write_text(EVALUATOR)
-    (folder / "problem.toml").write_text(PROBLEM_TOML)
-    return folder
+    return write_tiny_problem(tmp_path / "tiny")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Result:
