@@ -36,6 +36,7 @@ from evolve.segments import (
     MIGRATION_SCHEMA,
     MIGRATIONS_DIR,
     READ_ERRORS,
+    SEGMENT_SUFFIX,
     SEGMENTS_DIR,
     Ledger,
     conform,
@@ -194,8 +195,8 @@ def journal_damage(run_dir: Path, content: JournalContent) -> Damage | None:
 def _missing(run_dir: Path, ledger: Ledger) -> list[Damage]:
     damage = []
     for name in ledger.expected_files():
-        if (run_dir / name).exists():
-            continue
+        if (run_dir / name).exists() or (run_dir / DAMAGED_DIR / name).exists():
+            continue  # present, or moved aside by an accepted resume killed before it told the ledger
         entry = ledger.entries[name]
         table = "migrations" if name.startswith(MIGRATIONS_DIR + "/") else "programs"
         iterations = tuple(sorted(entry.iterations))
@@ -280,26 +281,42 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     )
 
 
-def verify_run(run_dir: str | Path, skip: Callable[[Path], bool] | None = None,
-               on_ok: Callable[[Path], None] | None = None) -> list[Damage]:
+Stamp = tuple[int, int]  # a file's size and modification time (ns): segments never change once written
+
+
+def verify_run(run_dir: str | Path, known: Callable[[str, Stamp], bool] | None = None,
+               on_ok: Callable[[str, Stamp], None] | None = None) -> list[Damage]:
     """The damage ``inspect_run`` would find, without keeping any rows (bounded memory).
 
-    ``skip(path)`` may say a segment is known good (a verification cache); ``on_ok(path)`` hears of each file found
-    good."""
+    ``known(key, stamp)`` may say a segment (``key`` like ``"segments/<name>"``) was verified before with that
+    stamp (a verification cache); ``on_ok`` hears of each file found whole. Plain strings, not ``Path`` objects,
+    until a file must be read: a million-row run has a thousand segments, and this runs before every query."""
     run_dir = Path(run_dir)
     ledger = read_ledger(run_dir)
     damage = [d for d in (journal_damage(run_dir, j) for j in read_journals(run_dir)) if d is not None]
     for sub, table in ((SEGMENTS_DIR, "programs"), (MIGRATIONS_DIR, "migrations")):
-        for path in segment_files(run_dir / sub):
-            if skip is not None and skip(path):
+        directory = os.path.join(run_dir, sub)
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.endswith(SEGMENT_SUFFIX) and not n.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            key = f"{sub}/{name}"
+            try:
+                st = os.stat(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue  # compacted away meanwhile
+            stamp = (st.st_size, st.st_mtime_ns)
+            if known is not None and known(key, stamp):
                 continue
+            path = run_dir / sub / name
             try:
                 reason = verify_file(path)
             except FileNotFoundError:
                 continue
             if reason is None:
                 if on_ok is not None:
-                    on_ok(path)
+                    on_ok(key, stamp)
             else:
                 damage.append(_segment_damage(run_dir, path, table, reason, ledger))
     return damage + _missing(run_dir, ledger)

@@ -208,8 +208,7 @@ class RunArchive:
         """Verify every segment (those verified before are skipped unless ``use_cache`` is false) and every
         journal line; record the damage and leave damaged files out of every later query."""
         cache = VerifiedFiles(self.run_dir) if use_cache else None
-        damage = verify_run(self.run_dir, skip=cache.known_good if cache else None,
-                            on_ok=cache.add if cache else None)
+        damage = verify_run(self.run_dir, known=cache.known if cache else None, on_ok=cache.add if cache else None)
         if cache is not None:
             cache.save()
         self._verified = True

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evolve.schema import ARCHIVE_SCHEMA
-from evolve.segments import MIGRATION_SCHEMA, MIGRATIONS_DIR, SEGMENTS_DIR, relative, write_json_atomic
+from evolve.segments import MIGRATION_SCHEMA, MIGRATIONS_DIR, SEGMENTS_DIR, write_json_atomic
 
 # Bump the version when the index's columns change; an index of another version is rebuilt.
 INDEX_VERSION = "1"
@@ -121,36 +121,27 @@ class VerifiedFiles:
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.files: dict[str, list[int]] = {}
+        self.files: dict[str, tuple[int, int]] = {}
         self._changed = False
         for directory in cache_dirs(run_dir):
-            with contextlib.suppress(OSError, ValueError, AttributeError):
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, IndexError):
                 data = json.loads((directory / VERIFIED_FILE).read_text(encoding="utf-8"))
                 if data.get("version") == INDEX_VERSION:
-                    self.files = {str(k): list(v) for k, v in data.get("files", {}).items()}
+                    self.files = {str(k): (int(v[0]), int(v[1])) for k, v in data.get("files", {}).items()}
                     break
 
-    @staticmethod
-    def _stamp(path: Path) -> list[int]:
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns]
+    def known(self, key: str, stamp: tuple[int, int]) -> bool:
+        return self.files.get(key) == stamp
 
-    def known_good(self, path: Path) -> bool:
-        try:
-            return self.files.get(relative(self.run_dir, path)) == self._stamp(path)
-        except OSError:
-            return False
-
-    def add(self, path: Path) -> None:
-        with contextlib.suppress(OSError):
-            self.files[relative(self.run_dir, path)] = self._stamp(path)
-            self._changed = True
+    def add(self, key: str, stamp: tuple[int, int]) -> None:
+        self.files[key] = stamp
+        self._changed = True
 
     def save(self) -> None:
         if not self._changed:
             return
         # Forget files that are gone (compacted, moved to damaged/).
-        files = {k: v for k, v in self.files.items() if (self.run_dir / k).exists()}
+        files = {k: list(v) for k, v in self.files.items() if os.path.exists(os.path.join(self.run_dir, k))}
         for directory in cache_dirs(self.run_dir):
             try:
                 write_json_atomic(directory / VERIFIED_FILE, {"version": INDEX_VERSION, "files": files})

@@ -151,6 +151,9 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
         raise refusal(run_dir, inspection, resume_command)
     notes = [f"{p.relative_to(run_dir)} ended in an append cut short by the kill (that row was never "
              "acknowledged; nothing lost)" for p in inspection.torn_tails]
+    if inspection.ledger.bad_lines:
+        notes.append(f"ledger.jsonl has {inspection.ledger.bad_lines} unreadable line(s): the segments they listed "
+                     "cannot be checked against it (the segments themselves were read in full)")
     programs, migrations = inspection.programs, inspection.migrations
     previous = Lost.from_info(info)
     present = inspection.present_iterations()

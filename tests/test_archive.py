@@ -535,3 +535,24 @@ def test_a_full_disk_spends_the_reserve_on_the_row_then_reports(run_dir: Path, m
     finally:
         faults.reload()
     assert [r.iteration for r in iter_records(run_dir)] == [0, 1, 2]
+
+
+def test_other_write_errors_name_the_file_and_are_not_called_a_full_disk(run_dir: Path, monkeypatch) -> None:
+    import errno
+
+    from evolve.archive import ArchiveIOError
+
+    writer = ArchiveWriter(run_dir, RUN_ID, segment_rows=1000, flush_seconds=1e9)
+    writer.append(make_record(0))
+
+    def failing(fd: int, data: bytes) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("evolve.archive.os.write", failing)
+    with pytest.raises(ArchiveIOError) as caught:
+        writer.append(make_record(1))
+    monkeypatch.undo()
+    assert not caught.value.disk_full and (run_dir / ".reserve").exists()  # the reserve is for a full disk only
+    assert caught.value.one_line().startswith(f"I/O error writing {writer.journal_path}: Input/output error")
+    writer.close()
+    assert [r.iteration for r in iter_records(run_dir)] == [0]

@@ -73,6 +73,13 @@ def test_resume_alone_continues_with_the_stored_settings(ray_session, tiny: Path
     assert (run_dir / "run.json").read_text() == before
     more = cli("run", str(tiny), "--resume", "--run-dir", str(run_dir), "--quiet", "--more", "3")
     assert more.exit_code == 0 and "(13/13 iterations)" in more.output, more.output
+    # The stored [sandbox] table and requirement apply on resume too (here, as if the run had been started on a
+    # host that allowed only session+rlimits and asked for landlock: the resume is refused before anything starts).
+    stored = info(run_dir)
+    stored["sandbox"] = {"table": {"layers": "session+rlimits"}, "require": "landlock"}
+    (run_dir / "run.json").write_text(json.dumps(stored))
+    strict = cli("run", str(tiny), "--resume", "--run-dir", str(run_dir), "--quiet", "--more", "1")
+    assert strict.exit_code == 1 and "sandbox.require = 'landlock' cannot be met" in strict.output
 
 
 def test_llm_run_resumes_with_its_endpoint_models_and_budgets_never_its_key(ray_session, llm_server, tiny: Path,
@@ -108,11 +115,12 @@ price_out = 6.0
     assert again.exit_code == 3, again.output  # the stored budget holds: no call made, none lost
     assert sum(llm_server.answered.values()) == calls
     raised = cli("run", str(tiny), "--resume", "--run-dir", str(run_dir), "--quiet", "--max-llm-calls", "5",
-                 env=elsewhere)
+                 "--model", "fast", env=elsewhere)
     assert raised.exit_code == 3, raised.output
     assert sum(llm_server.answered.values()) == calls + 2  # exactly the difference, at the stored endpoint
     history = info(run_dir)["history"]
     assert history[-1]["overrides"]["llm.max_calls"] == {"stored": 3, "given": 5}
+    assert [m["name"] for m in history[-1]["overrides"]["llm.models"]["given"]] == ["fast"]
     assert info(run_dir)["llm"]["max_cost"] == 5.0 and info(run_dir)["llm"]["api_base"] == llm_server.url
     for path in run_dir.rglob("*"):
         if path.is_file():
