@@ -220,7 +220,8 @@ def kills_and_damage(problem: Path, work: Path, address: str, rng: random.Random
     info = json.loads((run_dir / "run.json").read_text())
     lost = {i for a, b in (info.get("lost") or {}).get("iterations", []) for i in range(a, b + 1)}
     vanished = [pid for pid in ever if pid not in now and pid not in allowed_gone]
-    changed = [pid for pid, row in ever.items() if pid in now and now[pid] != row]
+    # A program whose row was lost may be made again (the seed is re-evaluated when its row is gone): not a change.
+    changed = [pid for pid, row in ever.items() if pid in now and now[pid] != row and pid not in allowed_gone]
     iterations_seen = Counter(r["iteration"] for r in now.values())
     repeated = [i for i, n in iterations_seen.items() if n > 1]
     reused = sorted(lost & set(iterations_seen))

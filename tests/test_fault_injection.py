@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 def test_short_fault_injection_run_finds_no_problem(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "fault_injection.py"), "--kills", "6", "--deterministic-kills", "3",
-         "--iterations", "120", "--deterministic-iterations", "36", "--damage", "0.7", "--seed", "3",
+         "--iterations", "600", "--deterministic-iterations", "36", "--damage", "0.7", "--seed", "3",
          "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=1800,
     )
