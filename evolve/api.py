@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +91,8 @@ def run(
     run_dir: str | Path | None = None,
     archive_root: str | Path = "archive",
     resume: bool = False,
+    accept_damage: bool = False,
+    more: int | None = None,
     seed: int | None = None,
     concurrency: int | None = None,
     islands: int | None = None,
@@ -112,39 +112,37 @@ def run(
     True shows live progress (a panel on a terminal, lines otherwise), or pass a ``Progress`` object.
     ``llm_options`` takes what ``evolve run`` flags give the LLM mutator (``models``, ``api_base``, ``api_key``,
     ``max_llm_calls``, ``max_tokens``, ``max_cost``).
+
+    ``resume=True`` continues the run in ``run_dir`` (default: the newest run of the problem under
+    ``archive_root``) with the settings it stored; arguments given override them (``iterations`` is the new total
+    budget; ``more`` adds that many iterations). A damaged run raises ``RunRefused`` listing the damage unless
+    ``accept_damage`` is true.
     """
     from evolve.loop import Evolution
     from evolve.mutators import build_mutator
-    from evolve.settings import RunSettings
+    from evolve.run_setup import RunExists, plan_run
 
     loaded, notes = _problem(problem)
-    overrides: dict[str, Any] = {
+    given: dict[str, Any] = {
         "iterations": iterations, "seed": seed, "concurrency": concurrency, "islands": islands,
         "migration_interval": migration_interval, "time_limit": time_limit, "target_score": target_score,
     }
     if deterministic:
-        overrides["deterministic"] = True
+        given["deterministic"] = True
     if isinstance(mutator, str):
-        overrides["mutator"] = mutator
-    if resume:
-        if run_dir is None:
-            raise ValueError("resume=True needs the run_dir of the run to continue")
-        run_path = Path(run_dir)
-        info = RunArchive(run_path).info
-        stored = RunSettings.from_dict(info.get("settings", {}))
-        settings = RunSettings.from_dict({**stored.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-        run_id = str(info.get("run_id") or run_path.name)
-    else:
-        if overrides["concurrency"] is None:
-            overrides["concurrency"] = max(2, 2 * (num_cpus or os.cpu_count() or 1))
-        settings = RunSettings.for_problem(loaded, **overrides)
-        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-        run_path = Path(run_dir) if run_dir is not None else Path(archive_root) / loaded.name / run_id
-        if (run_path / "run.json").exists():
-            raise FileExistsError(f"{run_path} already holds a run; pass resume=True or another run_dir")
+        given["mutator"] = mutator
+    if not resume and given["concurrency"] is None:
+        given["concurrency"] = max(2, 2 * (num_cpus or os.cpu_count() or 1))
+    try:
+        plan = plan_run(loaded, resume=resume, run_dir=run_dir, archive_root=archive_root, given=given,
+                        llm_options=llm_options)
+    except RunExists as exc:
+        raise FileExistsError(str(exc)) from None
     chosen = mutator if mutator is not None and not isinstance(mutator, str) else \
-        build_mutator(settings.mutator, loaded, llm_options or {})
+        build_mutator(plan.settings.mutator, plan.problem, plan.llm_options)
     _ensure_ray(ray_address, num_cpus)
-    evolution = Evolution(loaded, settings, chosen, run_path, run_id, resume=resume, progress=_progress(progress))
+    evolution = Evolution(plan.problem, plan.settings, chosen, plan.run_dir, plan.run_id, resume=plan.resume,
+                          progress=_progress(progress), accept_damage=accept_damage, more=more,
+                          overrides=plan.overrides, config=plan.config(chosen))
     summary = evolution.run()
-    return RunResult(summary=summary, run_dir=run_path, notes=tuple(notes))
+    return RunResult(summary=summary, run_dir=plan.run_dir, notes=tuple(notes + plan.notes))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +37,13 @@ def main() -> None:
     """evolve: evolve programs with mutators, sandboxed evaluators and a Parquet MAP-Elites archive on Ray."""
 
 
-def _new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def _latest_run(root: Path, problem: Problem) -> Path:
-    base = root / problem.name
-    runs = sorted((p for p in base.glob("*") if (p / "run.json").exists()), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise EvolveError(f"--resume: no run of {problem.name!r} found under {base}; pass --run-dir")
-    return runs[-1]
-
-
 def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> Any:
     import ray
 
     from evolve.cluster import ShippingError, problem_runtime_env
 
+    if ray.is_initialized():
+        return ray  # called from a process that already runs Ray (a notebook, a test): use it
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
     if address:
         kwargs["address"] = address
@@ -78,9 +66,21 @@ def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> An
     return ray
 
 
+# Exit codes besides click's (1: an error before or instead of running, 2: bad usage).
+EXIT_MUTATOR_STOPPED = 3  # an LLM budget reached or the endpoint down past its patience
+EXIT_ARCHIVE_IO = 4  # the archive could not be written (a full disk, a failing device): stopped cleanly
+EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
+
+_SETTING_FLAGS = ("iterations", "concurrency", "islands", "migration_interval", "mutator", "seed", "time_limit",
+                  "target_score", "batch_size")
+_LLM_FLAGS = ("models", "api_base", "api_key", "max_llm_calls", "max_tokens", "max_cost")
+
+
 @main.command()
 @click.argument("problem_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--iterations", type=click.IntRange(min=1), help="Children to produce after the seed.")
+@click.option("--iterations", type=click.IntRange(min=1),
+              help="Children to produce after the seed. On --resume: the run's new total budget, not a number more.")
+@click.option("--more", type=click.IntRange(min=1), help="On --resume: run this many iterations more than are done.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Programs in flight at once (default: 2 x CPUs).")
 @click.option("--islands", type=click.IntRange(min=1))
 @click.option("--migration-interval", type=click.IntRange(min=1))
@@ -92,12 +92,15 @@ def _init_ray(address: str | None, num_cpus: int | None, problem: Problem) -> An
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size in --deterministic mode.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default archive/<problem>/<run-id>).")
 @click.option("--archive-root", type=click.Path(file_okay=False), default="archive", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --run-dir (default: the latest run).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir (default: the latest run) with the "
+              "settings it stored; flags given now override them.")
+@click.option("--accept-damage", is_flag=True, help="On --resume: continue over damaged files (moved to "
+              "RUN/damaged/, their iterations recorded as lost) instead of refusing.")
 @click.option("--address", help="Ray cluster address (e.g. 'auto' on a cluster head); default: start Ray locally.")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs for a local Ray instance.")
 @click.option("--model", "models", multiple=True, help="LLM model name (repeatable, for an ensemble).")
 @click.option("--api-base", help="OpenAI-compatible endpoint URL (default $OPENAI_BASE_URL).")
-@click.option("--api-key", help="API key (default $OPENAI_API_KEY).")
+@click.option("--api-key", help="API key (default $OPENAI_API_KEY). Never written to the run folder.")
 @click.option("--max-llm-calls", type=click.IntRange(min=1))
 @click.option("--max-tokens", type=click.IntRange(min=1))
 @click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="USD.")
@@ -111,41 +114,36 @@ def run(problem_dir: str, **opts: Any) -> None:
     from evolve.live import make_progress
     from evolve.loop import Evolution, RunRefused, StopReason
     from evolve.mutators import build_mutator
+    from evolve.run_setup import plan_run
     from evolve.sandbox import describe_isolation
-    from evolve.settings import RunSettings
 
     problem, notes = _load_with_notes(problem_dir)
     for note in notes:
         click.echo(f"note: {note}")
-    sandbox_config = _sandbox_config(problem, opts["sandbox_require"])
-    root = Path(opts["archive_root"])
-    overrides = {k: opts[k] for k in ("iterations", "concurrency", "islands", "migration_interval", "mutator",
-                                     "seed", "time_limit", "target_score", "batch_size")}
+    if (opts["accept_damage"] or opts["more"]) and not opts["resume"]:
+        raise click.UsageError("--accept-damage and --more continue a run: use them with --resume")
+    if opts["more"] and opts["iterations"]:
+        raise click.UsageError("--iterations (the total budget) and --more (iterations more) exclude each other")
+    given = {k: opts[k] for k in _SETTING_FLAGS}
     if opts["deterministic"]:
-        overrides["deterministic"] = True
-    if opts["resume"]:
-        run_dir = Path(opts["run_dir"]) if opts["run_dir"] else _latest_run(root, problem)
-        info_path = run_dir / "run.json"
-        if not info_path.exists():
-            raise EvolveError(f"--resume: {run_dir} has no run.json; not a run folder")
-        info = json.loads(info_path.read_text())
-        if info.get("problem") != problem.name:
-            raise EvolveError(f"--resume: {run_dir} is a run of {info.get('problem')!r}, not {problem.name!r}")
-        stored = RunSettings.from_dict(info.get("settings", {}))
-        settings = RunSettings.from_dict({**stored.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-        run_id = info["run_id"]
-    else:
-        settings = RunSettings.for_problem(problem, **overrides)
-        run_id = _new_run_id()
-        run_dir = Path(opts["run_dir"]) if opts["run_dir"] else root / problem.name / run_id
-        if (run_dir / "run.json").exists():
-            raise EvolveError(f"{run_dir} already holds a run; use --resume to continue it or another --run-dir")
-
-    llm_options = {k: opts[k] for k in ("models", "api_base", "api_key", "max_llm_calls", "max_tokens", "max_cost")}
+        given["deterministic"] = True
     try:
-        mutator = build_mutator(settings.mutator, problem, llm_options)
+        plan = plan_run(problem, resume=opts["resume"], run_dir=opts["run_dir"], archive_root=opts["archive_root"],
+                        given=given, sandbox_require=opts["sandbox_require"],
+                        llm_options={k: opts[k] for k in _LLM_FLAGS})
+    except RunRefused as exc:
+        raise EvolveError(str(exc)) from None
+    for note in plan.notes:
+        click.echo(f"note: {note}")
+    run_dir, settings = plan.run_dir, plan.settings
+    resume_command = f"evolve run {problem_dir} --resume --run-dir {run_dir}"
+    inspection = _inspect_before_start(run_dir, opts["accept_damage"], resume_command) if plan.resume else None
+    sandbox_config = _sandbox_config(plan.problem, plan.sandbox_require)
+    try:
+        mutator = build_mutator(settings.mutator, plan.problem, plan.llm_options)
     except Exception as exc:  # noqa: BLE001 - endpoint probes and bad settings end here with their message
         raise EvolveError(f"cannot start the {settings.mutator} mutator: {exc}") from None
+    config = plan.config(mutator)
 
     progress = make_progress(opts["quiet"])
     out = click.echo
@@ -159,38 +157,69 @@ def run(problem_dir: str, **opts: Any) -> None:
         ray.shutdown()
         raise EvolveError("the cluster cannot run this problem:\n  - " + "\n  - ".join(unmet))
     concurrency = settings.concurrency or f"auto ({view.default_concurrency()}, follows the cluster)"
-    out(f"evolve: problem {problem.name} | mutator {settings.mutator} | {settings.iterations} iterations | "
-        f"concurrency {concurrency} | islands {settings.islands}")
+    budget = f"{settings.iterations} iterations" if not plan.resume else (
+        f"{opts['more']} iterations more" if opts["more"] else f"a total budget of {settings.iterations} iterations")
+    out(f"evolve: problem {problem.name} | mutator {settings.mutator} | {budget} | concurrency {concurrency} | "
+        f"islands {settings.islands}")
+    if plan.overrides:
+        changed = ", ".join(f"{k} {v['stored']!r} -> {v['given']!r}" for k, v in plan.overrides.items())
+        out(f"resume: the run's stored settings, except {changed}")
     out(describe_isolation(sandbox_config))
     out(f"archive: {run_dir}")
-    evolution = Evolution(problem, settings, mutator, run_dir, run_id, resume=opts["resume"], progress=progress,
-                          sandbox_settings=sandbox_config)
+    evolution = Evolution(plan.problem, settings, mutator, run_dir, plan.run_id, resume=plan.resume,
+                          progress=progress, sandbox_settings=sandbox_config, accept_damage=opts["accept_damage"],
+                          more=opts["more"], overrides=plan.overrides, config=config, inspection=inspection,
+                          resume_command=resume_command)
     try:
         summary = evolution.run()
     except (RunRefused, ArchiveLockedError) as exc:
-        raise EvolveError(str(exc)) from None
+        failed = " (the run folder is kept, marked failed_start)" if evolution.failure else ""
+        raise EvolveError(f"{exc}{failed}") from None
+    archive_failed = summary.stop_reason in (StopReason.DISK_FULL, StopReason.IO_ERROR)
+    if archive_failed:
+        click.echo(f"error: {summary.message}", err=True)
     out("")
+    if opts["quiet"]:  # otherwise already shown as they happened
+        for note in summary.notes:
+            out(f"note: {note}")
     out(f"stopped: {summary.message or summary.stop_reason.value} after {summary.elapsed:.1f} s "
-        f"({summary.done}/{summary.budget} iterations)")
+        f"({min(summary.done, summary.budget)}/{summary.budget} iterations)")
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.statuses.items()))
     out(f"outcomes: {statuses}")
+    if summary.lost:
+        out(f"lost to damage: {summary.lost} iteration(s) (counted as done; see `evolve archive stats {run_dir}`)")
     _print_llm_stats(summary.mutator_stats)
     if summary.best is not None:
         out(f"seed score: {summary.seed_score}   best score: {summary.best.score} (program {summary.best.program_id}, "
             f"island {summary.best.island})")
         out("best program:")
         out(summary.best.code)
-    out("inspect:")
-    out(f"  evolve archive top {run_dir}")
-    if summary.best is not None:
-        out(f"  evolve archive show {run_dir} {summary.best.program_id}")
-    if summary.stop_reason is not StopReason.BUDGET:
+    if summary.state:
+        out("inspect:")
+        out(f"  evolve archive top {run_dir}")
+        if summary.best is not None:
+            out(f"  evolve archive show {run_dir} {summary.best.program_id}")
+    if summary.stop_reason not in (StopReason.BUDGET, StopReason.TARGET) and (summary.state or plan.resume):
         out("resume:")
-        out(f"  evolve run {problem_dir} --resume --run-dir {run_dir}")
+        out(f"  {resume_command}" + ("   (after freeing space)" if summary.stop_reason is StopReason.DISK_FULL
+                                    else ""))
+    if archive_failed:
+        sys.exit(EXIT_ARCHIVE_IO)
     if summary.stop_reason is StopReason.MUTATOR:
-        sys.exit(3)
+        sys.exit(EXIT_MUTATOR_STOPPED)
     if summary.stop_reason is StopReason.INTERRUPTED:
-        sys.exit(130)  # the shell's convention for a run ended by Ctrl-C
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _inspect_before_start(run_dir: Path, accept_damage: bool, resume_command: str) -> Any:
+    """Read the run in full before Ray starts: a damaged run is refused at once, with the real reason."""
+    from evolve.damage import inspect_run
+    from evolve.resume import refusal
+
+    inspection = inspect_run(run_dir)
+    if inspection.damage and not accept_damage:
+        raise EvolveError(str(refusal(run_dir, inspection, resume_command)))
+    return inspection
 
 
 @main.command("eval")

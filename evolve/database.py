@@ -42,6 +42,16 @@ class AddStatus(StrEnum):
     NOT_ELIGIBLE = "not_eligible"  # failed, unscored or unplaceable: counted and remembered, never an elite
 
 
+class RebuildError(ValueError):
+    """An archive cannot be turned back into a database. ``unknown_migrations`` names the programs that migration
+    events point at but that are not eligible archived rows (their rows were lost); otherwise the placements do not
+    fit the islands and grid given (the settings or the problem changed)."""
+
+    def __init__(self, message: str, unknown_migrations: Sequence[str] = ()):
+        super().__init__(message)
+        self.unknown_migrations = tuple(unknown_migrations)
+
+
 class EmptyDatabaseError(LookupError):
     """No island holds any elite yet (the seed program must be added first)."""
 
@@ -532,7 +542,8 @@ def _cell_winners(table: pa.Table, moves: pa.Table, n_islands: int, n_cells: int
     position = np.asarray(position, dtype=float)
     if np.isnan(position).any():
         unknown = sorted(set(np.asarray(moves.column("program_id").to_pylist(), dtype=object)[np.isnan(position)]))
-        raise ValueError(f"migrations of programs that are not eligible archived programs: {unknown[:5]}")
+        raise RebuildError(f"migration events name {len(unknown)} program(s) that are not eligible archived programs "
+                           f"(e.g. {', '.join(unknown[:3])})", unknown)
     moved = position.astype(np.int64)
     row = np.concatenate([rows, rows[moved]])
     island = np.concatenate([
@@ -541,7 +552,7 @@ def _cell_winners(table: pa.Table, moves: pa.Table, n_islands: int, n_cells: int
     ]).astype(np.int64)
     cell = table.column("cell").to_numpy(zero_copy_only=False)[row].astype(np.int64)
     if len(row) and (island.min() < 0 or island.max() >= n_islands or cell.min() < 0 or cell.max() >= n_cells):
-        raise ValueError(f"archived placements out of range for {n_islands} islands x {n_cells} cells")
+        raise RebuildError(f"archived placements out of range for {n_islands} islands x {n_cells} cells")
     fit = fitness.to_numpy(zero_copy_only=False)[row].astype(float)
     iteration = table.column("iteration").to_numpy(zero_copy_only=False)[row].astype(np.int64)
     id_rank = np.empty(table.num_rows, dtype=np.int64)

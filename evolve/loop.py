@@ -2,32 +2,30 @@
 
 The driver keeps a bounded number of programs in flight (mutating or evaluating), integrates each result as it
 arrives, and never scans the archive per iteration: parent sampling works on the in-memory MAP-Elites grids and every
-result is appended to the archive's journal in O(1). ``deterministic`` mode trades throughput for reproducibility:
-children are made in fixed-size batches from the state after the previous batch and integrated in submission order.
+result is appended to the archive's journal in O(1). ``deterministic`` mode trades throughput for reproducibility
+(``evolve.batches``). Resuming reads and verifies the whole run first (``evolve.resume``). A failed archive write (a
+full disk) stops the run cleanly: every row written so far stays readable and the run is marked ``stopped``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
-import json
-import math
-import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evolve.archive import ArchiveWriter, read_migrations, read_programs, write_json_atomic
+from evolve.archive import ArchiveIOError, ArchiveWriter, archive_io, write_json_atomic
+from evolve.batches import DeterministicBatches
 from evolve.cluster import cluster_view
-from evolve.database import ProgramDatabase, cell_of
+from evolve.damage import RunInspection, fingerprint
+from evolve.database import ProgramDatabase
 from evolve.edits import apply_response
-from evolve.evaluation import feature_values
 from evolve.mutators.base import (
     MutationOutcome,
     MutationRequest,
@@ -37,25 +35,18 @@ from evolve.mutators.base import (
     Proposal,
 )
 from evolve.problem import Problem
-from evolve.progress import Progress, ProgressSnapshot, QuietProgress
+from evolve.progress import Progress, QuietProgress
+from evolve.records import Child, build_record
+from evolve.recovery import accepted_note
+from evolve.resume import SEED_ITERATION, BatchReplay, Lost, RunRefused, restore
+from evolve.run_info import STATS_FILE, RunConfig, RunState, read_info_quietly
+from evolve.run_report import RunReporting, RunSummary, StopReason
 from evolve.schema import ProgramRecord
 from evolve.settings import RunSettings
 from evolve.types import StageOutcome, Status, program_id_for
 from evolve.worker import RayStageExecutor, evaluation_seed, system_error
 
-SEED_ITERATION = 0
-
-
-class StopReason(StrEnum):
-    BUDGET = "budget"  # every iteration done
-    TIME_LIMIT = "time_limit"
-    TARGET = "target_score"
-    MUTATOR = "mutator_stopped"  # LLM budget reached or endpoint down
-    INTERRUPTED = "interrupted"
-
-
-class RunRefused(RuntimeError):
-    """The run cannot start or continue as asked; nothing was changed."""
+__all__ = ["Child", "Evolution", "RunRefused", "RunSummary", "SeedFailed", "StopReason"]
 
 
 class SeedFailed(RunRefused):
@@ -73,43 +64,15 @@ class SeedFailed(RunRefused):
         )
 
 
-@dataclass
-class Child:
-    """One iteration in progress: from mutation to its final record."""
+class Evolution(DeterministicBatches, RunReporting):
+    """One run of one problem. ``run()`` drives it to a stop and returns a summary.
 
-    iteration: int
-    island: int
-    parent: ProgramView | None
-    inspirations: tuple[str, ...] = ()
-    request: MutationRequest | None = None
-    proposal: Proposal | None = None
-    code: str = ""
-    program_id: str = ""
-    edit_error: str = ""
-    mutate_seconds: float = 0.0
-    stage_index: int = 0
-    outcomes: list[StageOutcome] = field(default_factory=list)
-    attempts: int = 0
-    record: ProgramRecord | None = None
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_dir: Path
-    run_id: str
-    stop_reason: StopReason
-    message: str
-    done: int
-    budget: int
-    best: ProgramView | None
-    seed_score: float | None
-    elapsed: float
-    statuses: dict[str, int]
-    mutator_stats: dict[str, Any]
-
-
-class Evolution:
-    """One run of one problem. ``run()`` drives it to a stop and returns a summary."""
+    On ``resume``: ``accept_damage`` continues over damaged files (moved to ``RUN/damaged/``, their iterations
+    recorded as lost); ``more`` sets the budget to what is done plus ``more``; ``overrides`` (setting ->
+    ``{"stored", "given"}``) are the flags that changed stored settings, recorded in run.json; ``config`` is what
+    run.json keeps to continue the run (``RunConfig``); ``inspection`` a fresh ``inspect_run`` made before (reused
+    when the files did not change since).
+    """
 
     def __init__(
         self,
@@ -123,6 +86,12 @@ class Evolution:
         progress: Progress | None = None,
         sandbox_settings: Any = None,
         executor: RayStageExecutor | None = None,
+        accept_damage: bool = False,
+        more: int | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        config: RunConfig | None = None,
+        inspection: RunInspection | None = None,
+        resume_command: str = "",
     ):
         self.problem = problem
         self.settings = settings
@@ -130,23 +99,33 @@ class Evolution:
         self.run_dir = Path(run_dir)
         self.run_id = run_id
         self.resume = resume
+        self.accept_damage = accept_damage
+        self.more = more
+        self.overrides = dict(overrides or {})
+        self.config = config
+        self.inspection = inspection
+        self.resume_command = resume_command or f"evolve run {problem.root} --resume --run-dir {self.run_dir}"
         self.progress = progress or QuietProgress()
         self.executor = executor or RayStageExecutor(problem, sandbox_settings)
         self.db = ProgramDatabase(settings.islands, problem.grid_shape, settings.exploitation)
         self.sign = problem.score.sign
         self.statuses: Counter[str] = Counter()
         self.duplicates = 0
-        self.done = 0  # iterations finished, this session and before
+        self.done = 0  # iterations finished (and lost to accepted damage), this session and before
         self.next_iteration = 1
         self.seed_score: float | None = None
+        self.lost = Lost()
         self.jobs: dict[Any, Child] = {}  # ray ref -> child being evaluated
-        self.mutations: dict[cf.Future[Proposal], Child] = {}
+        self.mutations: dict[cf.Future[tuple[Proposal, float]], Child] = {}
         self.in_flight_ids: set[str] = set()
         self.since_migration = 0
         self.batch: list[Child] = []  # deterministic mode: the current batch, in iteration order
         self.queue: list[Child] = []  # children ready to submit (deterministic mode)
+        self.replay: BatchReplay | None = None  # deterministic resume: the torn batch being completed
         self.stop_reason: StopReason | None = None
         self.stop_message = ""
+        self.failure = ""  # why the run never got going (a failed seed)
+        self.io_error: ArchiveIOError | None = None
         self.started = time.monotonic()
         self.evaluated_this_session = 0
         concurrency = getattr(mutator, "max_concurrency", 0)
@@ -156,19 +135,22 @@ class Evolution:
         self.edit_mode = getattr(mutator, "edit_mode", "diff")
         self._concurrency_checked = -1e9
         self._started = False  # set once run.json belongs to this session; a refused resume leaves it untouched
+        self._info: dict[str, Any] = {}
+        self._state = ""
+        self._accepted: list[Any] = []
+        self.notes: list[str] = []  # what the resume found and did, for the summary
+        self._created_dir = False
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> RunSummary:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.writer = ArchiveWriter(self.run_dir, self.run_id, segment_rows=self.settings.segment_rows,
-                                    flush_seconds=self.settings.flush_seconds)
-        for note in getattr(self.mutator, "notes", ()) or ():
-            self.progress.message(f"note: {note}")
         try:
+            self._open()
+            for note in getattr(self.mutator, "notes", ()) or ():
+                self.progress.message(f"note: {note}")
             if self.resume:
                 self._restore()
             else:
-                self._write_run_info("running")
+                self._write_run_info(RunState.RUNNING)
             self._started = True
             if self.db.best() is None:
                 # Nothing to evolve from yet: a new run, or a resumed one killed before its seed was recorded.
@@ -176,72 +158,78 @@ class Evolution:
             self._loop()
         except KeyboardInterrupt:
             self._stop(StopReason.INTERRUPTED, "interrupted by the user")
+        except ArchiveIOError as exc:
+            self._io_failed(exc)
+        except SeedFailed as exc:
+            self.failure = str(exc).splitlines()[0]
+            raise
         finally:
             self._shutdown()
         return self._summary()
 
-    def _write_run_info(self, state: str) -> None:
-        info = {
-            "run_id": self.run_id,
-            "problem": self.problem.name,
-            "problem_root": str(self.problem.root),
-            "settings": self.settings.to_dict(),
-            "mutator": getattr(self.mutator, "name", type(self.mutator).__name__),
-            "state": state,
-            "created_at": time.time(),
-        }
-        path = self.run_dir / "run.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            info["created_at"] = old.get("created_at", info["created_at"])
-            info["sessions"] = old.get("sessions", 1) + (1 if state == "running" else 0)
-        else:
-            info["sessions"] = 1
-            self._snapshot_problem()
-        write_json_atomic(path, info)
+    def _open(self) -> None:
+        self._created_dir = not self.run_dir.exists()
+        with archive_io(self.run_dir):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._info = read_info_quietly(self.run_dir) if self.resume else {}
+        # On resume the journals are left as they are until the run has been inspected and the resume accepted.
+        self.writer = ArchiveWriter(self.run_dir, self.run_id, segment_rows=self.settings.segment_rows,
+                                    flush_seconds=self.settings.flush_seconds, recover=not self.resume)
 
-    def _snapshot_problem(self) -> None:
-        source = self.problem.root / "problem.toml"
-        if source.exists():
-            shutil.copyfile(source, self.run_dir / "problem.toml")
-        else:  # an OpenEvolve-format folder: keep the definition it was mapped to
-            from evolve.openevolve import openevolve_problem_toml
-
-            (self.run_dir / "problem.toml").write_text(openevolve_problem_toml(self.problem.root))
+    def _fresh_inspection(self) -> RunInspection | None:
+        inspection = self.inspection
+        if inspection is not None and inspection.fingerprint == fingerprint(self.run_dir):
+            return inspection
+        return None
 
     def _restore(self) -> None:
-        """Rebuild the database from the archive; continue numbering after the last recorded iteration."""
-        programs = read_programs(self.run_dir).table
-        try:
-            self.db = ProgramDatabase.rebuild(programs, read_migrations(self.run_dir),
-                                              n_islands=self.settings.islands, grid_shape=self.problem.grid_shape,
-                                              exploitation=self.settings.exploitation)
-        except ValueError as exc:
-            raise RunRefused(f"cannot resume {self.run_dir}: {exc}. The number of islands or the problem's feature "
-                             "grid changed since the run started; resume with the run's own settings or start a "
-                             "new run") from None
-        if programs.num_rows:
-            iterations = programs.column("iteration").to_pylist()
-            statuses = programs.column("status").to_pylist()
-            self.next_iteration = max(iterations) + 1
-            self.done = sum(1 for i in iterations if i != SEED_ITERATION)
-            self.statuses.update(statuses)
-            for it, status, score in zip(iterations, statuses, programs.column("score").to_pylist(), strict=True):
-                if it == SEED_ITERATION and status == Status.OK.value:
-                    self.seed_score = score
-        restore = getattr(self.mutator, "restore", None)
-        if restore is not None and programs.num_rows and "llm" in programs.column_names:
+        """Rebuild the database from the archive (see ``evolve.resume``); refuse without changing anything."""
+        state = restore(self.run_dir, self.problem, self.settings, self._info, self._fresh_inspection(),
+                        self.accept_damage, self.resume_command)
+        if "iterations" in self.overrides and self.settings.iterations < state.done:
+            raise RunRefused(f"cannot resume {self.run_dir}: --iterations is the run's total budget, and "
+                             f"{state.done} iterations are already done; pass a larger total or --more N to run N "
+                             "more")
+        inspection = state.inspection
+        accepted = inspection if inspection is not None and inspection.damage else None
+        self._accepted = state.accepted if accepted is not None else []
+        session = int(self._info.get("sessions", 0) or 0) + 1
+        recovery = self._writer().recover(accepted, accepted_note(session, self.run_id))
+        self.db, self.done, self.next_iteration = state.db, state.done, state.next_iteration
+        self.statuses, self.seed_score, self.lost, self.replay = state.statuses, state.seed_score, state.lost, \
+            state.replay
+        if self.more is not None:
+            self.settings = dataclasses.replace(self.settings, iterations=self.done + self.more)
+        restore_llm = getattr(self.mutator, "restore", None)
+        if restore_llm is not None and state.llm_records:
             # Budgets (calls, tokens, cost) cover the whole run, not just this session.
-            restore([json.loads(text) for text in programs.column("llm").to_pylist() if text and text != "{}"])
+            restore_llm(state.llm_records)
         self.since_migration = self.done % self.settings.migration_interval
-        self._write_run_info("running")
-        self.progress.message(f"resuming {self.run_dir}: {self.done} iterations already recorded")
+        self._write_run_info(RunState.RUNNING)
+        self.notes = list(state.notes)
+        if recovery.quarantined:
+            self.notes.append(f"moved to {self.run_dir / 'damaged'}: {', '.join(recovery.quarantined)}")
+        for note in self.notes:
+            self.progress.message(f"note: {note}")
+        self.progress.message(
+            f"resuming {self.run_dir}: {self.done} of {self.settings.iterations} iterations done "
+            f"({max(0, self.settings.iterations - self.done)} to go; the budget is the run's total: --iterations N "
+            "sets it, --more N adds N)")
         if self.db.best() is not None:
             self._seed_islands()
 
+    def _io_failed(self, exc: ArchiveIOError) -> None:
+        if self.io_error is None:
+            self.io_error = exc
+        self._stop(StopReason.DISK_FULL if exc.disk_full else StopReason.IO_ERROR, exc.one_line())
+
     def _shutdown(self) -> None:
-        if self._started and self.writer is not None:
-            self._flush_batch()
+        failed = self.io_error is not None or (self.writer is not None and self.writer.failure is not None)
+        if self._started and self.writer is not None and not failed:
+            try:
+                self._flush_batch()
+            except ArchiveIOError as exc:
+                self._io_failed(exc)
         # In-flight evaluations are abandoned, not cancelled: they end with this driver's Ray job (and each is
         # bounded by its stage deadline). Force-cancelling them raced with their replies and crashed Ray 2.60's
         # core worker on Ctrl-C ("Tried to complete task that was not pending").
@@ -251,14 +239,30 @@ class Evolution:
         if close is not None:
             close()
         if self.writer is not None:
-            self.writer.close()
+            if self.writer.failure is not None:
+                self._io_failed(self.writer.failure)
+            try:
+                # After a failed write the rows are all in the journal; the space goes to run.json instead.
+                self.writer.close(flush=self.io_error is None)
+            except ArchiveIOError as exc:
+                self._io_failed(exc)
         if not self._started:
+            if self._created_dir:
+                _remove_skeleton(self.run_dir)  # a failed start leaves nothing that looks like a run
             self.progress.close()
             return
-        state = "finished" if self.stop_reason in (StopReason.BUDGET, StopReason.TARGET) else "stopped"
-        self._write_run_info(state)
-        stats = self._stats()
-        write_json_atomic(self.run_dir / "stats.json", stats)
+        if self.db.best() is None:
+            state = RunState.FAILED_START
+        elif self.stop_reason in (StopReason.BUDGET, StopReason.TARGET):
+            state = RunState.FINISHED
+        else:
+            state = RunState.STOPPED
+        try:
+            self._write_run_info(state)
+            with archive_io(self.run_dir / STATS_FILE):
+                write_json_atomic(self.run_dir / STATS_FILE, self._stats())
+        except ArchiveIOError as exc:
+            self.progress.message(f"could not record the run's final state: {exc.one_line()}")
         self.progress.update(self._snapshot(), force=True)
         self.progress.close()
 
@@ -325,23 +329,15 @@ class Evolution:
 
     def _drain(self) -> None:
         """After the mutator stopped (a budget reached), finish the children whose answers were already paid for."""
-        while self.jobs or self.mutations or self.queue:
+        while (self.jobs or self.mutations or self.queue) and self.io_error is None:
             while self.queue:
                 self._submit(self.queue.pop(0))
             self._collect(timeout=0.2)
+            self._check_writer()
             self.progress.update(self._snapshot())
-        self._flush_batch()
-
-    def _flush_batch(self) -> None:
-        """Deterministic mode: integrate the batch's finished children, in iteration order (all of them, or those
-        that finished before a stop)."""
-        for child in self.batch:
-            if child.record is not None:
-                self._integrate(child, child.record)
-        self.batch = []
 
     @property
-    def concurrency(self) -> int:
+    def concurrency(self) -> int:  # type: ignore[override]
         """The in-flight bound; with ``concurrency=0`` it follows the cluster as nodes join and leave."""
         if self.settings.concurrency > 0:
             return self.settings.concurrency
@@ -454,31 +450,6 @@ class Evolution:
     def _fitness_of(self, view: ProgramView) -> float | None:
         return None if view.score is None else view.score * self.sign
 
-    # ------------------------------------------------------------------ deterministic batches
-    def _fill_deterministic(self) -> None:
-        if not self.batch:
-            size = min(self.settings.batch_size, self.settings.iterations - self.done)
-            for _ in range(max(0, size)):
-                child = self._new_child()
-                self.batch.append(child)
-            # Proposals come from the same database state whatever the concurrency, and are used in iteration
-            # order; a pooled (LLM) mutator answers the whole batch at once.
-            futures = {}
-            if self.pool is not None:
-                futures = {id(c): self.pool.submit(self._timed_propose, c.request) for c in self.batch}
-            for child in list(self.batch):
-                request = child.request
-                assert request is not None
-                get = futures[id(child)].result if futures else (lambda r=request: self._timed_propose(r))
-                proposal = self._take_proposal(child, get)
-                if self.stop_reason is not None:
-                    return
-                self._on_proposal(child, proposal)
-        while self.queue and len(self.jobs) < self.concurrency:
-            self._submit(self.queue.pop(0))
-        if self.batch and all(c.record is not None for c in self.batch):
-            self._flush_batch()
-
     # ------------------------------------------------------------------ evaluation
     def _submit(self, child: Child) -> None:
         self.in_flight_ids.add(child.program_id)
@@ -518,7 +489,7 @@ class Evolution:
         self._finish(child)
 
     def _finish(self, child: Child) -> None:
-        record = self._record(child)
+        record = build_record(self.problem, child, self.run_id, getattr(self.mutator, "name", ""))
         child.record = record
         self.in_flight_ids.discard(child.program_id)
         if child.iteration == SEED_ITERATION and record.status == Status.SYSTEM_ERROR.value:
@@ -527,72 +498,19 @@ class Evolution:
             return  # integrated with its batch, in order
         self._integrate(child, record)
 
-    def _record(self, child: Child) -> ProgramRecord:
-        metrics: dict[str, float] = {}
-        for outcome in child.outcomes:
-            metrics.update(outcome.metrics)
-        last = child.outcomes[-1]
-        status = Status.OK if all(o.passed for o in child.outcomes) else last.status
-        metric = self.problem.score.metric
-        score = metrics.get(metric)
-        features = feature_values(self.problem, metrics, child.code) if status is Status.OK else {}
-        cell = cell_of(self.problem.features, features) if status is Status.OK else None
-        artifacts: dict[str, str] = {}
-        if status is Status.OK:
-            # An "ok" program must be placeable: a score to rank it by and a value for every feature axis.
-            missing = [dim.name for dim in self.problem.features if dim.name not in features]
-            if score is None:
-                status, artifacts["message"] = Status.EVALUATOR_ERROR, f"the evaluator returned no {metric!r} metric"
-            elif not math.isfinite(score):
-                status, artifacts["message"] = Status.WRONG_OUTPUT, f"the score {metric!r} is {score}"
-            elif missing:
-                status = Status.EVALUATOR_ERROR
-                artifacts["message"] = f"no value for feature(s) {', '.join(missing)} in the evaluator's metrics"
-        if score is not None and not math.isfinite(score):
-            score = None
-        if status is not Status.OK:
-            cell = None
-        fitness = score * self.sign if status is Status.OK and score is not None else None
-        for outcome in child.outcomes:
-            for name, text in outcome.artifacts.items():
-                artifacts[f"{outcome.stage}.{name}" if len(child.outcomes) > 1 else name] = text
-            if outcome.message and not outcome.passed:
-                artifacts.setdefault("message", outcome.message)
-        proposal = child.proposal
-        parent = child.parent
-        return ProgramRecord(
-            program_id=child.program_id,
-            parent_ids=((parent.program_id,) + child.inspirations) if parent else (),
-            island=child.island,
-            iteration=child.iteration,
-            generation=(parent.generation + 1) if parent else 0,
-            code=child.code,
-            status=status.value,
-            edit=proposal.response if proposal else "",
-            edit_error=child.edit_error,
-            mutator=proposal.mutator if proposal else ("seed" if parent is None else getattr(self.mutator, "name", "")),
-            score=score,
-            fitness=fitness,
-            metrics=metrics,
-            features=features,
-            cell=cell,
-            stages=[o.to_dict() for o in child.outcomes],
-            artifacts=artifacts,
-            isolation=next((o.isolation for o in child.outcomes if o.isolation), ""),
-            in_process=any(o.in_process for o in child.outcomes),
-            prompt=proposal.prompt if proposal else "",
-            llm=dict(proposal.llm) if proposal else {},
-            mutate_seconds=child.mutate_seconds,
-            eval_seconds=sum(o.seconds for o in child.outcomes),
-            created_at=time.time(),
-            run_id=self.run_id,
-        )
+    def _append(self, child: Child, record: ProgramRecord) -> None:
+        """Write a row without integrating it (deterministic mode, after a stop: see ``_flush_batch``)."""
+        if not child.replayed:
+            self._writer().append(record)
+        self.statuses[record.status] += 1
+        self.done += 1
 
     def _integrate(self, child: Child, record: ProgramRecord) -> None:
-        self._writer().append(record)
+        if not child.replayed:  # a replayed child's row is already in the archive
+            self._writer().append(record)
         self.db.add(record)
         self.statuses[record.status] += 1
-        if record.status != Status.INVALID_EDIT.value:
+        if record.status != Status.INVALID_EDIT.value and not child.replayed:
             self.evaluated_this_session += 1
         self._check_target(record)
         if child.iteration == SEED_ITERATION:
@@ -605,9 +523,12 @@ class Evolution:
         self.since_migration += 1
         if self.settings.islands > 1 and self.since_migration >= self.settings.migration_interval:
             self.since_migration = 0
+            written = self.replay.migration_keys if self.replay is not None else frozenset()
             for migration in self.db.migrate(child.iteration):
-                self._writer().record_migration(migration.program_id, migration.from_island, migration.to_island,
-                                                child.iteration)
+                key = (migration.program_id, migration.from_island, migration.to_island, child.iteration)
+                if key not in written:
+                    self._writer().record_migration(migration.program_id, migration.from_island,
+                                                    migration.to_island, child.iteration)
 
     def _check_target(self, record: ProgramRecord) -> None:
         target = self.settings.target_score
@@ -624,9 +545,14 @@ class Evolution:
 
     # ------------------------------------------------------------------ stopping and reporting
     def _check_limits(self) -> None:
+        self._check_writer()
         limit = self.settings.time_limit
         if limit is not None and time.monotonic() - self.started >= limit:
             self._stop(StopReason.TIME_LIMIT, f"time limit of {limit:g} s reached")
+
+    def _check_writer(self) -> None:
+        if self.writer is not None and self.writer.failure is not None:
+            self._io_failed(self.writer.failure)
 
     def _stop(self, reason: StopReason, message: str) -> None:
         if self.stop_reason is None:
@@ -637,66 +563,12 @@ class Evolution:
         assert self.writer is not None
         return self.writer
 
-    def _snapshot(self) -> ProgressSnapshot:
-        best = self.db.best()
-        elapsed = time.monotonic() - self.started
-        in_flight: Counter[str] = Counter()
-        for child in self.jobs.values():
-            in_flight[self.problem.stages[child.stage_index].name] += 1
-        if self.mutations:
-            in_flight["mutating"] = len(self.mutations)
-        stats = self.db.stats()
-        mutator_stats = self._mutator_stats()
-        return ProgressSnapshot(
-            elapsed=elapsed,
-            done=self.done,
-            budget=self.settings.iterations,
-            best_score=best.score if best else None,
-            best_program=best.program_id if best else None,
-            evals_per_second=self.evaluated_this_session / elapsed if elapsed > 0 else 0.0,
-            in_flight=dict(in_flight),
-            statuses=dict(self.statuses),
-            duplicates=self.duplicates,
-            coverage=dict(enumerate(stats.coverage_per_island)),
-            time_limit=self.settings.time_limit,
-            llm=mutator_stats.get("totals", {}) if isinstance(mutator_stats.get("totals"), dict) else {},
-        )
-
-    def _mutator_stats(self) -> dict[str, Any]:
-        stats = getattr(self.mutator, "stats", None)
-        try:
-            return dict(stats()) if stats is not None else {}
-        except Exception:  # noqa: BLE001
-            return {}
-
-    def _stats(self) -> dict[str, Any]:
-        best = self.db.best()
-        return {
-            "run_id": self.run_id,
-            "stop_reason": self.stop_reason.value if self.stop_reason else None,
-            "stop_message": self.stop_message,
-            "done": self.done,
-            "budget": self.settings.iterations,
-            "duplicates_this_session": self.duplicates,
-            "statuses": dict(self.statuses),
-            "best_score": best.score if best else None,
-            "best_program": best.program_id if best else None,
-            "seed_score": self.seed_score,
-            "elapsed_seconds_this_session": time.monotonic() - self.started,
-            "mutator": self._mutator_stats(),
-        }
-
-    def _summary(self) -> RunSummary:
-        return RunSummary(
-            run_dir=self.run_dir,
-            run_id=self.run_id,
-            stop_reason=self.stop_reason or StopReason.INTERRUPTED,
-            message=self.stop_message,
-            done=self.done,
-            budget=self.settings.iterations,
-            best=self.db.best(),
-            seed_score=self.seed_score,
-            elapsed=time.monotonic() - self.started,
-            statuses=dict(self.statuses),
-            mutator_stats=self._mutator_stats(),
-        )
+def _remove_skeleton(run_dir: Path) -> None:
+    """Undo what a new run made before failing to start: its lock, its reserve and empty folders (``rmdir`` never
+    removes a folder holding anything)."""
+    for name in ("journal/.lock", ".reserve"):
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink()
+    for path in (run_dir / "segments", run_dir / "migrations", run_dir / "journal", run_dir):
+        with contextlib.suppress(OSError):
+            path.rmdir()

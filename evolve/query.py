@@ -9,18 +9,16 @@ copies of one row, so each query removes them where they could matter: ``top`` d
 its ordering, counts use ``count(DISTINCT program_id)``, and ``map`` is a per-cell maximum that duplicates cannot
 change.
 
-A segment that is not valid Parquet is skipped: the query is retried without it and ``RunArchive.bad_files`` names
-it with the reason, so callers can warn and still show the rest.
+Damage: before the first query every segment not yet verified is read in full, every page checksum checked (DuckDB
+does not check them, and a footer check misses a corrupt column chunk); files that do not read back are left out
+of every answer and named in ``RunArchive.bad_files``, with what they held in ``RunArchive.damage``. Segments are
+verified once (``evolve.query_index.VerifiedFiles``), so this costs nothing on later queries. A query that still
+fails on a file (damaged after it was verified) makes the archive find and drop it, then retry.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import secrets
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,24 +28,57 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.archive import (
-    JOURNAL_DIR,
-    MIGRATION_SCHEMA,
-    MIGRATIONS_DIR,
-    PROBLEM_SNAPSHOT,
-    RUN_INFO,
-    SEGMENT_SUFFIX,
-    SEGMENTS_DIR,
-    STATS_FILE,
-    _journal_rows,
-    _migrations_table,
-    _programs_table,
-    list_runs,
+from evolve.damage import Damage, DamageKind, read_journals, verify_run
+from evolve.query_index import (
+    INDEX_DIR,
+    INDEX_MIN_FILES,
+    INDEX_STALE_FILES,
+    MIGRATIONS,
+    PROGRAMS,
+    Kind,
+    VerifiedFiles,
+    cache_dirs,
+    find_index,
+    sql_list,
+    sql_str,
+    to_arrow,
+    write_index,
 )
-from evolve.problem import FeatureDim
+from evolve.query_model import (
+    Elite,
+    GridMap,
+    LineageStep,
+    ProblemView,
+    RunListing,
+    problem_view_from_toml,
+    read_problem_view,
+    unravel,
+)
+from evolve.run_info import (
+    STATS_FILE,
+    is_run_dir,
+    latest_run,
+    list_runs,
+    read_info_quietly,
+    read_json_quietly,
+)
 from evolve.schema import ARCHIVE_SCHEMA, ProgramRecord
+from evolve.segments import (
+    READ_ERRORS,
+    SEGMENTS_DIR,
+    migrations_table,
+    programs_table,
+    segment_files,
+    verify_file,
+)
 
 T = TypeVar("T")
+
+__all__ = [
+    "INDEX_DIR", "INDEX_MIN_FILES", "INDEX_STALE_FILES", "SUMMARY_COLUMNS", "AmbiguousProgram", "ArchiveQueryError",
+    "ArchiveRoot", "Elite", "GridMap", "LineageStep", "ProblemView", "ProgramNotFound", "RunArchive", "RunListing",
+    "RunNotFound", "is_run_dir", "problem_view_from_toml", "read_problem_view", "resolve_run",
+]
 
 SUMMARY_COLUMNS = ("program_id", "score", "fitness", "status", "island", "iteration", "generation", "mutator")
 
@@ -60,6 +91,8 @@ _DUCK_TYPES = {
     pa.bool_(): "BOOLEAN",
     pa.timestamp("ms", tz="UTC"): "TIMESTAMPTZ",
 }
+# Mistakes in a question, not in the files: reported at once, without looking for damage.
+_QUERY_MISTAKES = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
 
 
 class ArchiveQueryError(Exception):
@@ -78,250 +111,28 @@ class AmbiguousProgram(ArchiveQueryError, LookupError):
     pass
 
 
-@dataclass(frozen=True)
-class ProblemView:
-    """What the archive tools need from a run's problem definition (read from the run's snapshot)."""
-
-    name: str
-    score_metric: str = "score"
-    direction: str = "maximize"
-    features: tuple[FeatureDim, ...] = ()
-    language: str = "python"
-
-    @property
-    def sign(self) -> float:
-        return 1.0 if self.direction == "maximize" else -1.0
-
-    @property
-    def grid_shape(self) -> tuple[int, ...]:
-        return tuple(f.bins for f in self.features) or (1,)
-
-    @property
-    def n_cells(self) -> int:
-        return math.prod(self.grid_shape)
-
-
-@dataclass(frozen=True)
-class Elite:
-    """The program holding one MAP-Elites cell of one island."""
-
-    island: int
-    cell: int
-    coords: tuple[int, ...]
-    program_id: str
-    score: float | None
-    fitness: float
-    iteration: int
-
-
-@dataclass(frozen=True)
-class GridMap:
-    """One island's MAP-Elites grid as the run left it."""
-
-    island: int
-    features: tuple[FeatureDim, ...]
-    shape: tuple[int, ...]
-    elites: tuple[Elite, ...]
-
-    @property
-    def n_cells(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def coverage(self) -> float:
-        return len(self.elites) / self.n_cells if self.n_cells else 0.0
-
-    def best(self) -> Elite | None:
-        return max(self.elites, key=lambda e: (e.fitness, -e.iteration), default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "island": self.island,
-            "shape": list(self.shape),
-            "features": [{"name": f.name, "min": f.min, "max": f.max, "bins": f.bins} for f in self.features],
-            "coverage": self.coverage,
-            "cells": [
-                {"cell": e.cell, "coords": list(e.coords), "program_id": e.program_id, "score": e.score,
-                 "fitness": e.fitness, "iteration": e.iteration}
-                for e in self.elites
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class LineageStep:
-    """One program in an ancestor chain."""
-
-    program_id: str
-    parent_id: str | None
-    iteration: int
-    generation: int
-    status: str
-    score: float | None
-    mutator: str
-    island: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "program_id": self.program_id, "parent_id": self.parent_id, "iteration": self.iteration,
-            "generation": self.generation, "status": self.status, "score": self.score, "mutator": self.mutator,
-            "island": self.island,
-        }
-
-
-@dataclass(frozen=True)
-class RunListing:
-    """One line of ``evolve archive ls``: read from metadata only (run.json, stats.json, Parquet footers)."""
-
-    run_dir: Path
-    run_id: str
-    problem: str
-    programs: int
-    best_score: float | None
-    best_program: str | None
-    created_at: float | None
-    state: str
-    mutator: str
-    bad_files: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir), "run_id": self.run_id, "problem": self.problem, "programs": self.programs,
-            "best_score": self.best_score, "best_program": self.best_program, "created_at": self.created_at,
-            "state": self.state, "mutator": self.mutator, "bad_files": list(self.bad_files),
-        }
-
-
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in (RUN_INFO, SEGMENTS_DIR, JOURNAL_DIR))
-
-
 def resolve_run(path: str | Path) -> Path:
-    """A run folder, or the newest run under a problem folder of the archive (``archive/<problem>``)."""
+    """A run folder, or the newest run under a problem folder of the archive (``archive/<problem>``); runs marked
+    ``failed_start`` are never picked."""
     path = Path(path)
     if not path.exists():
         raise RunNotFound(f"{path}: no such run folder")
     if is_run_dir(path):
         return path
-    runs = [p for p in sorted(path.iterdir()) if is_run_dir(p)] if path.is_dir() else []
-    if runs:
-        return max(runs, key=_created_at)
+    latest = latest_run(path)
+    if latest.run_dir is not None:
+        return latest.run_dir
+    if latest.failed_starts:
+        names = ", ".join(str(p) for p in latest.failed_starts[-3:])
+        raise RunNotFound(f"{path} holds only failed starts ({names}); pass one of those folders to look at it")
     nested = list_runs(path)
     hint = f"; it holds {len(nested)} run(s), e.g. {nested[-1]}" if nested else ""
     raise RunNotFound(f"{path} is not a run folder (no run.json, segments/ or journal/){hint}")
 
 
-def _created_at(run_dir: Path) -> float:
-    info = _read_json(run_dir / RUN_INFO)
-    value = info.get("created_at")
-    return float(value) if isinstance(value, int | float) else run_dir.stat().st_mtime
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _parquet_files(directory: Path) -> list[Path]:
-    # The archive's own rule: visible *.parquet only (temporary files are hidden and end otherwise). Names are
-    # sorted as strings: a thousand Path comparisons cost more than the query they feed.
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [directory / n for n in sorted(n for n in names if n.endswith(SEGMENT_SUFFIX) and not n.startswith("."))]
-
-
-def read_problem_view(run_dir: Path, info: dict[str, Any] | None = None) -> ProblemView:
-    """The problem as the run saw it: its ``problem.toml`` snapshot, else the folder named in ``run.json``."""
-    info = info if info is not None else _read_json(run_dir / RUN_INFO)
-    name = str(info.get("problem") or run_dir.parent.name)
-    snapshot = run_dir / PROBLEM_SNAPSHOT
-    if snapshot.is_file():
-        try:
-            return problem_view_from_toml(tomllib.loads(snapshot.read_text(encoding="utf-8")), name)
-        except (tomllib.TOMLDecodeError, OSError, TypeError, ValueError, KeyError):
-            pass
-    root = info.get("problem_root")
-    if root:
-        try:
-            from evolve.openevolve import load_any_problem
-
-            problem, _ = load_any_problem(root)
-            return ProblemView(name=problem.name, score_metric=problem.score.metric,
-                               direction=problem.score.direction, features=problem.features,
-                               language=problem.language)
-        except Exception:  # noqa: BLE001 - the folder may have moved or changed; the archive is still readable
-            pass
-    return ProblemView(name=name)
-
-
-def problem_view_from_toml(data: dict[str, Any], default_name: str = "") -> ProblemView:
-    score = data.get("score") or {}
-    features = tuple(
-        FeatureDim(name=str(f["name"]), min=float(f["min"]), max=float(f["max"]), bins=int(f["bins"]),
-                   metric=str(f.get("metric", "")))
-        for f in data.get("features") or []
-    )
-    language = str(data.get("language") or "")
-    if not language:
-        from evolve.problem import LANGUAGES
-
-        language = LANGUAGES.get(Path(str(data.get("seed", ""))).suffix, "text")
-    return ProblemView(name=str(data.get("name") or default_name), score_metric=str(score.get("metric", "score")),
-                       direction=str(score.get("direction", "maximize")), features=features, language=language)
-
-
-def _to_arrow(result: Any) -> pa.Table:
-    for name in ("to_arrow_table", "fetch_arrow_table", "arrow"):
-        method = getattr(result, name, None)
-        if method is not None:
-            return method()
-    raise RuntimeError("this DuckDB version cannot return Arrow tables")
-
-
 def _rows(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     names = [d[0] for d in result.description or []]
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _sql_list(paths: Sequence[Path]) -> str:
-    return "[" + ", ".join(_sql_str(str(p)) for p in paths) + "]"
-
-
-# Index: the small columns of every row, in one file sorted by program_id (see ``RunArchive``). Bump the version
-# when its columns change; an index of another version is rebuilt.
-INDEX_VERSION = "1"
-INDEX_DIR = ".index"
-INDEX_MIN_FILES = 32  # fewer segments than this are read directly
-INDEX_STALE_FILES = 32  # rebuild once this many segments are newer than the index
-_INDEX_KEY = b"evolve_index"
-
-SUMMARY_SELECT = """
-    program_id, parent_ids[1] AS parent_id, island, iteration, generation, status, score, fitness, cell, mutator
-"""
-MIGRATION_SELECT = "program_id, from_island, to_island, iteration, created_at"
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """One kind of archive file (programs or migrations) and how the index summarizes its rows."""
-
-    name: str
-    directory: str
-    schema: pa.Schema
-    select: str
-
-
-_PROGRAMS = _Kind("programs", SEGMENTS_DIR, ARCHIVE_SCHEMA, SUMMARY_SELECT)
-_MIGRATIONS = _Kind("migrations", MIGRATIONS_DIR, MIGRATION_SCHEMA, MIGRATION_SELECT)
 
 
 class RunArchive:
@@ -340,16 +151,22 @@ class RunArchive:
     ``~/.cache/evolve/index``; failing that, queries read the segments directly.
 
     ``include_journal`` adds rows a live (or killed, not yet recovered) run has journaled but not yet flushed.
+    ``verify`` reads every segment not yet verified in full before the first query (see the module docstring);
+    without it only files that fail a query are found and dropped.
     """
 
-    def __init__(self, run_dir: str | Path, include_journal: bool = True, use_index: bool = True):
+    def __init__(self, run_dir: str | Path, include_journal: bool = True, use_index: bool = True,
+                 verify: bool = True):
         self.run_dir = resolve_run(run_dir)
         self.include_journal = include_journal
         self.use_index = use_index
-        self.info: dict[str, Any] = _read_json(self.run_dir / RUN_INFO)
-        self.run_stats: dict[str, Any] = _read_json(self.run_dir / STATS_FILE)
+        self.verify = verify
+        self.info: dict[str, Any] = read_info_quietly(self.run_dir)
+        self.run_stats: dict[str, Any] = read_json_quietly(self.run_dir / STATS_FILE)
         self.problem = read_problem_view(self.run_dir, self.info)
         self.bad_files: list[tuple[Path, str]] = []
+        self.damage: list[Damage] = []  # what verification found, with what each damaged file held
+        self._verified = False
         self.index_files: dict[str, Path] = {}  # kind -> index file in use
         self._con: duckdb.DuckDBPyConnection | None = None
         self._full = False
@@ -376,6 +193,8 @@ class RunArchive:
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
+            if self.verify and not self._verified:
+                self.check_files()
             self._con = duckdb.connect()
             try:
                 self._con.execute("SET enable_progress_bar = false")
@@ -385,8 +204,25 @@ class RunArchive:
                 raise
         return self._con
 
-    def _files(self, kind: _Kind) -> list[Path]:
-        files = _parquet_files(self.run_dir / kind.directory)
+    def check_files(self, use_cache: bool = True) -> list[Damage]:
+        """Verify every segment (those verified before are skipped unless ``use_cache`` is false) and every
+        journal line; record the damage and leave damaged files out of every later query."""
+        cache = VerifiedFiles(self.run_dir) if use_cache else None
+        damage = verify_run(self.run_dir, known=cache.known if cache else None, on_ok=cache.add if cache else None)
+        if cache is not None:
+            cache.save()
+        self._verified = True
+        self.damage = damage
+        known = {p for p, _ in self.bad_files}
+        for d in damage:
+            path = self.run_dir / d.file
+            if d.kind is not DamageKind.MISSING and d.kind is not DamageKind.JOURNAL and path not in known:
+                self.bad_files.append((path, d.reason))
+        self.close()  # views built before the check would still read the damaged files
+        return damage
+
+    def _files(self, kind: Kind) -> list[Path]:
+        files = segment_files(self.run_dir / kind.directory)
         if not self.bad_files:
             return files
         bad = {p for p, _ in self.bad_files}
@@ -395,17 +231,22 @@ class RunArchive:
     def _segments_sql(self, files: list[Path], schema: pa.Schema) -> str:
         """A subquery with every ``schema`` column (typed nulls where a file lacks one) plus ``file``."""
         assert self._con is not None
-        source = f"read_parquet({_sql_list(files)}, filename = true)"
+        source = f"read_parquet({sql_list(files)}, filename = true)"
         present = {row[0] for row in self._con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         if not set(schema.names) <= present:
             # DuckDB takes the columns of the first file only; an older segment may lack newer columns.
-            source = f"read_parquet({_sql_list(files)}, filename = true, union_by_name = true)"
+            source = f"read_parquet({sql_list(files)}, filename = true, union_by_name = true)"
             present = {row[0] for row in self._con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         return f"(SELECT {_select_list(schema, present)}, parse_filename(filename) AS file FROM {source})"
 
     def _journal(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if self._journal_cache is None:
-            self._journal_cache = _journal_rows(self.run_dir) if self.include_journal else ([], [])
+            programs: list[dict[str, Any]] = []
+            migrations: list[dict[str, Any]] = []
+            for content in read_journals(self.run_dir) if self.include_journal else []:
+                programs += content.programs  # bad lines are left out; ``check_files`` names them
+                migrations += content.migrations
+            self._journal_cache = (programs, migrations)
         return self._journal_cache
 
     def _build_views(self) -> None:
@@ -414,15 +255,15 @@ class RunArchive:
         con = self._con
         self._full = False
         journal_programs, journal_migrations = self._journal()
-        for kind, journal, make in ((_PROGRAMS, journal_programs, _programs_table),
-                                    (_MIGRATIONS, journal_migrations, _migrations_table)):
+        for kind, journal, make in ((PROGRAMS, journal_programs, programs_table),
+                                    (MIGRATIONS, journal_migrations, migrations_table)):
             files = self._files(kind)
             parts: list[str] = []
             if files:
                 index, covered = self._index(kind, files) if self.use_index else (None, set())
                 rest = [p for p in files if p.name not in covered]
                 if index is not None:
-                    parts.append(f"SELECT * FROM read_parquet({_sql_str(str(index))})")
+                    parts.append(f"SELECT * FROM read_parquet({sql_str(str(index))})")
                 if rest:
                     parts.append(f"SELECT {kind.select}, file FROM {self._segments_sql(rest, kind.schema)}")
             if journal:
@@ -431,7 +272,7 @@ class RunArchive:
             if not parts:
                 con.register(f"{kind.name}_empty", kind.schema.empty_table())
                 parts.append(f"SELECT {kind.select}, '' AS file FROM {kind.name}_empty")
-            view = "summary" if kind is _PROGRAMS else "migrations"
+            view = "summary" if kind is PROGRAMS else "migrations"
             con.execute(f"CREATE OR REPLACE VIEW {view} AS " + " UNION ALL BY NAME ".join(parts))
 
     def _build_full_view(self) -> None:
@@ -439,12 +280,12 @@ class RunArchive:
         assert self._con is not None
         con = self._con
         journal = self._journal()[0]
-        files = self._files(_PROGRAMS)
+        files = self._files(PROGRAMS)
         parts = []
         if files:
             parts.append(f"SELECT * EXCLUDE (file) FROM {self._segments_sql(files, ARCHIVE_SCHEMA)}")
         if journal:
-            con.register("programs_journal_full", _programs_table(journal))
+            con.register("programs_journal_full", programs_table(journal))
             parts.append("SELECT * FROM programs_journal_full")
         if not parts:
             con.register("programs_empty_full", ARCHIVE_SCHEMA.empty_table())
@@ -453,97 +294,63 @@ class RunArchive:
         self._full = True
 
     # ------------------------------------------------------------------ the index
-    def _index_candidates(self, kind: _Kind) -> list[Path]:
-        import hashlib
-
-        digest = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:20]
-        cache = Path.home() / ".cache" / "evolve" / "index" / digest
-        return [self.run_dir / INDEX_DIR / f"{kind.name}.parquet", cache / f"{kind.name}.parquet"]
-
-    def _index(self, kind: _Kind, files: list[Path]) -> tuple[Path | None, set[str]]:
+    def _index(self, kind: Kind, files: list[Path]) -> tuple[Path | None, set[str]]:
         """An up-to-date index file for ``files`` and the file names it covers; (None, empty) if not worth one."""
         if len(files) < INDEX_MIN_FILES:
             return None, set()
-        names = {p.name for p in files}
-        base: tuple[Path, set[str]] | None = None
-        for path in self._index_candidates(kind):
-            covered = _index_coverage(path)
-            if covered is None or not covered <= names:
-                continue  # missing, of another version, or covering files compacted away since: rebuild
-            if len(names - covered) < INDEX_STALE_FILES:
-                self.index_files[kind.name] = path
-                return path, covered
-            base = base or (path, covered)
-        for path in self._index_candidates(kind):
-            covered = self._write_index(kind, files, path, base)
-            if covered is not None:
-                self.index_files[kind.name] = path
-                return path, covered
+        path, covered, base = find_index(self.run_dir, kind, {p.name for p in files})
+        if path is not None:
+            self.index_files[kind.name] = path
+            return path, covered
+        assert self._con is not None
+        for directory in cache_dirs(self.run_dir):
+            target = directory / f"{kind.name}.parquet"
+            written = write_index(self._con, kind, files, target, base, self._segments_sql)
+            if written is not None:
+                self.index_files[kind.name] = target
+                return target, written
         return None, set()
 
-    def _write_index(self, kind: _Kind, files: list[Path], path: Path,
-                     base: tuple[Path, set[str]] | None) -> set[str] | None:
-        """Write an index of ``files``; from ``base`` (an older index) plus the newer files when there is one."""
-        assert self._con is not None
-        if base is not None:
-            rest = [p for p in files if p.name not in base[1]]
-            source = (f"SELECT * FROM read_parquet({_sql_str(str(base[0]))}) UNION ALL BY NAME "
-                      f"SELECT {kind.select}, file FROM {self._segments_sql(rest, kind.schema)}")
-        else:
-            source = f"SELECT {kind.select}, file FROM {self._segments_sql(files, kind.schema)}"
-        table = _to_arrow(self._con.sql(f"SELECT * FROM ({source}) ORDER BY program_id"))
-        covered = sorted(p.name for p in files)
-        meta = json.dumps({"version": INDEX_VERSION, "covered": covered}).encode()
-        table = table.replace_schema_metadata({_INDEX_KEY: meta})
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
-            os.replace(tmp, path)
-        except OSError:
-            return None
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        return set(covered)
-
     # ------------------------------------------------------------------ running queries
-    def _find_bad_files(self, deep: bool) -> bool:
-        """Check every segment; record the unreadable ones. ``deep`` reads the data, not just the footer."""
+    def _find_bad_files(self) -> bool:
+        """After a failed query: read every segment in full (no cache) and drop the ones that do not read back."""
         found = False
-        for kind in (_PROGRAMS, _MIGRATIONS):
+        known = {p for p, _ in self.bad_files}
+        for kind in (PROGRAMS, MIGRATIONS):
             for path in self._files(kind):
                 try:
-                    if deep:
-                        pq.read_table(path)
-                    elif "program_id" not in pq.read_schema(path).names:
-                        raise ValueError("not an evolve archive file (no program_id column)")
+                    reason = verify_file(path)
                 except FileNotFoundError:
                     continue  # compacted away meanwhile
-                except (pa.ArrowException, OSError, ValueError) as exc:
-                    self.bad_files.append((path, f"{type(exc).__name__}: {exc}"))
+                if reason is not None and path not in known:
+                    self.bad_files.append((path, reason))
                     found = True
         return found
 
     def _attempt(self, work: Callable[[duckdb.DuckDBPyConnection], T], full: bool) -> T:
         """Run ``work`` on the connection; on a read failure, find and drop unreadable segments, then retry."""
-        checked = 0  # 1: footers checked, 2: every file read in full
+        searched = False
         while True:
             try:
                 con = self._connection()
                 if full and not self._full:
                     self._build_full_view()
                 return work(con)
-            except (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException) as exc:
-                found = False
-                while not found and checked < 2:
-                    checked += 1
-                    found = self._find_bad_files(deep=checked == 2)
-                if not found:
-                    raise ArchiveQueryError(f"cannot read {self.run_dir}: {exc}") from None
-                self.close()  # rebuild the views without the bad files
-            except duckdb.Error as exc:
+            except _QUERY_MISTAKES as exc:
                 raise ArchiveQueryError(f"query failed: {exc}") from None
+            except (duckdb.Error, RuntimeError) as exc:
+                # Anything else may be a damaged file (DuckDB reports those many ways: "Out of buffer", invalid
+                # input, conversion errors); a damaged index is dropped and rebuilt.
+                self.close()
+                if self.index_files and self.use_index:
+                    self.use_index = False
+                    continue
+                if not searched:
+                    searched = True
+                    if self._find_bad_files():
+                        continue
+                what = f"cannot read {self.run_dir}" if isinstance(exc, duckdb.IOException) else "query failed"
+                raise ArchiveQueryError(f"{what}: {exc}") from None
 
     def query(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> Any:
         """Run ``sql`` over the views (see the class docstring), skipping unreadable segments; a DuckDB cursor.
@@ -553,7 +360,7 @@ class RunArchive:
         return self._attempt(lambda con: con.execute(sql, list(params or [])), full)
 
     def arrow(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> pa.Table:
-        return self._attempt(lambda con: _to_arrow(con.sql(sql, params=list(params or []))), full)
+        return self._attempt(lambda con: to_arrow(con.sql(sql, params=list(params or []))), full)
 
     def rows(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> list[dict[str, Any]]:
         return self._attempt(lambda con: _rows(con.execute(sql, list(params or []))), full)
@@ -625,7 +432,7 @@ class RunArchive:
             "SELECT DISTINCT program_id FROM summary WHERE program_id >= ? AND program_id < ? "
             "ORDER BY program_id LIMIT 6", [prefix, prefix + "\U0010ffff"])]
         if not found:
-            raise ProgramNotFound(f"no program {prefix!r} in {self.run_dir}")
+            raise ProgramNotFound(f"no program {prefix!r} in {self.run_dir}{self._damage_hint()}")
         if len(found) > 1:
             more = ", ..." if len(found) > 5 else ""
             raise AmbiguousProgram(f"program id {prefix!r} is ambiguous in {self.run_dir}: "
@@ -642,11 +449,11 @@ class RunArchive:
                 table = pq.read_table(path, filters=[("program_id", "=", full)])
                 if table.num_rows:
                     return _conform_row(table.slice(0, 1).to_pylist()[0])
-            except (pa.ArrowException, OSError, ValueError):
+            except READ_ERRORS:
                 pass  # compacted or damaged meanwhile: search every segment below
         table = self.arrow("SELECT * FROM programs WHERE program_id = ? LIMIT 1", [full], full=True)
         if not table.num_rows:
-            raise ProgramNotFound(f"no program {program_id!r} in {self.run_dir}")
+            raise ProgramNotFound(f"no program {program_id!r} in {self.run_dir}{self._damage_hint()}")
         return table.to_pylist()[0]
 
     def program(self, program_id: str) -> ProgramRecord:
@@ -714,7 +521,7 @@ class RunArchive:
             if not 0 <= cell < n_cells:
                 continue  # the problem's grid changed after this row was written
             island, e = int(r["target"]), r["elite"]
-            elites[island].append(Elite(island, cell, _unravel(cell, shape), str(e["program_id"]), e["score"],
+            elites[island].append(Elite(island, cell, unravel(cell, shape), str(e["program_id"]), e["score"],
                                         float(e["fitness"]), int(e["iteration"])))
         return [GridMap(island=i, features=self.problem.features, shape=shape, elites=tuple(elites[i]))
                 for i in wanted]
@@ -831,6 +638,8 @@ class RunArchive:
                     "cost": float(agg["llm_cost"] or 0.0)},
             "loop": self.run_stats,
             "bad_files": [str(p) for p, _ in self.bad_files],
+            "damage": [d.to_dict() | {"description": d.describe()} for d in self.damage],
+            "lost": self.info.get("lost") or {"iterations": [], "count": 0, "unknown_rows": 0, "files": []},
         }
 
     def listing(self) -> RunListing:
@@ -854,6 +663,12 @@ class RunArchive:
                           mutator=str(self.info.get("mutator", "")),
                           bad_files=tuple(str(p) for p, _ in self.bad_files))
 
+    def _damage_hint(self) -> str:
+        if not self.bad_files and not self.damage:
+            return ""
+        described = [d.describe() for d in self.damage] or [f"{p}: {why}" for p, why in self.bad_files]
+        return f" (damaged files are left out: {'; '.join(described)})"
+
 
 def _select_list(schema: pa.Schema, present: set[str]) -> str:
     # Segments from an older schema lack newer columns: they read as typed nulls.
@@ -868,27 +683,6 @@ def _select_list(schema: pa.Schema, present: set[str]) -> str:
 
 def _conform_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row.get(name) for name in ARCHIVE_SCHEMA.names}
-
-
-def _index_coverage(path: Path) -> set[str] | None:
-    """Segment names an index file covers; None if it is missing, unreadable or of another version."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-        data = json.loads(meta[_INDEX_KEY])
-    except (OSError, pa.ArrowException, KeyError, ValueError):
-        return None
-    if data.get("version") != INDEX_VERSION:
-        return None
-    return set(data.get("covered", []))
-
-
-def _unravel(cell: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    coords = []
-    for size in reversed(shape):
-        coords.append(cell % size)
-        cell //= size
-    return tuple(reversed(coords))
-
 
 @dataclass(frozen=True)
 class ArchiveRoot:

@@ -13,19 +13,14 @@ from evolve.live import RichProgress
 from evolve.mutators.scripted import ScriptedMutator
 from evolve.query import RunNotFound
 
-from .test_loop import EVALUATOR, PROBLEM_TOML, SEED
+from .test_loop import write_tiny_problem
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("api") / "tiny"
-    folder.mkdir()
-    (folder / "seed.py").write_text(SEED)
-    (folder / "evaluator.py").write_text(EVALUATOR)
-    (folder / "problem.toml").write_text(PROBLEM_TOML)
-    return folder
+    return write_tiny_problem(tmp_path_factory.mktemp("api") / "tiny")
 
 
 @pytest.fixture(scope="module")

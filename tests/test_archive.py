@@ -211,9 +211,10 @@ _CHILD = textwrap.dedent(
             print("MIDWRITE", flush=True)
             time.sleep(60)
 
-        real_write = archive.pq.write_table
+        import pyarrow.parquet as pq
 
-        archive.pq.write_table = half_write
+        real_write = pq.write_table
+        pq.write_table = half_write
     writer = archive.ArchiveWriter(sys.argv[1], "run-1", segment_rows=int(sys.argv[3]), flush_seconds=1e9)
     i = 0
     while True:
@@ -412,3 +413,146 @@ def test_run_info_and_list_runs(tmp_path: Path) -> None:
     assert json.loads((a / "stats.json").read_text()) == {"best": 2.5}
     assert sorted(p.name for p in a.iterdir()) == ["run.json", "stats.json"]  # no temporary left behind
     assert list_runs(tmp_path / "nowhere") == []
+
+
+# -- damage: found, named, never repaired without consent ----------------------------------------------------------
+
+
+def _killed_writer(run_dir: Path, records: list[ProgramRecord]) -> Path:
+    """Journal ``records`` and die (no flush): the journal of a killed session."""
+    writer = ArchiveWriter(run_dir, RUN_ID, segment_rows=10_000, flush_seconds=1e9)
+    for record in records:
+        writer.append(record)
+    journal = writer.journal_path
+    os.close(writer._journal_fd)
+    os.close(writer._lock_fd)
+    return journal
+
+
+def test_journal_checksum_catches_a_changed_byte_that_still_parses(run_dir: Path) -> None:
+    from evolve.archive import ArchiveDamaged
+    from evolve.damage import inspect_run
+
+    journal = _killed_writer(run_dir, [make_record(i) for i in range(6)])
+    lines = journal.read_bytes().split(b"\n")
+    assert lines[3].count(b'"score":0.75') == 1
+    lines[3] = lines[3].replace(b'"score":0.75', b'"score":9.75')  # still JSON, a different score
+    journal.write_bytes(b"\n".join(lines))
+    before = journal.read_bytes()
+    with pytest.warns(UserWarning, match=journal.name):
+        read = read_programs(run_dir)
+    assert read.table.column("iteration").to_pylist() == [0, 1, 2, 4, 5]  # the changed row is never shown
+    with pytest.raises(ArchiveDamaged, match=r"line\(s\) 4: checksum mismatch"):
+        recover(run_dir)
+    assert journal.read_bytes() == before and not segment_files(run_dir)  # nothing converted or deleted
+    (damage,) = inspect_run(run_dir).damage
+    assert (damage.kind.value, damage.lines, damage.iterations, damage.unknown_rows) == ("journal", (4,), (3,), 0)
+
+
+def test_accepted_journal_damage_is_moved_with_a_note_never_deleted(run_dir: Path) -> None:
+    from evolve.damage import inspect_run
+    from evolve.recovery import lock_run, recover_locked, unlock
+
+    journal = _killed_writer(run_dir, [make_record(i) for i in range(5)])
+    with open(journal, "ab") as f:
+        f.write(b"garbage\n" + journal.read_bytes().splitlines(keepends=True)[0])
+    inspection = inspect_run(run_dir)
+    fd = lock_run(run_dir)
+    try:
+        report = recover_locked(run_dir, inspection, {"why": "test"})
+    finally:
+        unlock(fd)
+    moved = run_dir / "damaged" / "journal" / journal.name
+    assert report.quarantined == (f"damaged/journal/{journal.name}",) and moved.exists() and not journal.exists()
+    note = json.loads(moved.with_name(moved.name + ".note.json").read_text())
+    assert note["lines"] == [6] and note["why"] == "test" and note["moved_from"] == f"journal/{journal.name}"
+    assert [r.iteration for r in iter_records(run_dir)] == list(range(5))  # the good rows are in segments now
+    assert inspect_run(run_dir).damage == []
+
+
+def test_the_ledger_names_what_a_missing_or_empty_segment_held(run_dir: Path) -> None:
+    from evolve.damage import DamageKind, inspect_run
+
+    with ArchiveWriter(run_dir, RUN_ID, segment_rows=4) as writer:
+        for i in range(12):
+            writer.append(make_record(i))
+    first, second, third = segment_files(run_dir)
+    first.unlink()
+    second.write_bytes(b"")
+    damage = {d.file: d for d in inspect_run(run_dir).damage}
+    gone, empty = damage[f"segments/{first.name}"], damage[f"segments/{second.name}"]
+    assert (gone.kind, gone.iterations, gone.known_from) == (DamageKind.MISSING, (0, 1, 2, 3), "the ledger")
+    assert (empty.kind, empty.iterations, empty.reason) == (DamageKind.UNREADABLE, (4, 5, 6, 7),
+                                                             "the file is empty (0 bytes)")
+    assert compact(run_dir).merged_files == 0  # one readable segment: nothing to merge, nothing touched
+
+
+def test_a_corrupt_chunk_behind_a_valid_footer_is_found_only_by_a_full_read(run_dir: Path) -> None:
+    from evolve.damage import DamageKind, verify_run
+
+    with ArchiveWriter(run_dir, RUN_ID, segment_rows=100) as writer:
+        for i in range(40):
+            writer.append(make_record(i, code_lines=20))
+    (segment,) = segment_files(run_dir)
+    meta = pq.ParquetFile(segment).metadata.row_group(0)
+    code = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == "code")
+    data = bytearray(segment.read_bytes())
+    data[code.dictionary_page_offset + (code.data_page_offset - code.dictionary_page_offset) * 2 // 3] ^= 0x10
+    segment.write_bytes(bytes(data))
+    assert pq.read_metadata(segment).num_rows == 40  # the footer is fine
+    (damage,) = verify_run(run_dir)
+    assert damage.kind is DamageKind.CORRUPT and damage.rows == 40
+    assert damage.iterations == tuple(range(40)) and damage.known_from == "its iteration column"
+
+
+def test_a_full_disk_spends_the_reserve_on_the_row_then_reports(run_dir: Path, monkeypatch) -> None:
+    import errno
+
+    from evolve import faults
+    from evolve.archive import ArchiveIOError
+
+    monkeypatch.setenv("EVOLVE_FAILPOINTS", "enospc:3")
+    faults.reload()
+    try:
+        writer = ArchiveWriter(run_dir, RUN_ID, segment_rows=1000, flush_seconds=1e9)
+        for i in range(3):
+            writer.append(make_record(i))  # the third write fails, is retried in the reserve's space
+        assert writer.failure is not None and writer.failure.disk_full
+        assert str(writer.journal_path) in writer.failure.one_line() and "free" in writer.failure.one_line()
+        assert not (run_dir / ".reserve").exists()
+        real_write = os.write
+
+        def short_then_full(fd: int, data: bytes) -> int:
+            real_write(fd, bytes(data)[:10])  # part of the line, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr("evolve.archive.os.write", short_then_full)
+        with pytest.raises(ArchiveIOError, match="disk full"):
+            writer.append(make_record(3))
+        monkeypatch.undo()
+        assert all(json.loads(line) for line in writer.journal_path.read_bytes().splitlines())  # no half line
+        writer.close(flush=False)
+    finally:
+        faults.reload()
+    assert [r.iteration for r in iter_records(run_dir)] == [0, 1, 2]
+
+
+def test_other_write_errors_name_the_file_and_are_not_called_a_full_disk(run_dir: Path, monkeypatch) -> None:
+    import errno
+
+    from evolve.archive import ArchiveIOError
+
+    writer = ArchiveWriter(run_dir, RUN_ID, segment_rows=1000, flush_seconds=1e9)
+    writer.append(make_record(0))
+
+    def failing(fd: int, data: bytes) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("evolve.archive.os.write", failing)
+    with pytest.raises(ArchiveIOError) as caught:
+        writer.append(make_record(1))
+    monkeypatch.undo()
+    assert not caught.value.disk_full and (run_dir / ".reserve").exists()  # the reserve is for a full disk only
+    assert caught.value.one_line().startswith(f"I/O error writing {writer.journal_path}: Input/output error")
+    writer.close()
+    assert [r.iteration for r in iter_records(run_dir)] == [0]

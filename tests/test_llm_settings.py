@@ -160,3 +160,46 @@ def test_default_user_config_path() -> None:
     assert default_user_config_path({"EVOLVE_CONFIG": "/x/c.toml"}) == Path("/x/c.toml")
     assert default_user_config_path({"XDG_CONFIG_HOME": "/cfg"}) == Path("/cfg/evolve/config.toml")
     assert default_user_config_path({}).name == "config.toml"
+
+
+# -- a resumed run's stored settings ---------------------------------------------------------------------------------
+
+
+def _stored(**changes: object) -> dict:
+    """What run.json keeps: the first session's settings as ``LLMSettings.to_dict()`` writes them."""
+    first = resolve_llm_settings(
+        {"models": [{"name": "fast", "weight": 3.0, "price_in": 0.5, "price_out": 1.5},
+                    {"name": "strong", "weight": 1.0, "price_in": 2.0, "price_out": 6.0}]},
+        None, {"api_base": "http://first/v1", "max_llm_calls": 4, "max_cost": 2.0}, {"OPENAI_API_KEY": "sk-s3cret"})
+    data = first.to_dict()
+    data.update(changes)
+    assert "sk-s3cret" not in str(data)  # never the key itself
+    return data
+
+
+def test_stored_run_settings_sit_between_the_command_line_and_the_environment() -> None:
+    env = {"OPENAI_BASE_URL": "http://env-now/v1", "OPENAI_API_KEY": "key-now"}
+    s = resolve_llm_settings(None, None, {"stored": _stored()}, env)
+    assert (s.api_base, s.max_calls, s.max_cost, s.api_key) == ("http://first/v1", 4, 2.0, "key-now")
+    assert [(m.name, m.weight, m.price_out) for m in s.models] == [("fast", 3.0, 1.5), ("strong", 1.0, 6.0)]
+    assert s.sources["api_base"] == "run" and s.sources["models"] == "run"
+    assert any("OPENAI_BASE_URL" in note and "http://first/v1" in note for note in s.notes)
+    # A flag given on resume wins, key by key.
+    s = resolve_llm_settings(None, None, {"stored": _stored(), "max_llm_calls": 9, "models": ("strong",)}, env)
+    assert (s.max_calls, s.max_cost, s.model_names) == (9, 2.0, ("strong",))
+    assert s.model("strong").price_in == 2.0 and s.sources["max_calls"] == "cli"
+    # The explicit keyword does the same as the mapping entry.
+    assert resolve_llm_settings(None, None, {}, env, stored=_stored()).api_base == "http://first/v1"
+
+
+def test_stored_zero_prices_do_not_satisfy_a_cost_limit_added_on_resume() -> None:
+    unpriced = resolve_llm_settings(None, None, {"models": ("m",), "api_base": "http://x/v1"}, {}).to_dict()
+    with pytest.raises(LLMConfigError, match="no price for m"):
+        resolve_llm_settings(None, None, {"stored": unpriced, "max_cost": 1.0}, {})
+
+
+def test_a_stored_endpoint_chosen_by_the_problem_still_gets_no_key() -> None:
+    first = resolve_llm_settings({"api_base": "http://problem-host/v1", "models": ["m"]}, None, {}, {})
+    s = resolve_llm_settings(None, None, {"stored": first.to_dict()}, {"OPENAI_API_KEY": "secret"})
+    assert s.api_base == "http://problem-host/v1" and s.api_key == ""
+    assert any("not sent" in note for note in s.notes)

@@ -74,14 +74,18 @@ migration_interval = 5
 """
 
 
-@pytest.fixture
-def tiny_problem(tmp_path: Path) -> Path:
-    folder = tmp_path / "tiny"
-    folder.mkdir()
+def write_tiny_problem(folder: Path) -> Path:
+    """The tiny problem (seed, evaluator, problem.toml) in ``folder``; shared by the loop, API and resume tests."""
+    folder.mkdir(parents=True)
     (folder / "seed.py").write_text(SEED)
     (folder / "evaluator.py").write_text(EVALUATOR)
     (folder / "problem.toml").write_text(PROBLEM_TOML)
     return folder
+
+
+@pytest.fixture
+def tiny_problem(tmp_path: Path) -> Path:
+    return write_tiny_problem(tmp_path / "tiny")
 
 
 def run_evolution(problem_dir: Path, run_dir: Path, mutator: object, **settings: object):

@@ -1,7 +1,10 @@
 """LLM settings: endpoint, key, model ensemble, retries, budgets, resolved from every place a user may set them.
 
-Precedence, per key (highest first): CLI flags > environment (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) > the user's
-config file (``[llm]`` of ``~/.config/evolve/config.toml``) > the problem's ``[llm]`` table > defaults.
+Precedence, per key (highest first): CLI flags > the settings a resumed run stored in its ``run.json`` > environment
+(``OPENAI_BASE_URL``, ``OPENAI_API_KEY``) > the user's config file (``[llm]`` of ``~/.config/evolve/config.toml``) >
+the problem's ``[llm]`` table > defaults. A resumed run thus continues with the endpoint, models, weights and budgets
+it started with, whatever the environment says now, unless a flag given on resume says otherwise. Stored settings
+never hold a key: the key comes from the same places as on the first session.
 
 One exception protects keys: an API key is sent only to an endpoint the user chose. When the URL comes from the
 problem file (someone else's folder may name any host), only ``--api-key`` supplies a key; the environment's and the
@@ -34,6 +37,7 @@ class Source(StrEnum):
     PROBLEM = "problem"
     USER = "user"
     ENV = "env"
+    RUN = "run"  # stored in the run.json of the run being resumed
     CLI = "cli"
 
 
@@ -149,6 +153,7 @@ _CHECKS = {
 _MODEL_KEYS = {"name", "weight", "temperature", "max_tokens", "price_in", "price_out", "extra_body"}
 _CLI_KEYS = {"models": "model", "model": "model", "api_base": "api_base", "api_key": "api_key",
              "max_llm_calls": "max_calls", "max_tokens": "max_tokens", "max_cost": "max_cost"}
+STORED_KEY = "stored"  # in the ``cli`` mapping: a resumed run's stored settings (``LLMSettings.to_dict()``)
 _CLI_FLAGS = {"model": "--model", "api_base": "--api-base", "api_key": "--api-key", "max_calls": "--max-llm-calls",
               "max_tokens": "--max-tokens", "max_cost": "--max-cost"}
 
@@ -163,6 +168,7 @@ class _Layer:
     models: list[dict[str, Any]] | None = None  # partial model entries (unset fields absent)
     model_names: list[str] | None = None  # CLI selection by name
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # stored layer: where each value first came from
 
 
 def _typed(value: Any, kinds: type | tuple[type, ...]) -> tuple[Any, str | None]:
@@ -338,6 +344,26 @@ def _cli_layer(cli: Mapping[str, Any], errors: list[tuple[str, str]]) -> _Layer:
     return layer
 
 
+def _stored_layer(stored: Mapping[str, Any], env: Mapping[str, str], errors: list[tuple[str, str]]) -> _Layer:
+    """The settings a resumed run stored (``LLMSettings.to_dict()``), parsed like any other source.
+
+    A stored price of 0 counts as given only if the run had a cost limit (then every price was given explicitly);
+    otherwise a cost limit added on resume must still find a real price for every model."""
+    table: dict[str, Any] = {k: v for k, v in stored.items() if k in _SCALARS and v is not None}
+    priced = stored.get("max_cost") is not None
+    models = []
+    for entry in stored.get("models") or []:
+        if isinstance(entry, dict):
+            models.append({k: v for k, v in entry.items()
+                           if k in _MODEL_KEYS and (k not in ("price_in", "price_out") or priced or v)})
+    if models:
+        table["models"] = models
+    layer = _parse_table(table, Source.RUN, "run.json llm", env, errors)
+    sources = stored.get("sources")
+    layer.origins = {str(k): str(v) for k, v in sources.items()} if isinstance(sources, dict) else {}
+    return layer
+
+
 def default_user_config_path(env: Mapping[str, str] | None = None) -> Path:
     """``$EVOLVE_CONFIG``, else ``$XDG_CONFIG_HOME/evolve/config.toml``, else ``~/.config/evolve/config.toml``."""
     env = os.environ if env is None else env
@@ -367,14 +393,18 @@ def resolve_llm_settings(
     user_config_path: Path | None,
     cli: Mapping[str, Any] | None,
     env: Mapping[str, str] | None = None,
+    stored: Mapping[str, Any] | None = None,
 ) -> LLMSettings:
     """Merge the sources (see the module docstring) into validated ``LLMSettings``; raise ``LLMConfigError``.
 
     ``problem_section`` is the problem's raw ``[llm]`` table, ``user_config_path`` a TOML file with an ``[llm]`` table
     (a missing file is no config), ``cli`` the ``evolve run`` options (``models``, ``api_base``, ``api_key``,
-    ``max_llm_calls``, ``max_tokens``, ``max_cost``; ``None`` values are not given), ``env`` the environment.
+    ``max_llm_calls``, ``max_tokens``, ``max_cost``; ``None`` values are not given), ``env`` the environment,
+    ``stored`` the settings a resumed run stored (they may also come as ``cli[STORED_KEY]``).
     """
     env = os.environ if env is None else env
+    cli = dict(cli or {})
+    stored = cli.pop(STORED_KEY, None) if stored is None else stored
     errors: list[tuple[str, str]] = []
     notes: list[str] = []
     layers: list[_Layer] = []
@@ -385,7 +415,10 @@ def resolve_llm_settings(
         if table:
             layers.append(_parse_table(table, Source.USER, f"{user_config_path} [llm]", env, errors))
     layers.append(_env_layer(env, errors))
-    layers.append(_cli_layer(cli or {}, errors))
+    run_layer = _stored_layer(stored, env, errors) if isinstance(stored, Mapping) else None
+    if run_layer is not None:
+        layers.append(run_layer)
+    layers.append(_cli_layer(cli, errors))
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -393,7 +426,14 @@ def resolve_llm_settings(
         for key, value in layer.values.items():
             values[key] = value
             sources[key] = layer.source.value
-    _guard_key(values, sources, notes)
+    origin = sources.get("api_base")
+    if run_layer is not None and origin == Source.RUN.value:
+        origin = run_layer.origins.get("api_base", Source.USER.value)  # who chose the stored endpoint
+        env_base = env.get("OPENAI_BASE_URL", "").strip()
+        if env_base and env_base != values.get("api_base"):
+            notes.append(f"OPENAI_BASE_URL is {env_base}, but this run was started with {values.get('api_base')}; "
+                         "the run's endpoint is used (pass --api-base to change it)")
+    _guard_key(values, sources, notes, origin)
 
     models = _resolve_models(layers, errors, sources)
     if errors:
@@ -412,13 +452,14 @@ def resolve_llm_settings(
     return LLMSettings(models=tuple(models), sources=sources, notes=tuple(notes), **values)
 
 
-def _guard_key(values: dict[str, Any], sources: dict[str, str], notes: list[str]) -> None:
-    """Withhold a key from a URL chosen by a problem file unless the key itself came from the command line."""
-    if sources.get("api_base") != Source.PROBLEM.value or "api_key" not in values:
+def _guard_key(values: dict[str, Any], sources: dict[str, str], notes: list[str], origin: str | None) -> None:
+    """Withhold a key from a URL chosen by a problem file (``origin``: who chose the URL) unless the key itself came
+    from the command line."""
+    if origin != Source.PROBLEM.value or "api_key" not in values:
         return
     if sources.get("api_key") == Source.CLI.value:
         return
-    notes.append(f"the endpoint {values['api_base']} comes from problem.toml, so the API key from the "
+    notes.append(f"the endpoint {values['api_base']} was chosen by problem.toml, so the API key from the "
                  f"{sources['api_key']} settings is not sent to it (pass --api-key, or set the URL yourself)")
     del values["api_key"]
     del sources["api_key"]

@@ -1,0 +1,143 @@
+"""``evolve archive export``, ``plot`` and ``report``: a run's rows and figures written to files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from evolve.cli_archive_common import echo_json, friendly, nulled, open_run
+
+_FORMATS = ("csv", "json", "parquet")
+
+
+def _export_where(statuses: tuple[str, ...], min_score: float | None, max_score: float | None,
+                  where: str | None) -> str | None:
+    parts = []
+    if statuses:
+        quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in statuses)
+        parts.append(f"status IN ({quoted})")
+    if min_score is not None:
+        parts.append(f"score >= {float(min_score)!r}")
+    if max_score is not None:
+        parts.append(f"score <= {float(max_score)!r}")
+    if where:
+        parts.append(f"({where})")
+    return " AND ".join(parts) or None
+
+
+def write_table(table: Any, path: Path, fmt: str) -> None:
+    """Write archive rows as Parquet (as stored), CSV (lists and JSON columns as JSON text) or JSON (decoded)."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(table, path, compression="zstd")
+        return
+    rows = table.to_pylist()
+    json_columns = {"metrics", "features", "stages", "artifacts", "llm"}
+    if fmt == "json":
+        out = []
+        for row in rows:
+            item = {}
+            for key, value in row.items():
+                if key in json_columns and isinstance(value, str):
+                    value = json.loads(value or "null")
+                elif hasattr(value, "isoformat"):
+                    value = value.isoformat()
+                item[key] = value
+            out.append(nulled(item))
+        path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        return
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(table.column_names)
+        for row in rows:
+            writer.writerow([json.dumps(v) if isinstance(v, list) else ("" if v is None else v)
+                             for v in (row[c] for c in table.column_names)])
+
+
+@click.command()
+@click.argument("run_dir")
+@click.argument("program_id", required=False)
+@click.option("-o", "--output", help="File to write ('-' or none: the code to stdout, for one program).")
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), help="Archive export format (default: the suffix).")
+@click.option("--status", "statuses", multiple=True, help="Keep only these statuses (repeatable).")
+@click.option("--min-score", type=float)
+@click.option("--max-score", type=float)
+@click.option("--where", help="Extra SQL condition over the archive columns.")
+@click.option("--columns", help="Comma-separated columns (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
+@friendly
+def export(run_dir: str, program_id: str | None, output: str | None, fmt: str | None, statuses: tuple[str, ...],
+           min_score: float | None, max_score: float | None, where: str | None, columns: str | None,
+           as_json: bool) -> None:
+    """Write one program's code to a file, or the archive (filtered) to CSV, JSON or Parquet."""
+    with open_run(run_dir) as archive_:
+        if program_id is not None:
+            record = archive_.program(program_id)
+            if output in (None, "-"):
+                click.echo(record.code, nl=not record.code.endswith("\n"))
+                return
+            path = Path(output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(record.code, encoding="utf-8")
+            if as_json:
+                echo_json({"program_id": record.program_id, "path": str(path), "bytes": len(record.code.encode())})
+            else:
+                click.echo(f"wrote program {record.program_id} (score {record.score}) to {path}")
+            return
+        if not output or output == "-":
+            raise click.ClickException("exporting the archive needs -o FILE (.csv, .json or .parquet)")
+        path = Path(output)
+        fmt = fmt or path.suffix.lstrip(".").lower()
+        if fmt not in _FORMATS:
+            raise click.ClickException(f"cannot tell the format of {path}; pass --format {'/'.join(_FORMATS)}")
+        cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        table = archive_.table(_export_where(statuses, min_score, max_score, where), cols)
+    write_table(table, path, fmt)
+    if as_json:
+        echo_json({"path": str(path), "format": fmt, "rows": table.num_rows, "columns": table.column_names})
+    else:
+        click.echo(f"wrote {table.num_rows} programs to {path} ({fmt})")
+
+
+@click.command()
+@click.argument("run_dir")
+@click.option("-o", "--output", "out_dir", help="Folder for the PNG files (default RUN_DIR/plots).")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def plot(run_dir: str, out_dir: str | None, as_json: bool) -> None:
+    """PNG plots: best and median score over iterations, failure rates over time, the MAP-Elites heatmap per
+    island."""
+    from evolve.plots import write_plots
+
+    with open_run(run_dir) as archive_:
+        paths = write_plots(archive_, Path(out_dir) if out_dir else archive_.run_dir / "plots")
+    if as_json:
+        echo_json({name: str(path) for name, path in paths.items()})
+        return
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}")
+
+
+@click.command()
+@click.argument("run_dir")
+@click.option("-o", "--output", help="HTML file (default RUN_DIR/report.html).")
+@click.option("--top", "top_n", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Programs shown with code and diff.")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def report(run_dir: str, output: str | None, top_n: int, as_json: bool) -> None:
+    """One self-contained HTML file: plots, top programs with code and diffs, the best's lineage, settings, costs."""
+    from evolve.report import write_report
+
+    with open_run(run_dir) as archive_:
+        path = write_report(archive_, Path(output) if output else archive_.run_dir / "report.html", top=top_n)
+    if as_json:
+        echo_json({"path": str(path), "bytes": path.stat().st_size})
+    else:
+        click.echo(f"wrote {path}")
