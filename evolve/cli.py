@@ -257,8 +257,16 @@ def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, 
         if outcome.status is not Status.OK:
             failed = True
             break
+    problems: list[str] = []
+    if not failed and len(results) == len(problem.stages) and all(r["status"] == "ok" for r in results):
+        # Every stage ran and passed: the metrics problem.toml names must be among what the evaluator returned.
+        from evolve.problem_checks import missing_metrics
+
+        returned = {k for r in results for k in r.get("metrics", {})}
+        problems = [m.describe() for m in missing_metrics(problem, returned)]
+        failed = bool(problems)
     if as_json:
-        click.echo(json.dumps({"program_id": program_id, "stages": results}, indent=2))
+        click.echo(json.dumps({"program_id": program_id, "stages": results, "problems": problems}, indent=2))
     else:
         for item in results:
             click.echo(f"[{item['stage']}] {item['status']}  {item.get('message', '')}".rstrip())
@@ -266,23 +274,20 @@ def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, 
                 click.echo(f"    {key} = {value:.6g}")
             for name, text in item.get("artifacts", {}).items():
                 click.echo(f"    --- {name} ---")
-                click.echo("\n".join("    " + line for line in text.splitlines()[-40:]))
+                # The last 40 lines, each cut at 240 characters (a packing's coordinates are one long line).
+                click.echo("\n".join("    " + (line if len(line) <= 240 else line[:240] + " ...")
+                                      for line in text.splitlines()[-40:]))
+        for line in problems:
+            click.echo(f"problem.toml: {line}")
     if failed:
         sys.exit(1)
 
 
 def _print_llm_stats(stats: dict[str, Any]) -> None:
-    totals = stats.get("totals")
-    if not isinstance(totals, dict):
-        return
-    click.echo(f"llm: {totals.get('calls', 0)} calls, {totals.get('tokens', 0)} tokens, ${totals.get('cost', 0.0):.4f}, "
-               f"unusable answers {totals.get('unusable_rate', 0.0):.0%}, mean latency "
-               f"{totals.get('mean_latency', 0.0):.2f} s")
-    for name, model in (stats.get("models") or {}).items():
-        click.echo(f"  {name}: {model.get('calls', 0)} calls, {model.get('tokens', 0)} tokens, "
-                   f"${model.get('cost', 0.0):.4f}, unusable {model.get('unusable_rate', 0.0):.0%}, "
-                   f"improved the parent {model.get('improvement_rate', 0.0):.0%}, "
-                   f"latency {model.get('mean_latency', 0.0):.2f} s")
+    from evolve.progress import llm_summary_lines
+
+    for line in llm_summary_lines(stats):
+        click.echo(line)
 
 
 def _sandbox_config(problem: Problem, require: str | None) -> Any:
@@ -309,8 +314,12 @@ def _gpu_available() -> bool:
 def _register_commands() -> None:
     from evolve.cli_archive import archive
     from evolve.cli_extra import init, problems
+    from evolve.cli_failures import failures
+    from evolve.cli_steer import steer
+    from evolve.cli_ui import ui
 
-    for command in (archive, init, problems):
+    archive.add_command(failures)
+    for command in (archive, init, problems, steer, ui):
         main.add_command(command)
 
 

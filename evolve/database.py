@@ -435,6 +435,11 @@ class ProgramDatabase:
         found = self._best()
         return None if found is None else found[0].program_id
 
+    def view(self, program_id: str) -> ProgramView | None:
+        """The elite ``program_id`` as a mutator sees it (on the first island holding it); None if not an elite."""
+        elite = self._elites.get(program_id)
+        return None if elite is None or not elite.islands else elite.view(min(elite.islands))
+
     def elites(self, island: int) -> tuple[ProgramView, ...]:
         """The island's elites, best first."""
         grid = self._islands[island]

@@ -14,31 +14,27 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from evolve.archive import ArchiveIOError, ArchiveWriter, archive_io, write_json_atomic
 from evolve.batches import DeterministicBatches
+from evolve.breeding import Breeding
 from evolve.cluster import cluster_view
 from evolve.damage import RunInspection, fingerprint
 from evolve.database import ProgramDatabase
-from evolve.edits import apply_response
 from evolve.mutators.base import (
     MutationOutcome,
-    MutationRequest,
     Mutator,
-    MutatorStopped,
-    ProgramView,
     Proposal,
 )
 from evolve.problem import Problem
+from evolve.problem_checks import describe_missing, missing_metrics
 from evolve.progress import Progress, QuietProgress
 from evolve.records import Child, build_record
 from evolve.recovery import accepted_note
-from evolve.resume import SEED_ITERATION, BatchReplay, Lost, RunRefused, restore
+from evolve.resume import SEED_ITERATION, BatchReplay, Lost, RunRefused, past_outcomes, restore
 from evolve.run_info import STATS_FILE, RunConfig, RunState, read_info_quietly
 from evolve.run_report import RunReporting, RunSummary, StopReason
 from evolve.schema import ProgramRecord
@@ -64,7 +60,7 @@ class SeedFailed(RunRefused):
         )
 
 
-class Evolution(DeterministicBatches, RunReporting):
+class Evolution(Breeding, DeterministicBatches, RunReporting):
     """One run of one problem. ``run()`` drives it to a stop and returns a summary.
 
     On ``resume``: ``accept_damage`` continues over damaged files (moved to ``RUN/damaged/``, their iterations
@@ -140,6 +136,7 @@ class Evolution(DeterministicBatches, RunReporting):
         self._accepted: list[Any] = []
         self.notes: list[str] = []  # what the resume found and did, for the summary
         self._created_dir = False
+        self._init_steering()
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> RunSummary:
@@ -204,6 +201,10 @@ class Evolution(DeterministicBatches, RunReporting):
         if restore_llm is not None and state.llm_records:
             # Budgets (calls, tokens, cost) cover the whole run, not just this session.
             restore_llm(state.llm_records)
+        if getattr(self.mutator, "observe", None) is not None:
+            # What a learning mutator had learned, replayed in iteration order (as deterministic mode integrates).
+            for proposal, outcome in past_outcomes(state):
+                self._observe_proposal(proposal, outcome)
         self.since_migration = self.done % self.settings.migration_interval
         self._write_run_info(RunState.RUNNING)
         self.notes = list(state.notes)
@@ -286,6 +287,10 @@ class Evolution(DeterministicBatches, RunReporting):
         if record.status != Status.OK.value:
             outcome = child.outcomes[-1]
             if outcome.passed:  # every stage passed, but the result cannot be placed (no finite score, ...)
+                missing = missing_metrics(self.problem, record.metrics)
+                if missing:
+                    raise RunRefused("the seed passed every stage, but problem.toml names metrics its evaluator "
+                                     "does not return:\n" + describe_missing(missing, record.metrics))
                 outcome = dataclasses.replace(outcome, status=Status(record.status),
                                               message=record.artifacts.get("message", ""), artifacts={})
             raise SeedFailed(outcome)
@@ -347,109 +352,6 @@ class Evolution(DeterministicBatches, RunReporting):
             self._concurrency = cluster_view().default_concurrency()
         return self._concurrency
 
-    def _in_flight(self) -> int:
-        return len(self.jobs) + len(self.mutations) + len(self.queue)
-
-    def _fill(self) -> None:
-        while self._in_flight() < self.concurrency and self._can_start():
-            child = self._new_child()
-            self._mutate(child)
-            if self.stop_reason is not None:
-                return
-
-    def _can_start(self) -> bool:
-        return self.done + self._in_flight() < self.settings.iterations
-
-    def _new_child(self) -> Child:
-        iteration = self.next_iteration
-        self.next_iteration += 1
-        island = iteration % self.settings.islands
-        rng = np.random.default_rng([self.settings.seed, iteration])
-        parent = self.db.sample_parent(island, rng)
-        inspirations = self.db.inspirations(island, self.settings.inspirations, rng, exclude=parent.program_id)
-        child = Child(iteration=iteration, island=island, parent=parent,
-                      inspirations=tuple(p.program_id for p in inspirations))
-        child.request = MutationRequest(
-            parent=parent,
-            iteration=iteration,
-            seed=int(rng.integers(2**63 - 1)),
-            language=self.problem.language,
-            description=self.problem.description,
-            score_metric=self.problem.score.metric,
-            score_direction=self.problem.score.direction,
-            inspirations=inspirations,
-            attempts=self.db.attempts(parent.program_id),
-        )
-        return child
-
-    def _mutate(self, child: Child) -> None:
-        request = child.request
-        assert request is not None
-        if self.pool is not None:
-            future = self.pool.submit(self._timed_propose, request)
-            self.mutations[future] = child
-            return
-        self._on_proposal(child, self._take_proposal(child, lambda: self._timed_propose(request)))
-
-    def _timed_propose(self, request: MutationRequest) -> tuple[Proposal, float]:
-        start = time.monotonic()
-        return self.mutator.propose(request), time.monotonic() - start
-
-    def _take_proposal(self, child: Child, get: Callable[[], tuple[Proposal, float]]) -> Proposal | None:
-        """Run (or collect) one mutation: a stopped mutator stops the run; any other failure is the child's."""
-        try:
-            proposal, child.mutate_seconds = get()
-            return proposal
-        except MutatorStopped as exc:
-            self._stop(StopReason.MUTATOR, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a failing mutator call is recorded, not fatal
-            child.edit_error = f"mutator raised {type(exc).__name__}: {exc}"
-        return None
-
-    def _on_proposal(self, child: Child, proposal: Proposal | None) -> None:
-        if self.stop_reason is not None and proposal is None and not child.edit_error:
-            return
-        assert child.parent is not None
-        child.proposal = proposal
-        if proposal is not None:
-            if proposal.child_code is not None:
-                child.code = proposal.child_code
-            elif proposal.llm.get("error") or proposal.llm.get("edit_error"):
-                # The mutator already knows why there is no child (a failed call, an answer it could not apply).
-                child.edit_error = str(proposal.llm.get("error") or proposal.llm.get("edit_error"))
-            else:
-                result = apply_response(child.parent.code, proposal.response, self.edit_mode)
-                if result.ok:
-                    child.code = result.unwrap()
-                else:
-                    reason = result.reason.value if result.reason else "rejected"
-                    child.edit_error = f"{reason}: {result.message}"
-        if not child.code:
-            answer = proposal.response if proposal else ""
-            child.program_id = program_id_for(f"invalid-edit:{child.parent.program_id}:{child.iteration}:{answer}")
-            child.outcomes.append(StageOutcome(stage="edit", status=Status.INVALID_EDIT, message=child.edit_error))
-            self._finish(child)
-            return
-        child.program_id = program_id_for(child.code)
-        if child.program_id in self.db or child.program_id in self.in_flight_ids:
-            # Not evaluated again, but recorded: the iteration (and any LLM call behind it) counts on resume.
-            self.duplicates += 1
-            twin = child.program_id
-            child.edit_error = f"identical to program {twin} (already archived or being evaluated)"
-            child.code = ""
-            child.program_id = program_id_for(f"duplicate:{child.parent.program_id}:{child.iteration}:{twin}")
-            child.outcomes.append(StageOutcome(stage="edit", status=Status.DUPLICATE, message=child.edit_error))
-            self._finish(child)
-            return
-        if self.settings.deterministic:
-            self.in_flight_ids.add(child.program_id)
-            self.queue.append(child)
-        else:
-            self._submit(child)
-
-    def _fitness_of(self, view: ProgramView) -> float | None:
-        return None if view.score is None else view.score * self.sign
-
     # ------------------------------------------------------------------ evaluation
     def _submit(self, child: Child) -> None:
         self.in_flight_ids.add(child.program_id)
@@ -510,7 +412,7 @@ class Evolution(DeterministicBatches, RunReporting):
             self._writer().append(record)
         self.db.add(record)
         self.statuses[record.status] += 1
-        if record.status != Status.INVALID_EDIT.value and not child.replayed:
+        if child.code and not child.replayed:  # not an unusable answer, a duplicate or an iteration without answer
             self.evaluated_this_session += 1
         self._check_target(record)
         if child.iteration == SEED_ITERATION:
@@ -536,10 +438,14 @@ class Evolution(DeterministicBatches, RunReporting):
             self._stop(StopReason.TARGET, f"target score {target} reached by {record.program_id}")
 
     def _observe(self, child: Child, outcome: MutationOutcome) -> None:
+        if child.proposal is not None:
+            self._observe_proposal(child.proposal, outcome)
+
+    def _observe_proposal(self, proposal: Proposal, outcome: MutationOutcome) -> None:
         observe = getattr(self.mutator, "observe", None)
-        if observe is not None and child.proposal is not None:
+        if observe is not None:
             try:
-                observe(child.proposal, outcome)
+                observe(proposal, outcome)
             except Exception as exc:  # noqa: BLE001 - feedback must never stop a run
                 self.progress.message(f"mutator feedback failed: {exc}")
 

@@ -33,6 +33,7 @@ class Child:
     stage_index: int = 0
     outcomes: list[StageOutcome] = field(default_factory=list)
     attempts: int = 0
+    asks: int = 0  # times the mutator was asked again after it got no answer (LLM endpoint failures)
     record: ProgramRecord | None = None
     replayed: bool = False  # deterministic resume: the record is already in the archive, only re-integrated
 

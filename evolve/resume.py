@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 from evolve.damage import Damage, RunInspection, inspect_run
 from evolve.database import ProgramDatabase, RebuildError
+from evolve.mutators.base import MutationOutcome, Proposal
 from evolve.problem import Problem
 from evolve.ranges import format_ranges, from_ranges, to_ranges
 from evolve.settings import RunSettings
@@ -98,6 +100,27 @@ class ResumeState:
     replay: BatchReplay | None = None
     notes: list[str] = field(default_factory=list)
     accepted: list[Damage] = field(default_factory=list)
+    history: pa.Table | None = None  # the children before the resume point (``past_outcomes``)
+    fitness: dict[str, float | None] = field(default_factory=dict)  # every recorded program's fitness
+
+
+_HISTORY_COLUMNS = ("iteration", "parent_ids", "status", "fitness", "edit", "mutator", "llm", "edit_error")
+
+
+def past_outcomes(state: ResumeState) -> Iterator[tuple[Proposal, MutationOutcome]]:
+    """Each earlier child's answer and outcome, in iteration order, as the loop gave them to ``observe``: a mutator
+    that learns from outcomes (``tune``, the LLM bandit) continues a resumed run with what it had learned."""
+    table = state.history
+    if table is None or table.num_rows == 0:
+        return
+    for batch in table.to_batches(max_chunksize=1024):
+        for row in batch.to_pylist():
+            if row["iteration"] == SEED_ITERATION or not row["parent_ids"]:
+                continue
+            llm = json.loads(row["llm"]) if row["llm"] else {}
+            proposal = Proposal(response=row["edit"] or "", mutator=row["mutator"] or "", llm=llm)
+            yield proposal, MutationOutcome(row["status"] or "", state.fitness.get(row["parent_ids"][0]),
+                                            row["fitness"], row["edit_error"] or "")
 
 
 def refusal(run_dir: Path, inspection: RunInspection, resume_command: str) -> DamageRefused:
@@ -199,6 +222,10 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
     everything = inspection.programs
     if everything.num_rows and "llm" in everything.column_names:
         llm = [json.loads(text) for text in everything.column("llm").to_pylist() if text and text != "{}"]
+    columns = [c for c in _HISTORY_COLUMNS if c in programs.column_names]
+    history = programs.select(columns).sort_by("iteration") if len(columns) == len(_HISTORY_COLUMNS) else None
+    fitness = dict(zip(everything.column("program_id").to_pylist(), everything.column("fitness").to_pylist(),
+                       strict=True)) if history is not None and everything.num_rows else {}
     return ResumeState(
         db=db,
         done=sum(1 for i in iterations if i != SEED_ITERATION) + lost.count,
@@ -211,6 +238,8 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
         replay=replay,
         notes=notes,
         accepted=list(inspection.damage),
+        history=history,
+        fitness=fitness,
     )
 
 

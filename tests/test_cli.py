@@ -22,7 +22,7 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_eval_prints_every_stage_and_metrics() -> None:
     code, out = invoke("eval", str(CIRCLES), str(CIRCLES / "initial_program.py"))
     assert code == 0, out
-    assert "[validate] ok" in out and "sum_radii = 2.16" in out
+    assert "[validate] ok" in out and "sum_radii = 2.40817" in out
 
 
 def test_eval_json_and_failing_program(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def test_readme_first_command_runs_200_iterations_and_beats_the_seed(ray_session
     assert "all 200 iterations done" in out and "best program:" in out and "EVOLVE-BLOCK-START" in out
     assert f"evolve archive top {run_dir}" in out and f"evolve archive show {run_dir}" in out
     seed, best = map(float, re.search(r"seed score: ([\d.]+)\s+best score: ([\d.]+)", out).groups())
-    assert seed == pytest.approx(2.16) and best > seed
+    assert seed == pytest.approx(2.40817, abs=1e-4) and best > seed
     assert len(read_programs(run_dir).table) == 201
 
 

@@ -111,8 +111,6 @@ def test_an_always_garbage_endpoint_stops_the_run_on_patience_with_its_budget_in
     assert stats["done"] < 500
 
 
-@pytest.mark.xfail(strict=True, reason="needs the loop change for Proposal.no_answer (ask again, then system_error) "
-                                      "and the summary from evolve.progress.llm_summary_lines in the CLI")
 def test_no_child_is_blamed_for_an_endpoint_that_never_answers(ray_session, llm_server, tmp_path: Path) -> None:
     llm_server.responder = server_lib.garbage_responder(kinds=("not_json", "no_choices", "truncated"))
     result, run_dir = garbage_run(llm_server, ray_session.get_runtime_context().gcs_address, tmp_path,

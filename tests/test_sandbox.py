@@ -38,7 +38,7 @@ from evolve.sandbox import (
 )
 from evolve.sandbox.config import level_satisfies
 from evolve.sandbox.launcher import choose_layers, missing_layers
-from evolve.sandbox.policy import PlanInput, candidate_env, plan_covers, plan_spawn
+from evolve.sandbox.policy import PlanInput, candidate_env, missing_for_uid, plan_covers, plan_spawn
 from evolve.sandbox.probe import HostProbe, LayerStatus
 
 from .conftest import live_descendants
@@ -226,6 +226,14 @@ def test_unreachable_directories_are_covered_and_needed_paths_exposed(tmp_path):
     assert cover.mode == 0o755
     assert (str(private / "python"), False) in cover.expose
     assert not any("secret" in path for c in covers for path, _ in c.expose)
+    # A needed directory that is itself closed (a venv made in `mktemp -d`): covered, and its entries bound back.
+    closed = tmp_path / "venv"
+    (closed / "lib").mkdir(parents=True)
+    (closed / "pyvenv.cfg").write_text("home = /usr\n")
+    closed.chmod(0o700)
+    exposed = {e for c in plan_covers([(str(closed), False)], private=False, other_uid=True) for e in c.expose}
+    assert exposed == {(str(closed / "lib"), False), (str(closed / "pyvenv.cfg"), False)}  # below a 0755 cover
+    assert missing_for_uid([str(closed)]) == [str(closed)]
     private_tmp = {c.path: c for c in plan_covers([("/tmp/x", True)], private=True, other_uid=False)}
     assert private_tmp["/tmp"].mode == 0o1777
 

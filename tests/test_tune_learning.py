@@ -197,3 +197,28 @@ def test_literals_whose_changes_pay_more_are_tried_more() -> None:
     for _ in range(4):
         failing.update(False, False, -1)
     assert failing.appeal(typical) < untried.appeal(typical) and failing.step < 1.0
+
+
+def test_what_tune_learned_is_rebuilt_from_its_answers_and_outcomes_alone() -> None:
+    """A resumed run replays the archive's answers and outcomes (``evolve.resume.past_outcomes``): a fresh mutator
+    fed only those texts ends with the same statistics, and so proposes the same next child."""
+    from evolve.mutators.base import Proposal
+
+    live, history = TuneMutator(), []
+    best_code, best = STRUCTURED, score_of(STRUCTURED)
+    for i in range(40):
+        proposal = live.propose(request(best_code, seed=i, iteration=i))
+        child = apply_response(best_code, proposal.response).unwrap()
+        score = score_of(child)
+        outcome = MutationOutcome("ok" if score is not None else "runtime_error", best, score)
+        live.observe(proposal, outcome)
+        history.append((proposal.response, outcome))
+        if score is not None and score > best:
+            best_code, best = child, score
+    resumed = TuneMutator()
+    for response, outcome in history:
+        resumed.observe(Proposal(response=response, mutator="tune"), outcome)
+    assert live.stats()["observed"] == resumed.stats()["observed"] == 40
+    assert live._stats == resumed._stats
+    following = request(best_code, seed=1234, iteration=41)
+    assert live.propose(following).response == resumed.propose(following).response

@@ -266,7 +266,6 @@ def test_pin_ban_and_note_from_the_browser_reach_the_steering_log(page, browser,
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.xfail(strict=True, reason="needs driver wiring: the loop must poll evolve.steering and apply it")
 def test_steering_from_the_browser_changes_what_the_running_driver_does(ray_session, page, problem_copy,
                                                                        tmp_path: Path) -> None:
     from evolve.query import RunArchive

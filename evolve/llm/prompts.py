@@ -187,6 +187,8 @@ class PromptBuilder:
             language=lang,
             score_metric=metric,
         )
+        if request.notes:
+            user = f"{user.rstrip()}\n\n# {request.notes}\n"
         return [{"role": "system", "content": system.strip() + "\n"}, {"role": "user", "content": user}]
 
     def fallback(self, messages: Sequence[dict[str, str]], answer: str, reason: str,

@@ -86,7 +86,8 @@ class LLMSettings:
     backoff: float = 1.0  # first retry wait in seconds; doubles per retry, with jitter
     backoff_max: float = 60.0  # longest wait between retries, Retry-After included
     patience: float = 300.0  # seconds the endpoint may keep failing before the run stops
-    max_concurrency: int = 4  # calls in flight at once
+    max_concurrency: int = 32  # most calls in flight; the client adapts below it (evolve.llm.limiter)
+    start_concurrency: int = 8  # calls in flight at first
     send_seed: bool = True  # send the per-iteration seed (servers that reject it: set false)
     bandit: bool = False  # adaptive model choice (Thompson sampling on "child improved on its parent")
     bandit_cost_weight: float = 0.0  # 0: ignore cost; 1: a model costing the most loses up to a full success rate
@@ -115,8 +116,8 @@ class LLMSettings:
             "api_key_set": bool(self.api_key),
             "models": [m.to_dict() for m in self.models],
         }
-        for name in ("timeout", "retries", "backoff", "backoff_max", "patience", "max_concurrency", "send_seed",
-                     "bandit", "bandit_cost_weight", "bandit_explore", "fallback_full_rewrite", "max_calls",
+        for name in ("timeout", "retries", "backoff", "backoff_max", "patience", "max_concurrency",
+                     "start_concurrency", "send_seed", "bandit", "bandit_cost_weight", "bandit_explore", "fallback_full_rewrite", "max_calls",
                      "max_tokens", "max_cost"):
             data[name] = getattr(self, name)
         data["sources"] = dict(self.sources)
@@ -134,6 +135,7 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "backoff_max": (float, "non_negative"),
     "patience": (float, "positive"),
     "max_concurrency": (int, "positive"),
+    "start_concurrency": (int, "positive"),
     "send_seed": (bool, ""),
     "bandit": (bool, ""),
     "bandit_cost_weight": (float, "non_negative"),

@@ -45,6 +45,7 @@ class MutationRequest:
     score_direction: str = "maximize"
     inspirations: tuple[ProgramView, ...] = ()
     attempts: tuple[Attempt, ...] = ()
+    notes: str = ""  # a person's steering notes for the prompt (evolve.steering.prompt_notes), "" when none
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,16 @@ preferring floats and named constants over structural integers, so literals whos
 within a few tries. Each literal's step size adapts too (wider after an improvement, narrower after a
 failure) and drifts toward the direction that improved. Everything is a function of the observed outcomes in the
 order they arrive, and of ``request.seed``: with ``--deterministic`` (outcomes integrated in iteration order) a run
-is reproducible. The learned statistics live in the driver; a resumed run starts learning afresh.
+is reproducible. Each answer names the literals it changed on a ``Literals changed:`` line (short ids of their keys,
+with the direction), so an outcome is credited from the answer alone: a resumed run replays the archive's answers
+and outcomes in iteration order and continues with exactly what it had learned, even after a kill.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,7 +48,22 @@ LIST_ENTRY_PRIOR = 0.1  # one entry of an integer list alone (changes its sum)
 # Outcomes that say nothing about the literals changed: not evaluated, or not the candidate's fault.
 _UNINFORMATIVE = frozenset({Status.DUPLICATE.value, Status.INVALID_EDIT.value, Status.EVALUATOR_ERROR.value,
                             Status.SYSTEM_ERROR.value})
-_PENDING_LIMIT = 10_000
+_MOVES_LINE = "Literals changed:"
+_MOVES = re.compile(r"^" + re.escape(_MOVES_LINE) + r"((?: [0-9a-f]{12}[-+=])+)\s*$", re.M)
+_SIGNS = {"+": 1, "-": -1, "=": 0}
+
+
+def arm_id(key: str) -> str:
+    """A short, stable id of a literal's key (what an answer names and the statistics are kept under)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def moves_of(response: str) -> tuple[tuple[str, int], ...]:
+    """The (arm id, direction) pairs an answer of this mutator names; empty for any other text."""
+    found = _MOVES.search(response)
+    if found is None:
+        return ()
+    return tuple((token[:12], _SIGNS[token[12]]) for token in found.group(1).split())
 
 
 def _format_float(value: float, step: float) -> str:
@@ -190,8 +209,8 @@ class TuneMutator:
     floor: float = 1e-3
     name: str = "tune"
     learn: bool = True
-    _stats: dict[str, ArmStats] = field(default_factory=dict, init=False, repr=False)
-    _pending: dict[str, list[tuple[_Move, ...]]] = field(default_factory=dict, init=False, repr=False)
+    _stats: dict[str, ArmStats] = field(default_factory=dict, init=False, repr=False)  # by ``arm_id``
+    _names: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # arm id -> key, for reports
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _observed: int = field(default=0, init=False, repr=False)
 
@@ -226,7 +245,7 @@ class TuneMutator:
         count = 1 if rng.random() < 0.5 or self.literals_per_edit == 1 else int(
             rng.integers(2, self.literals_per_edit + 1))
         with self._lock:
-            stats = [replace(self._stats.get(arm.key) or ArmStats()) for arm in arms]  # a snapshot
+            stats = [replace(self._stats.get(arm_id(arm.key)) or ArmStats()) for arm in arms]  # a snapshot
             improvements = sum(st.improved for st in self._stats.values())
             typical = sum(st.gain for st in self._stats.values()) / improvements if improvements else None
         weights = np.array([arm.prior * (st.appeal(typical) if self.learn else 1.0)
@@ -260,13 +279,13 @@ class TuneMutator:
         for lit, new in sorted(changes.values(), key=lambda c: (c[0].line, c[0].col), reverse=True):
             lines[lit.line] = _splice(lines[lit.line], lit, new)  # right to left: earlier columns stay valid
             notes.append(f"line {lit.line + 1}: {lit.text} -> {new}")
-        response = "Tuning constants: " + "; ".join(reversed(notes)) + "\n\n" + render_search_replace(
-            code, "\n".join(lines))
+        moved = " ".join(f"{arm_id(m.arm)}{'+' if m.sign > 0 else '-' if m.sign < 0 else '='}" for m in moves)
+        response = ("Tuning constants: " + "; ".join(reversed(notes)) + f"\n{_MOVES_LINE} {moved}\n\n"
+                    + render_search_replace(code, "\n".join(lines)))
         if self.learn:
             with self._lock:
-                self._pending.setdefault(response, []).append(tuple(moves))
-                while len(self._pending) > _PENDING_LIMIT:  # outcomes that never came (a stopped run)
-                    del self._pending[next(iter(self._pending))]
+                for m in moves:
+                    self._names.setdefault(arm_id(m.arm), m.arm)
         return response
 
     @staticmethod
@@ -289,13 +308,10 @@ class TuneMutator:
         """Credit every literal the proposal changed with the child's outcome."""
         if not self.learn:
             return
+        moves = moves_of(proposal.response)
+        if not moves:
+            return
         with self._lock:
-            queue = self._pending.get(proposal.response)
-            if not queue:
-                return
-            moves = queue.pop(0)
-            if not queue:
-                del self._pending[proposal.response]
             if outcome.status in _UNINFORMATIVE:
                 return
             self._observed += 1
@@ -305,8 +321,8 @@ class TuneMutator:
             scale = max(1.0, abs(parent)) if parent is not None else 1.0
             improved = valid and parent is not None and child is not None and child > parent + 1e-9 * scale
             gain = (child - parent) / scale if improved and child is not None and parent is not None else 0.0
-            for move in moves:
-                self._stats.setdefault(move.arm, ArmStats()).update(valid, improved, move.sign, gain)
+            for arm, sign in moves:
+                self._stats.setdefault(arm, ArmStats()).update(valid, improved, sign, gain)
 
     def stats(self) -> dict[str, Any]:
         """What was learned: outcomes observed, and per literal (most tried first) tries, valid, improved, step."""
@@ -316,7 +332,7 @@ class TuneMutator:
             return {
                 "learning": self.learn,
                 "observed": self._observed,
-                "literals": [{"literal": key[:80], "tries": s.tries, "valid": s.valid, "improved": s.improved,
+                "literals": [{"literal": self._names.get(key, key)[:80], "tries": s.tries, "valid": s.valid, "improved": s.improved,
                               "step": round(s.step, 3)} for key, s in items[:20]],
                 "valid_share": round(sum(s.valid for _, s in items) / tries, 4) if tries else None,
             }

@@ -237,6 +237,7 @@ def plan_covers(needed: list[tuple[str, bool]], private: bool, other_uid: bool) 
     if private:
         covers.update({d: 0o1777 for d in PRIVATE_DIRS if os.path.isdir(d)})
     if other_uid:
+        needed = _expand_closed(needed)
         for path, _ in needed:
             for ancestor in _ancestors(path):
                 if any(ancestor == c or ancestor.startswith(c + os.sep) for c in covers):
@@ -251,9 +252,28 @@ def plan_covers(needed: list[tuple[str, bool]], private: bool, other_uid: bool) 
     return tuple(out)
 
 
+def _expand_closed(needed: list[tuple[str, bool]], depth: int = 2) -> list[tuple[str, bool]]:
+    """A read-only needed directory that others cannot search itself (a venv made in ``mktemp -d``'s 0700 dir) is
+    replaced by its entries: the directory then becomes a cover of its own, and its entries are bound back below."""
+    out: list[tuple[str, bool]] = []
+    for path, writable in needed:
+        if writable or depth == 0 or not os.path.isdir(path) or _traversable_by_others(path):
+            out.append((path, writable))
+            continue
+        try:
+            entries = sorted(entry.path for entry in os.scandir(path))
+        except OSError:
+            out.append((path, writable))
+            continue
+        out += _expand_closed([(entry, False) for entry in entries], depth - 1)
+    return out
+
+
 def missing_for_uid(needed: list[str]) -> list[str]:
-    """Paths an unprivileged uid could not reach without a mount namespace."""
-    return [p for p in needed if not all(_traversable_by_others(a) for a in _ancestors(p))]
+    """Paths an unprivileged uid could not reach without a mount namespace (the path itself included)."""
+    return [p for p in needed
+            if not all(_traversable_by_others(a) for a in _ancestors(p))
+            or (os.path.isdir(p) and not _traversable_by_others(p))]
 
 
 @dataclass(frozen=True)
