@@ -26,7 +26,6 @@ if [[ -n ${KEEP_VENV:-} ]]; then
 else
   venv="$(mktemp -d "${TMPDIR:-/tmp}/evolve-upgrade.XXXXXX")"
   trap 'rm -rf "$venv"' EXIT
-  chmod 755 "$venv"  # mktemp makes it 0700; sandboxed candidates run under another uid and import from it
 fi
 python3 -m venv "$venv"
 # shellcheck disable=SC1091

@@ -256,7 +256,7 @@ def test_evolve_run_refuses_matmul_without_a_gpu(tmp_path: Path) -> None:
 
 def test_problem_folder_size_is_checked_before_shipping(tmp_path: Path) -> None:
     (tmp_path / "problem.toml").write_text((PROBLEMS / "circle_packing" / "problem.toml").read_text())
-    for name in ("initial_program.py", "evaluator.py"):
+    for name in ("initial_program.py", "evaluator.py", "render.py"):
         (tmp_path / name).write_text((PROBLEMS / "circle_packing" / name).read_text())
     (tmp_path / "data.bin").write_bytes(b"\0" * 4096)
     problem = load_problem(tmp_path)

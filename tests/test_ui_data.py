@@ -26,10 +26,9 @@ HOSTILE_ANSWER = ('Here you go: <script>window.__pwned = 3</script> and "><img s
 
 
 def packing_problem(dest: Path) -> Path:
-    """A copy of problems/circle_packing whose problem.toml declares the renderer (as the shipped one will)."""
+    """A copy of problems/circle_packing (whose problem.toml declares its renderer)."""
     shutil.copytree(REPO / "problems" / "circle_packing", dest)
-    toml = dest / "problem.toml"
-    toml.write_text(toml.read_text() + '\n[ui]\nrenderer = "render.py"\n')
+    assert 'renderer = "render.py"' in (dest / "problem.toml").read_text()
     return dest
 
 
