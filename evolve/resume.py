@@ -129,11 +129,15 @@ def refusal(run_dir: Path, inspection: RunInspection, resume_command: str) -> Da
     lines += [f"  - {text}" for text in inspection.summary_lines()]
     held = f"iteration(s) {format_ranges(lost)}" if lost else "the rows above"
     extra = f" and {inspection.unknown_lost_rows()} row(s) of unknown iteration" if inspection.unknown_lost_rows() else ""
+    if all(d.table == "events" for d in inspection.damage):  # events are no iterations: the budget is unchanged
+        record = "record the events above as lost (no iteration is lost; the budget is unchanged)"
+    else:
+        record = f"record {held}{extra} as lost (they count against the budget; their numbers are not used again)"
     lines += [
         "Choices:",
         "  - restore the damaged files from a backup, then resume again;",
-        f"  - `{resume_command} --accept-damage`: move them to {run_dir / 'damaged'}/ (never deleted), record "
-        f"{held}{extra} as lost (they count against the budget; their numbers are not used again) and continue;",
+        f"  - `{resume_command} --accept-damage`: move them to {run_dir / 'damaged'}/ (never deleted), {record} "
+        "and continue;",
         "  - or start a new run. `evolve archive verify RUN_DIR` shows this list again.",
     ]
     return DamageRefused("\n".join(lines), inspection.damage)

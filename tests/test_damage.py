@@ -14,12 +14,13 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
 from evolve import faults
-from evolve.archive import ArchiveWriter, read_programs
+from evolve.archive import ArchiveWriter, read_events, read_programs
 from evolve.cli import main
 from evolve.cli_archive import archive
 from evolve.loop import Evolution
@@ -29,6 +30,7 @@ from evolve.ranges import format_ranges
 from evolve.schema import ProgramRecord
 from evolve.settings import RunSettings
 
+from .test_events import flip_in_column
 from .test_loop import write_tiny_problem
 
 pytestmark = pytest.mark.ray
@@ -262,6 +264,77 @@ def test_zero_byte_segment_is_named_with_what_the_ledger_says_it_held(run: Path,
     resume_accepting(run, tiny, "--more", "2")
     assert set(readable.items()) <= set(rows(run).items())
     assert_lost_recorded(run, set(iterations), readable, before_max)
+
+
+# -- events ------------------------------------------------------------------------------------------------------
+
+
+def add_events(run_dir: Path, n: int, per_file: int) -> list[str]:
+    """Record ``n`` events in the run (``per_file`` to a segment), as a feature of the loop would."""
+    rng = np.random.default_rng(11)
+    with ArchiveWriter(run_dir, "base-run", segment_rows=per_file, flush_seconds=1e9) as writer:
+        return [writer.record_event("note", {"text": rng.bytes(120).hex()}, iteration=24, event_id=f"note-{k}")
+                for k in range(n)]
+
+
+def event_ids(run_dir: Path) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_events(run_dir).column("event_id").to_pylist()
+
+
+def assert_no_iteration_lost(run_dir: Path, readable: dict[str, int], moved: str) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    assert not info.get("lost", {}).get("count")  # events are not iterations of the budget
+    assert moved in info["history"][-1]["accepted_damage"]
+    assert set(readable.items()) <= set(rows(run_dir).items())
+    children = [i for i in rows(run_dir).values() if i > 0]
+    assert len(children) == info["settings"]["iterations"]
+
+
+def test_damaged_events_segment_is_refused_then_moved_and_costs_no_iteration(run: Path, tiny: Path) -> None:
+    ids = add_events(run, 6, 3)
+    victim = sorted((run / "events").glob("*.parquet"))[0]
+    data = flip_in_column(victim, "data")
+    readable = rows(run)
+    assert event_ids(run) == ids[3:]
+
+    verify = archive_cli("verify", str(run))
+    assert verify.exit_code == 1 and victim.name in verify.output and "3 event(s)" in verify.output
+    out = assert_refused_untouched(run, tiny, victim.name, "note-0, note-1, note-2")
+    assert "iteration(s)" not in out.split("Choices:")[0]  # the damage holds no iteration of the budget
+    assert "no iteration is lost" in out and "count against the budget" not in out
+
+    resume_accepting(run, tiny)
+    moved = run / "damaged" / "events" / victim.name
+    assert moved.read_bytes() == data and not victim.exists()
+    note = json.loads(moved.with_name(moved.name + ".note.json").read_text())
+    assert note["table"] == "events" and note["event_ids"] == ids[:3]
+    assert_no_iteration_lost(run, readable, f"events/{victim.name}")
+    assert event_ids(run) == ids[3:]
+    assert archive_cli("verify", str(run)).exit_code == 0
+
+
+def test_damaged_events_journal_line_is_refused_then_moved_with_the_good_events_kept(run: Path, tiny: Path) -> None:
+    writer = ArchiveWriter(run, "base-run", segment_rows=100, flush_seconds=1e9)
+    for k in range(4):
+        writer.record_event("note", {"text": f"note {k}"}, iteration=24, event_id=f"note-{k}")
+    journal = writer.journal_path
+    os.close(writer._journal_fd)  # the writer dies: no flush, the kernel drops the lock
+    os.close(writer._lock_fd)
+    lines = journal.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"note 2", b"note X")  # still JSON: only the checksum tells
+    journal.write_bytes(b"\n".join(lines))
+    readable = rows(run)
+
+    out = assert_refused_untouched(run, tiny, journal.name, "line(s) 3", "note-2")
+    assert "checksum" in out
+    resume_accepting(run, tiny)
+    assert (run / "damaged" / "journal" / journal.name).read_bytes() == b"\n".join(lines)
+    assert not list((run / "journal").glob("*.jsonl"))
+    assert event_ids(run) == ["note-0", "note-1", "note-3"]  # the good lines are in events/ segments now
+    assert sorted((run / "events").glob("*.parquet"))
+    assert_no_iteration_lost(run, readable, f"journal/{journal.name}")
 
 
 # -- a full filesystem -------------------------------------------------------------------------------------------
