@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import click
 
+from evolve.cli_archive_common import friendly, open_run
+
 
 @click.command("strategies")
 @click.argument("run_dir", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print every strategy (prompt and answer included) and every "
                                                        "version of the notes as JSON.")
 @click.option("--notes", "show_notes", is_flag=True, help="Also print the latest scratchpad notes.")
+@friendly
 def strategies(run_dir: str, as_json: bool, show_notes: bool) -> None:
     """Strategies of RUN, fittest first: id, parent, the iteration it was made at, children, how many beat their
     parent, fitness (that share shrunk toward the run's rate) and the start of its text; active ones marked *.
@@ -22,17 +25,11 @@ def strategies(run_dir: str, as_json: bool, show_notes: bool) -> None:
     """
     import json
 
-    from evolve.query import ArchiveQueryError, RunArchive
     from evolve.search.listing import strategy_listing
 
-    try:
-        with RunArchive(run_dir) as archive:
-            listing = strategy_listing(archive)
-            shown_dir = archive.run_dir
-            for path, reason in archive.bad_files:
-                click.echo(f"warning: skipped unreadable segment {path}: {reason}", err=True)
-    except ArchiveQueryError as exc:
-        raise click.ClickException(str(exc)) from None
+    with open_run(run_dir) as archive:
+        listing = strategy_listing(archive)
+        shown_dir = archive.run_dir
     if as_json:
         click.echo(json.dumps({"run_dir": str(shown_dir), **listing.to_dict()}, indent=2))
         return

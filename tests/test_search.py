@@ -26,17 +26,9 @@ from evolve.search.settings import (
 from evolve.search.strategies import Strategy, StrategyPool, clean_text, credit, parse_strategy
 from evolve.types import Status
 
-CODE = """\
-# EVOLVE-BLOCK-START
-A = 1.0
-B = -2.0
-STEPS = 3
-# EVOLVE-BLOCK-END
+from .test_loop import SEED
 
-
-def solve():
-    return [A, B, STEPS]
-"""
+CODE = SEED
 
 
 # -- settings -------------------------------------------------------------------------------------------------------

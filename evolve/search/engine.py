@@ -134,6 +134,7 @@ class SearchEngine:
         self._recorded: dict[str, dict[str, Any]] = {}  # events of an earlier session, by id, not yet adopted
         self._pending: dict[str, _Pending] = {}
         self._executor: cf.ThreadPoolExecutor | None = None
+        self._elite_cache: dict[int, tuple[dict[int, str], tuple[ProgramView, ...]]] = {}
 
     # -- per child, in the driver -------------------------------------------------------------------------------------
     def begin(self, iteration: int, island: int) -> ChildPlan:
@@ -163,7 +164,7 @@ class SearchEngine:
 
     def pick_parent(self, plan: ChildPlan, db: Any, rng: np.random.Generator) -> ProgramView:
         island = plan.island
-        return self.selector.pick(lambda: db.elites(island), rng, plan.exploitation,
+        return self.selector.pick(lambda: self.elites(db, island), rng, plan.exploitation,
                                   lambda r: db.sample_parent(island, r), self.database_rate)
 
     def finish(self, plan: ChildPlan, request: MutationRequest, db: Any) -> MutationRequest:
@@ -195,7 +196,7 @@ class SearchEngine:
         if self.novelty is not None:
             try:
                 snapshot = self.novelty.snapshot(plan.island, (parent.program_id, parent.code),
-                                                 [(v.program_id, v.code) for v in db.elites(plan.island)])
+                                                 [(v.program_id, v.code) for v in self.elites(db, plan.island)])
             except Exception as exc:  # noqa: BLE001 - an embeddings endpoint failing: this child goes unchecked
                 self.counters.novelty_errors += 1
                 metadata["novelty_error"] = f"{type(exc).__name__}: {exc}"
@@ -203,9 +204,20 @@ class SearchEngine:
                        strategy=plan.strategy.text if plan.strategy is not None else "",
                        scratchpad=self.notes, search=SearchContext(metadata, snapshot))
 
+    def elites(self, db: Any, island: int) -> tuple[ProgramView, ...]:
+        """``db.elites(island)`` (best first), rebuilt only when the island's grid changed: a child asks for them up
+        to three times (selection, partner, novelty), and building views costs more than comparing the grid."""
+        grid = db.grid(island)
+        cached = self._elite_cache.get(island)
+        if cached is not None and cached[0] == grid:
+            return cached[1]
+        views = tuple(db.elites(island))
+        self._elite_cache[island] = (grid, views)
+        return views
+
     def _partner(self, plan: ChildPlan, parent: ProgramView, db: Any) -> ProgramView | None:
         """The second parent: another elite of the island, by the selection weights; else another island's best."""
-        others = [v for v in db.elites(plan.island) if v.program_id != parent.program_id]
+        others = [v for v in self.elites(db, plan.island) if v.program_id != parent.program_id]
         if others:
             weights = self.selector.weights(others)
             return others[int(plan.rng.choice(len(others), p=weights / weights.sum()))]
@@ -360,6 +372,15 @@ class SearchEngine:
         return (not copy), (answer.text or "")[:200], tuple(answer.calls)
 
     def close(self) -> None:
+        """End of the session: a meta step that already came back is still recorded (it was paid for); one still
+        in flight is abandoned."""
+        for pending in list(self._pending.values()):
+            if pending.future is not None and pending.future.done():
+                try:
+                    self._adopt(pending)
+                except Exception as exc:  # noqa: BLE001 - the archive may be failing already (a full disk)
+                    self.report(f"search: could not record the {pending.kind} of iteration {pending.iteration}: "
+                                f"{exc}")
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

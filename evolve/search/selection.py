@@ -41,6 +41,7 @@ class ParentSelector:
         self.sign = sign  # fitness = score * sign (bigger is better)
         self.children: Counter[str] = Counter()
         self._made = 0
+        self._fitness: tuple[object, np.ndarray] = (None, np.zeros(0))  # the last views' fitness (same tuple: reused)
 
     def pick(self, elites: Callable[[], Sequence[ProgramView]], rng: np.random.Generator, exploitation: float,
              sample_parent: Callable[[np.random.Generator], ProgramView], database_rate: float) -> ProgramView:
@@ -65,7 +66,11 @@ class ParentSelector:
         """Exploitation weights of ``views`` (best first) under the policy."""
         n = len(views)
         if self.policy == "weighted":
-            fitness = np.array([_fitness(v, self.sign) for v in views], dtype=float)
+            if self._fitness[0] is views:
+                fitness = self._fitness[1]
+            else:
+                fitness = np.array([_fitness(v, self.sign) for v in views], dtype=float)
+                self._fitness = (views, fitness)
             median = float(np.median(fitness))
             mad = float(np.median(np.abs(fitness - median)))
             scale = max(mad, 1e-12 * max(1.0, abs(median)))
