@@ -15,6 +15,7 @@ from evolve.mutators.base import MutationRequest, ProgramView
 from evolve.schema import ProgramRecord
 from evolve.search.adaptive import IslandBandits, clamp_mix
 from evolve.search.crossover import literal_crossover
+from evolve.search.engine import SearchEngine
 from evolve.search.selection import ParentSelector
 from evolve.search.settings import (
     AdaptiveSettings,
@@ -231,3 +232,71 @@ def test_a_kind_sets_that_childs_edit_mode_and_a_crossover_shows_the_partner() -
     user = messages[1]["content"]
     assert "# Second parent" in user and "A = 7.0" in user and "combines the strengths" in user
     assert messages[0] == builder.messages(_request(kind="full"))[0]
+
+
+# -- the engine without a run ---------------------------------------------------------------------------------------
+
+class FakeLLM:
+    """A mutator with the meta-call seam: answers from a function of the messages, audits like the LLM mutator."""
+
+    name = "llm"
+    kinds = ("diff", "full", "crossover")
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, list[dict[str, str]]]] = []
+        self.restored: list[dict] = []
+
+    def meta_call(self, messages, seed, kind):
+        from evolve.mutators.llm import MetaAnswer
+
+        self.asked.append((kind, messages))
+        text = "STRATEGY:\nPrefer small steps on A." if kind == "strategy" else "A pays, B does not."
+        return MetaAnswer(text, "fast", ({"kind": kind, "answered": True, "prompt_tokens": 10,
+                                          "completion_tokens": 5, "cost": 0.0},))
+
+    def restore(self, records) -> None:
+        self.restored.extend(records)
+
+    def propose(self, request):  # pragma: no cover - not called here
+        raise AssertionError
+
+
+def _engine(llm: FakeLLM, events: list, load=None) -> SearchEngine:
+    def record(kind, data, iteration, event_id):
+        events.append({"kind": kind, "data": json.loads(json.dumps(data)), "iteration": iteration,
+                       "event_id": event_id})
+
+    table = {"strategies": {"enabled": True, "every": 2}, "scratchpad": {"every": 3}}
+    return SearchEngine(resolve_search_settings(table), mutator=llm, islands=1, run_seed=1, database_rate=0.7,
+                        sign=-1.0, deterministic=True, description="Tiny.", metric="loss", direction="minimize",
+                        language="python", record_event=record, load_events=load,
+                        best_views=lambda: [ProgramView("p0", CODE, score=0.5, metrics={"heldout_loss": 0.987654})])
+
+
+def test_meta_steps_are_archived_and_a_resumed_engine_reuses_them() -> None:
+    from evolve.mutators.base import MutationOutcome
+
+    db, llm, events = _db([0.1, 0.5]), FakeLLM(), []
+    engine = _engine(llm, events)
+    for iteration in range(1, 7):
+        plan = engine.begin(iteration, 0)
+        parent = engine.pick_parent(plan, db, np.random.default_rng(iteration))
+        request = engine.finish(plan, MutationRequest(parent=parent, iteration=iteration, seed=iteration), db)
+        assert request.strategy and request.search.metadata["strategy"] == plan.strategy.id  # type: ignore[union-attr]
+        engine.observe(request.search.metadata, MutationOutcome("wrong_output", 0.5, None, "bad shape"))
+    kinds = [k for k, _ in llm.asked]
+    assert kinds == ["strategy", "scratchpad", "strategy", "strategy", "scratchpad"]  # 2, 3, 4, 6, 6
+    notes_prompt = llm.asked[1][1][1]["content"]
+    assert "A = 1.0" in notes_prompt and "wrong_output: bad shape" in notes_prompt and "0.987654" not in notes_prompt
+    ids = [e["event_id"] for e in events]
+    assert ids[:2] == ["strategy:seed-0", "strategy:s2"] and "scratchpad:3" in ids and "strategy_fitness:6" in ids
+    assert engine.notes == "A pays, B does not." and engine.pool.active == ["seed-0", "s2", "s4", "s6"]  # type: ignore[union-attr]
+    # A resumed session from iteration 5 (a torn batch): strategies and notes of iterations 2-4 are restored, those
+    # of iteration 6 are reused when it comes, and nothing is asked again; every meta call counts in the budgets.
+    again = FakeLLM()
+    resumed = _engine(again, [], load=lambda: [e for e in events if e["kind"] in ("strategy", "scratchpad")])
+    resumed.begin(5, 0)
+    assert resumed.pool.active == ["seed-0", "s2", "s4"] and resumed.notes == "A pays, B does not."  # type: ignore[union-attr]
+    resumed.begin(6, 0)
+    assert again.asked == [] and resumed.pool.active == ["seed-0", "s2", "s4", "s6"]  # type: ignore[union-attr]
+    assert sum(len(r["calls"]) for r in again.restored) == 5
