@@ -147,6 +147,17 @@ def test_strategies_carrying_the_instruction_win_and_the_run_improves_faster(
     assert len(read_events(on, kinds=["strategy_fitness"])) == 8
     assert [n.iteration for n in listing.scratchpad] == [8, 16, 24, 32]
     assert "Search strategies" in page and "A near 3 pays" in page and MAGIC in page
+    # `evolve archive strategies RUN [--json]`: every strategy with its lineage and fitness, and the notes.
+    result = CliRunner().invoke(strategies_command, [str(on), "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert [s["id"] for s in listed["strategies"]] == ["seed-0"] + [f"s{i}" for i in range(4, 33, 4)]
+    assert listed["strategies"][0]["parent"] is None and all(s["parent"] for s in listed["strategies"][1:])
+    assert all({"fitness", "children", "improved", "prompt", "text", "active"} <= set(s) for s in listed["strategies"])
+    assert sum(s["children"] for s in listed["strategies"]) == 32
+    assert [n["iteration"] for n in listed["scratchpad"]] == [8, 16, 24, 32]
+    text = CliRunner().invoke(strategies_command, [str(on), "--notes"])
+    assert text.exit_code == 0 and "9 strategies of" in text.output and "A near 3 pays" in text.output
     # Later prompts carry the notes in their own slot.
     late = [r for r in llm_server.requests if "# Notes from the search so far\nA near 3 pays" in
             r["messages"][-1]["content"]]
@@ -204,6 +215,7 @@ def test_no_strategy_crosses_a_bound(ray_session, llm_server: ChatServer, proble
             assert f"{key}:" in dropped
 
 
+@pytest.mark.slow  # the same reuse is checked without Ray in tests/test_search.py
 def test_strategies_and_notes_survive_a_resume_without_paying_twice(
         ray_session, llm_server: ChatServer, problem: Problem, tmp_path: Path) -> None:
     llm_server.responder = responder
@@ -224,14 +236,3 @@ def test_strategies_and_notes_survive_a_resume_without_paying_twice(
     assert active and active <= {s["id"] for s in strategies}
     notes = read_events(run_dir, kinds=["scratchpad"]).to_pylist()
     assert [n["iteration"] for n in notes] == [8, 16]
-    # `evolve archive strategies RUN [--json]`: every strategy with its lineage and fitness, and the notes.
-    result = CliRunner().invoke(strategies_command, [str(run_dir), "--json"])
-    assert result.exit_code == 0, result.output
-    listed = json.loads(result.output)
-    assert [s["id"] for s in listed["strategies"]] == ["seed-0", "s4", "s8", "s12", "s16", "s20"]
-    assert all(s["parent"] for s in listed["strategies"][1:]) and listed["strategies"][0]["parent"] is None
-    assert all({"fitness", "children", "improved", "prompt", "text", "active"} <= set(s) for s in listed["strategies"])
-    assert sum(s["children"] for s in listed["strategies"]) == 20
-    assert [n["iteration"] for n in listed["scratchpad"]] == [8, 16]
-    text = CliRunner().invoke(strategies_command, [str(run_dir), "--notes"])
-    assert text.exit_code == 0 and "6 strategies of" in text.output and "A near 3 pays" in text.output
