@@ -77,27 +77,27 @@ def test_the_threshold_decides_and_only_the_band_is_judged() -> None:
         return False, "COPY"
 
     strict = NoveltyIndex("minhash", threshold=0.999, judge_band=0.2, judge=judge)
-    snapshot = strict.snapshot(0, ("parent", PROGRAM), [("parent", PROGRAM), ("other", REWRITTEN)])
+    snapshot = strict.snapshot(0, ("parent", PROGRAM), ("parent", "other"), (PROGRAM, REWRITTEN))
     verdict = strict.check(snapshot, "tweak", TWEAKED, seed=5)
     assert not verdict.novel and verdict.nearest == "parent" and verdict.judged == "COPY" and asked == [5]
     fresh = strict.check(snapshot, "fresh", REWRITTEN.replace("0.99", "0.98"), seed=6)
     assert fresh.novel is False and fresh.nearest == "other", "a copy of another elite is not novel either"
     loose = NoveltyIndex("minhash", threshold=0.9999, judge_band=0.0)
-    verdict = loose.check(loose.snapshot(0, ("parent", PROGRAM), []), "tweak", TWEAKED, seed=7)
+    verdict = loose.check(loose.snapshot(0, ("parent", PROGRAM), (), ()), "tweak", TWEAKED, seed=7)
     assert verdict.novel and 0.8 < verdict.similarity < 0.9999, "below the threshold and no judge: novel"
     lenient = NoveltyIndex("minhash", threshold=0.5)
-    verdict = lenient.check(lenient.snapshot(0, ("parent", PROGRAM), [("parent", PROGRAM)]), "t", TWEAKED, 1)
+    verdict = lenient.check(lenient.snapshot(0, ("parent", PROGRAM), ("parent",), (PROGRAM,)), "t", TWEAKED, 1)
     assert not verdict.novel
     assert lenient.stats()["rejected"] == 1 and lenient.stats()["checked"] == 1
 
 
 def test_island_matrices_are_rebuilt_only_when_the_elites_change() -> None:
     index = NoveltyIndex("minhash", threshold=0.95)
-    elites = [("a", PROGRAM), ("b", REWRITTEN)]
-    first = index.snapshot(0, ("a", PROGRAM), elites)
-    second = index.snapshot(0, ("b", REWRITTEN), elites)
+    ids, codes = ("a", "b"), (PROGRAM, REWRITTEN)
+    first = index.snapshot(0, ("a", PROGRAM), ids, codes)
+    second = index.snapshot(0, ("b", REWRITTEN), ids, codes)
     assert first.matrix is second.matrix
-    third = index.snapshot(0, ("a", PROGRAM), elites[:1])
+    third = index.snapshot(0, ("a", PROGRAM), ids[:1], codes[:1])
     assert third.matrix is not first.matrix and third.matrix.shape[0] == 1
 
 
@@ -112,7 +112,7 @@ def test_embeddings_come_from_the_endpoint(llm_server: ChatServer) -> None:
         vectors = mutator.embed("fast", [PROGRAM, TWEAKED, REWRITTEN])
         index = NoveltyIndex("embedding", threshold=0.99, embedder=type("E", (), {
             "embed": staticmethod(lambda texts: mutator.embed("fast", list(texts)))})())
-        snapshot = index.snapshot(0, ("parent", PROGRAM), [("parent", PROGRAM)])
+        snapshot = index.snapshot(0, ("parent", PROGRAM), ("parent",), (PROGRAM,))
         assert not index.check(snapshot, "t", TWEAKED, 1).novel
         assert index.check(snapshot, "r", REWRITTEN, 2).novel
     finally:
@@ -143,7 +143,7 @@ def test_the_llm_judge_decides_the_band_and_its_call_is_billed_to_the_child(llm_
     llm_server.push(Reply(content="<<<<<<< SEARCH\nmargin = 0.08\n=======\nmargin = 0.0801\n>>>>>>> REPLACE\n"),
                     Reply(content="COPY"))
     parent = ProgramView("parent", PROGRAM, score=1.0)
-    snapshot = engine.novelty.snapshot(0, ("parent", PROGRAM), [("parent", PROGRAM)])  # type: ignore[union-attr]
+    snapshot = engine.novelty.snapshot(0, ("parent", PROGRAM), ("parent",), (PROGRAM,))  # type: ignore[union-attr]
     request = MutationRequest(parent=parent, iteration=1, seed=11,
                               search=SearchContext({"iteration": 1, "island": 0}, snapshot))
     try:

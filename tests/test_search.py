@@ -15,6 +15,7 @@ from evolve.mutators.base import MutationRequest, ProgramView
 from evolve.schema import ProgramRecord
 from evolve.search.adaptive import IslandBandits, clamp_mix
 from evolve.search.crossover import literal_crossover
+from evolve.search.elites import EliteCache
 from evolve.search.engine import SearchEngine
 from evolve.search.selection import ParentSelector
 from evolve.search.settings import (
@@ -91,22 +92,34 @@ def test_the_rank_policy_at_the_runs_rate_is_the_databases_own_draw() -> None:
     db = _db([0.1, 0.5, 0.9, 0.3])
     selector = ParentSelector("rank")
     for seed in range(50):
-        ours = selector.pick(lambda: db.elites(0), np.random.default_rng(seed), 0.7,
+        ours = selector.pick(lambda: EliteCache().get(db, 0), np.random.default_rng(seed), 0.7,
                              lambda r: db.sample_parent(0, r), 0.7)
         theirs = db.sample_parent(0, np.random.default_rng(seed))
         assert ours.program_id == theirs.program_id
 
 
+def test_the_elite_cache_follows_the_grid() -> None:
+    db = _db([0.1, 0.5, 0.9, 0.3])
+    cache = EliteCache()
+    first = cache.get(db, 0, token=1)
+    assert first.ids == tuple(v.program_id for v in db.elites(0)) and list(first.fitness) == [0.9, 0.5, 0.3, 0.1]
+    assert cache.get(db, 0, token=1) is first and cache.get(db, 0, token=2) is first  # nothing changed
+    db.add(ProgramRecord(program_id="p9", parent_ids=(), island=0, iteration=9, generation=1, code=CODE, status="ok",
+                         mutator="t", score=0.95, fitness=0.95, cell=0))
+    assert cache.get(db, 0, token=2) is first, "the same child: not looked at again"
+    assert cache.get(db, 0, token=3).ids == ("p9", "p2", "p1", "p3")
+
+
 def test_weighted_policy_favours_good_parents_and_yields_to_untried_ones() -> None:
     db = _db([0.1, 0.2, 0.3, 0.9])
     selector = ParentSelector("weighted", weighted_lambda=10.0)
-    draws = Counter(selector.pick(lambda: db.elites(0), np.random.default_rng(s), 1.0,
+    draws = Counter(selector.pick(lambda: EliteCache().get(db, 0), np.random.default_rng(s), 1.0,
                                   lambda r: db.sample_parent(0, r), 0.7).program_id for s in range(400))
     # The sigmoid saturates: every program well above the median weighs about 1, every one well below about 0.
     assert draws["p2"] + draws["p3"] > 360 and draws["p0"] < 10
     for _ in range(200):
         selector.note_child("p3")
-    draws = Counter(selector.pick(lambda: db.elites(0), np.random.default_rng(s), 1.0,
+    draws = Counter(selector.pick(lambda: EliteCache().get(db, 0), np.random.default_rng(s), 1.0,
                                   lambda r: db.sample_parent(0, r), 0.7).program_id for s in range(400))
     assert draws["p3"] < 100, "a parent with 200 children yields to the others"
 
@@ -116,7 +129,7 @@ def test_power_law_is_greedier_with_a_larger_exponent() -> None:
     shares = []
     for alpha in (0.5, 3.0):
         selector = ParentSelector("power", power_alpha=alpha)
-        best = sum(selector.pick(lambda: db.elites(0), np.random.default_rng(s), 1.0,
+        best = sum(selector.pick(lambda: EliteCache().get(db, 0), np.random.default_rng(s), 1.0,
                                  lambda r: db.sample_parent(0, r), 0.7).program_id == "p5" for s in range(600))
         shares.append(best / 600)
     assert shares[1] > shares[0] + 0.3

@@ -38,6 +38,7 @@ from evolve.mutators.base import (
 )
 from evolve.search.adaptive import IslandBandits, clamp_mix, draw_kind
 from evolve.search.crossover import literal_crossover
+from evolve.search.elites import EliteCache
 from evolve.search.novelty import IslandSnapshot, NoveltyIndex, block_text
 from evolve.search.scratchpad import Outcomes, notes_messages, parse_notes
 from evolve.search.selection import ParentSelector
@@ -134,7 +135,7 @@ class SearchEngine:
         self._recorded: dict[str, dict[str, Any]] = {}  # events of an earlier session, by id, not yet adopted
         self._pending: dict[str, _Pending] = {}
         self._executor: cf.ThreadPoolExecutor | None = None
-        self._elite_cache: dict[int, tuple[dict[int, str], tuple[ProgramView, ...]]] = {}
+        self._elites = EliteCache(sign)
 
     # -- per child, in the driver -------------------------------------------------------------------------------------
     def begin(self, iteration: int, island: int) -> ChildPlan:
@@ -164,7 +165,7 @@ class SearchEngine:
 
     def pick_parent(self, plan: ChildPlan, db: Any, rng: np.random.Generator) -> ProgramView:
         island = plan.island
-        return self.selector.pick(lambda: self.elites(db, island), rng, plan.exploitation,
+        return self.selector.pick(lambda: self._elites.get(db, island, plan.iteration), rng, plan.exploitation,
                                   lambda r: db.sample_parent(island, r), self.database_rate)
 
     def finish(self, plan: ChildPlan, request: MutationRequest, db: Any) -> MutationRequest:
@@ -195,8 +196,9 @@ class SearchEngine:
         snapshot = None
         if self.novelty is not None:
             try:
-                snapshot = self.novelty.snapshot(plan.island, (parent.program_id, parent.code),
-                                                 [(v.program_id, v.code) for v in self.elites(db, plan.island)])
+                elites = self._elites.get(db, plan.island, plan.iteration)
+                snapshot = self.novelty.snapshot(plan.island, (parent.program_id, parent.code), elites.ids,
+                                                 elites.codes)
             except Exception as exc:  # noqa: BLE001 - an embeddings endpoint failing: this child goes unchecked
                 self.counters.novelty_errors += 1
                 metadata["novelty_error"] = f"{type(exc).__name__}: {exc}"
@@ -204,23 +206,13 @@ class SearchEngine:
                        strategy=plan.strategy.text if plan.strategy is not None else "",
                        scratchpad=self.notes, search=SearchContext(metadata, snapshot))
 
-    def elites(self, db: Any, island: int) -> tuple[ProgramView, ...]:
-        """``db.elites(island)`` (best first), rebuilt only when the island's grid changed: a child asks for them up
-        to three times (selection, partner, novelty), and building views costs more than comparing the grid."""
-        grid = db.grid(island)
-        cached = self._elite_cache.get(island)
-        if cached is not None and cached[0] == grid:
-            return cached[1]
-        views = tuple(db.elites(island))
-        self._elite_cache[island] = (grid, views)
-        return views
-
     def _partner(self, plan: ChildPlan, parent: ProgramView, db: Any) -> ProgramView | None:
         """The second parent: another elite of the island, by the selection weights; else another island's best."""
-        others = [v for v in self.elites(db, plan.island) if v.program_id != parent.program_id]
-        if others:
-            weights = self.selector.weights(others)
-            return others[int(plan.rng.choice(len(others), p=weights / weights.sum()))]
+        elites = self._elites.get(db, plan.island, plan.iteration)
+        keep = [i for i, pid in enumerate(elites.ids) if pid != parent.program_id]
+        if keep:
+            weights = self.selector.weights([elites.ids[i] for i in keep], elites.fitness[keep])
+            return elites.views[keep[int(plan.rng.choice(len(keep), p=weights / weights.sum()))]]
         found = db.inspirations(plan.island, 1, plan.rng, exclude=parent.program_id)
         return found[0] if found else None
 

@@ -194,20 +194,21 @@ class NoveltyIndex:
             self._cache.popitem(last=False)
 
     # -- driver side --------------------------------------------------------------------------------------------------
-    def snapshot(self, island: int, parent: tuple[str, str], elites: Sequence[tuple[str, str]]) -> IslandSnapshot:
-        """The comparison set of a child of ``parent`` on ``island`` (called when the child is planned)."""
-        ids = tuple(pid for pid, _ in elites)
+    def snapshot(self, island: int, parent: tuple[str, str], ids: tuple[str, ...],
+                 codes: tuple[str, ...]) -> IslandSnapshot:
+        """The comparison set of a child of ``parent`` on ``island``: the island's elites ``ids`` with their ``codes``
+        (called when the child is planned). The island's matrix is rebuilt only when ``ids`` changed."""
         with self._lock:
             cached = self._islands.get(island)
-        if cached is None or cached[0] != ids:
-            sketches = self.sketches(elites)
+        if cached is None or (cached[0] is not ids and cached[0] != ids):
+            sketches = self.sketches(list(zip(ids, codes, strict=True)))
             matrix = np.stack(sketches) if sketches else None
             with self._lock:
                 self._islands[island] = (ids, matrix)
         else:
             matrix = cached[1]
         (parent_sketch,) = self.sketches([parent])
-        return IslandSnapshot(parent[0], parent_sketch, ids, tuple(code for _, code in elites), matrix)
+        return IslandSnapshot(parent[0], parent_sketch, ids, codes, matrix)
 
     # -- mutation side ------------------------------------------------------------------------------------------------
     def check(self, snapshot: IslandSnapshot, child_id: str, child_code: str, seed: int) -> Verdict:

@@ -18,14 +18,13 @@ recorded metadata (``replayed_child``), so the counts are those an uninterrupted
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from evolve.mutators.base import ProgramView
+from evolve.search.elites import IslandElites
 
 _PRUNE_EVERY = 1024  # children between two prunings of the counts of programs that are no longer elites
 
@@ -41,41 +40,43 @@ class ParentSelector:
         self.sign = sign  # fitness = score * sign (bigger is better)
         self.children: Counter[str] = Counter()
         self._made = 0
-        self._fitness: tuple[object, np.ndarray] = (None, np.zeros(0))  # the last views' fitness (same tuple: reused)
 
-    def pick(self, elites: Callable[[], Sequence[ProgramView]], rng: np.random.Generator, exploitation: float,
+    def pick(self, elites: Callable[[], IslandElites], rng: np.random.Generator, exploitation: float,
              sample_parent: Callable[[np.random.Generator], ProgramView], database_rate: float) -> ProgramView:
         """A parent from ``elites()`` (best first). ``sample_parent`` is the database's own draw for the island (at
         ``database_rate``): used for the rank policy at that rate, and for an empty island."""
         if self.policy == "rank" and exploitation == database_rate:
             return sample_parent(rng)
-        views = elites()
-        if not views:
+        found = elites()
+        if not len(found):
             return sample_parent(rng)
         exploit = rng.random() < exploitation
         u = float(rng.random())
-        n = len(views)
+        n = len(found)
         if not exploit:
-            return views[min(n - 1, int(u * n))]
-        weights = self.weights(views)
-        cumulative = np.cumsum(weights)
-        index = bisect.bisect_right(cumulative.tolist(), u * float(cumulative[-1]))
-        return views[min(n - 1, index)]
+            return found.views[min(n - 1, int(u * n))]
+        cumulative = np.cumsum(self.weights(found.ids, found.fitness, found.index))
+        index = int(np.searchsorted(cumulative, u * float(cumulative[-1]), side="right"))
+        return found.views[min(n - 1, index)]
 
-    def weights(self, views: Sequence[ProgramView]) -> np.ndarray:
-        """Exploitation weights of ``views`` (best first) under the policy."""
-        n = len(views)
+    def weights(self, ids: Sequence[str], fitness: np.ndarray, index: dict[str, int] | None = None) -> np.ndarray:
+        """Exploitation weights of elites (best first: ``ids`` and their ``fitness``; ``index``: id -> position,
+        when known) under the policy."""
+        n = len(ids)
         if self.policy == "weighted":
-            if self._fitness[0] is views:
-                fitness = self._fitness[1]
-            else:
-                fitness = np.array([_fitness(v, self.sign) for v in views], dtype=float)
-                self._fitness = (views, fitness)
             median = float(np.median(fitness))
             mad = float(np.median(np.abs(fitness - median)))
             scale = max(mad, 1e-12 * max(1.0, abs(median)))
             z = np.clip(self.weighted_lambda * (fitness - median) / scale, -60.0, 60.0)
-            tried = np.array([self.children.get(v.program_id, 0) for v in views], dtype=float)
+            children = self.children
+            if index is not None and len(children) < n:  # few parents had children: look only those up
+                tried = np.zeros(n)
+                for pid, count in children.items():
+                    position = index.get(pid)
+                    if position is not None:
+                        tried[position] = count
+            else:
+                tried = np.fromiter((children.get(pid, 0) for pid in ids), dtype=float, count=n)
             return 1.0 / (1.0 + np.exp(-z)) / (1.0 + tried)
         alpha = self.power_alpha if self.policy == "power" else 1.0
         return np.arange(1, n + 1, dtype=float) ** -alpha
@@ -88,9 +89,3 @@ class ParentSelector:
             for program_id in [p for p in self.children if not is_elite(p)]:
                 del self.children[program_id]
 
-
-def _fitness(view: ProgramView, sign: float) -> float:
-    # Elites always hold a finite score; anything else ranks last.
-    if view.score is None or not math.isfinite(view.score):
-        return -1e300
-    return float(view.score) * sign
