@@ -215,7 +215,6 @@ def test_no_strategy_crosses_a_bound(ray_session, llm_server: ChatServer, proble
             assert f"{key}:" in dropped
 
 
-@pytest.mark.slow  # the same reuse is checked without Ray in tests/test_search.py
 def test_strategies_and_notes_survive_a_resume_without_paying_twice(
         ray_session, llm_server: ChatServer, problem: Problem, tmp_path: Path) -> None:
     llm_server.responder = responder
