@@ -1,7 +1,10 @@
 """Making children: picking a parent and inspirations, asking the mutator, and turning its answer into a child.
 
 A mixin of ``Evolution`` (``evolve.loop``). The parent comes from the island's MAP-Elites grid unless a person
-steered the run (``evolve.steering``: pins, bans, notes). A pooled (LLM) mutator keeps as many proposals in flight
+steered the run (``evolve.steering``: pins, bans, notes). A ``[search]`` table (``evolve.search``) may change how the
+parent is picked and add, per child, a mutation kind, a crossover partner, a co-evolved strategy, the search's notes
+and a novelty check: children too similar to their parent or their island's elites are recorded as ``not_novel``
+and not evaluated, as exact copies are recorded as ``duplicate``. Without the table none of it is there. A pooled (LLM) mutator keeps as many proposals in flight
 as its endpoint accepts (``desired_in_flight``), separately from the evaluations, which follow the cluster's slots.
 An iteration whose mutator got no answer at all (its endpoint failed every retry) is asked again, and in the end
 recorded as an infrastructure failure, never as the child's fault.
@@ -22,6 +25,8 @@ from evolve.mutators.base import MutationRequest, Mutator, MutatorStopped, Progr
 from evolve.records import Child
 from evolve.resume import RunRefused
 from evolve.run_report import StopReason
+from evolve.search.engine import EVENT_KINDS, SearchEngine, SearchMutator, describe_verdict, is_not_novel
+from evolve.search.settings import SearchConfigError, resolve_search_settings
 from evolve.steering import DriverSteering, prompt_notes
 from evolve.types import StageOutcome, Status, program_id_for
 
@@ -53,18 +58,66 @@ class Breeding:
     stop_reason: Any
     edit_mode: Any
     steering: DriverSteering
+    search: SearchEngine | None
+    resume: bool
 
     # provided by Evolution
     concurrency: int
     _submit: Callable[[Child], None]
     _finish: Callable[[Child], None]
     _stop: Callable[[StopReason, str], None]
+    _writer: Callable[[], Any]
 
     def _init_steering(self) -> None:
+        """Breeding's own state, made once per session (``Evolution.__init__``): steering and the search layer."""
         # A person's pins, bans and notes (evolve ui, evolve steer), read from RUN/steering.jsonl at most once a
         # second; a resumed run reads the whole log again, so steering survives resume.
         self.steering = DriverSteering(self.run_dir, key=lambda v: v.program_id, load=self._breedable_view,
                                        report=self.progress.message)
+        self._init_search()
+
+    def _init_search(self) -> None:
+        """The ``[search]`` table's choices; the run's mutator is wrapped so the loop's own seams (``propose``,
+        ``observe``) carry them. Nothing changes without the table."""
+        self.search = None
+        try:
+            settings = resolve_search_settings(self.problem.sections.get("search"))
+        except SearchConfigError as exc:
+            raise RunRefused(f"{self.problem.root / 'problem.toml'}: {exc}") from None
+        if settings.default:
+            return
+        try:
+            engine = SearchEngine(
+                settings, mutator=self.mutator, islands=self.settings.islands, run_seed=self.settings.seed,
+                database_rate=self.settings.exploitation, sign=self.sign, deterministic=self.settings.deterministic,
+                description=self.problem.description, metric=self.problem.score.metric,
+                direction=self.problem.score.direction, language=self.problem.language,
+                record_event=self._record_search_event, load_events=self._search_events if self.resume else None,
+                best_views=self._best_views, report=self.progress.message,
+                capacity=max(4096, 2 * self.settings.islands * self.db.n_cells))
+        except SearchConfigError as exc:
+            raise RunRefused(str(exc)) from None
+        self.search = engine
+        self.mutator = SearchMutator(self.mutator, engine)
+
+    def _record_search_event(self, kind: str, data: Any, iteration: int, event_id: str) -> None:
+        self._writer().record_event(kind, data, iteration=iteration, event_id=event_id)
+
+    def _search_events(self) -> list[dict[str, Any]]:
+        """The strategies and notes an earlier session recorded (read once, when this session makes its first
+        child)."""
+        import json
+
+        from evolve.archive import read_events
+
+        rows = read_events(self.run_dir, kinds=EVENT_KINDS).to_pylist()
+        return [{**row, "data": json.loads(row["data"]) if row.get("data") else {}} for row in rows]
+
+    def _best_views(self) -> list[ProgramView]:
+        """The best elite of each island, best first (material for the search's notes)."""
+        views = [e[0] for e in (self.db.elites(i) for i in range(self.db.n_islands)) if e]
+        unique = {v.program_id: v for v in views}
+        return sorted(unique.values(), key=lambda v: -(self._fitness_of(v) or float("-inf")))[:3]
 
     def _in_flight(self) -> int:
         return len(self.jobs) + len(self.mutations) + len(self.queue)
@@ -103,9 +156,16 @@ class Breeding:
         island = iteration % self.settings.islands
         rng = np.random.default_rng([self.settings.seed, iteration])
         steer = self.steering.poll()
+        search = self.search
+        plan = search.begin(iteration, island) if search is not None else None
+
+        def sample() -> ProgramView:
+            if search is None or plan is None:
+                return self.db.sample_parent(island, rng)
+            return search.pick_parent(plan, self.db, rng)
+
         parent = self.steering.parent(
-            steer, lambda: self.db.sample_parent(island, rng), rng,
-            fallback=lambda: (v for i in range(self.db.n_islands) for v in self.db.elites(i)))
+            steer, sample, rng, fallback=lambda: (v for i in range(self.db.n_islands) for v in self.db.elites(i)))
         if parent is None:
             raise RunRefused(f"every elite of {self.run_dir} is banned: unban one (evolve steer RUN unban PROGRAM), "
                              "then resume")
@@ -126,6 +186,8 @@ class Breeding:
             attempts=self.db.attempts(parent.program_id),
             notes=prompt_notes(steer),
         )
+        if search is not None and plan is not None:
+            child.request = search.finish(plan, child.request, self.db)
         return child
 
     def _breedable_view(self, program_id: str) -> ProgramView | None:
@@ -205,6 +267,16 @@ class Breeding:
             child.code = ""
             child.program_id = program_id_for(f"duplicate:{child.parent.program_id}:{child.iteration}:{twin}")
             child.outcomes.append(StageOutcome(stage="edit", status=Status.DUPLICATE, message=child.edit_error))
+            self._finish(child)
+            return
+        verdict = is_not_novel(proposal)
+        if verdict is not None:
+            # Too close to a known program (evolve.search.novelty): recorded with its answer, not evaluated.
+            near = child.program_id
+            child.edit_error = describe_verdict(verdict)
+            child.code = ""
+            child.program_id = program_id_for(f"not-novel:{child.parent.program_id}:{child.iteration}:{near}")
+            child.outcomes.append(StageOutcome(stage="novelty", status=Status.NOT_NOVEL, message=child.edit_error))
             self._finish(child)
             return
         if self.settings.deterministic or len(self.jobs) >= self.concurrency:

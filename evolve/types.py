@@ -26,10 +26,21 @@ class Status(StrEnum):
     EVALUATOR_ERROR = "evaluator_error"  # the problem's trusted evaluator itself raised
     SYSTEM_ERROR = "system_error"  # infrastructure failure (worker/node died); never the candidate's fault
     DUPLICATE = "duplicate"  # the child's code equals a program already archived or in flight: not evaluated
+    NOT_NOVEL = "not_novel"  # too similar to its parent or its island's elites (evolve.search.novelty): not evaluated
 
     @property
     def is_candidate_fault(self) -> bool:
-        return self not in (Status.OK, Status.EVALUATOR_ERROR, Status.SYSTEM_ERROR, Status.DUPLICATE)
+        return self not in (Status.OK, Status.EVALUATOR_ERROR, Status.SYSTEM_ERROR, Status.DUPLICATE, Status.NOT_NOVEL)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether a child with this status went to the evaluator (unusable answers and skipped children did not)."""
+        return self not in NOT_EVALUATED
+
+
+NOT_EVALUATED = frozenset({Status.INVALID_EDIT, Status.DUPLICATE, Status.NOT_NOVEL})
+# Outcomes that are not failures: a valid program, or a child skipped before evaluation as a copy or a near-copy.
+NOT_FAILURES = (Status.OK.value, Status.DUPLICATE.value, Status.NOT_NOVEL.value)
 
 
 def program_id_for(code: str) -> str:

@@ -1,6 +1,7 @@
 """A real local HTTP server speaking the OpenAI Chat Completions protocol, for tests.
 
-It listens on 127.0.0.1 (a free port), answers ``POST /v1/chat/completions``, ``GET /v1/models`` and
+It listens on 127.0.0.1 (a free port), answers ``POST /v1/chat/completions``, ``POST /v1/embeddings`` (vectors from
+``embedder``, by default a bag of hashed tokens: similar texts get similar vectors), ``GET /v1/models`` and
 ``GET /v1/models/<id>``, and returns scripted answers and scripted failures: an HTTP status with headers (429 with
 Retry-After, 500), a delay longer than the client's timeout, a connection dropped without any answer, an answer
 without a ``usage`` object, and malformed answers a broken proxy or server sends with status 200 (``MALFORMED``: a
@@ -21,10 +22,13 @@ connections are refused); ``come_up()`` listens again on the same port.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -84,6 +88,17 @@ MALFORMED: dict[str, Reply] = {
 
 
 Responder = Callable[[dict[str, Any]], Reply]
+Embedder = Callable[[str], list[float]]
+EMBEDDING_DIMS = 64
+
+
+def hashed_tokens_embedding(text: str) -> list[float]:
+    """A deterministic stand-in for an embeddings model: counts of word tokens hashed into ``EMBEDDING_DIMS`` bins,
+    so texts sharing most tokens get a cosine similarity near 1 and unrelated texts a low one."""
+    vector = [0.0] * EMBEDDING_DIMS
+    for token in re.findall(r"[A-Za-z_]\w*|\d+|\S", text):
+        vector[int.from_bytes(hashlib.blake2b(token.encode(), digest_size=4).digest(), "little") % EMBEDDING_DIMS] += 1
+    return vector
 
 
 def estimate_tokens(text: str) -> int:
@@ -110,6 +125,9 @@ class ChatServer:
         self.listed = listed  # models shown by GET /v1/models (default: all served ones)
         self.api_key = api_key  # when set, requests without "Authorization: Bearer <api_key>" get a 401
         self.responder = responder
+        self.embedder: Embedder = hashed_tokens_embedding
+        self.embedding_requests: list[dict[str, Any]] = []  # parsed embeddings request bodies
+        self.embedding_status = 200  # another status: every embeddings request fails with it
         self.list_models = list_models  # False: GET /v1/models answers 404, as some minimal servers do
         self.models_reply: Reply | None = None  # a malformed answer to GET /v1/models (see ``MALFORMED``)
         self.requests: list[dict[str, Any]] = []  # parsed chat request bodies, in arrival order
@@ -278,6 +296,9 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             if not self._authorized():
                 return
+            if self.path.rstrip("/") == "/v1/embeddings":
+                self._embeddings(raw)
+                return
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._send_json(404, openai_error(f"Not found: {self.path}", "invalid_request_error"))
                 return
@@ -298,6 +319,36 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             finally:
                 with server._lock:
                     server.in_flight -= 1
+
+        def _embeddings(self, raw: bytes) -> None:
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError as exc:
+                self._send_json(400, openai_error(f"invalid JSON: {exc}", "invalid_request_error"))
+                return
+            with server._lock:
+                server.embedding_requests.append(body)
+            model = str(body.get("model", ""))
+            if model not in server.models:
+                self._send_json(404, openai_error(f"The model `{model}` does not exist.", "invalid_request_error",
+                                                  "model_not_found"))
+                return
+            if server.embedding_status != 200:
+                self._send_json(server.embedding_status, openai_error("scripted embeddings failure", "server_error"))
+                return
+            texts = body.get("input")
+            texts = [texts] if isinstance(texts, str) else list(texts or [])
+            data = []
+            for i, text in enumerate(texts):
+                vector = server.embedder(str(text))
+                if body.get("encoding_format") == "base64":
+                    packed: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+                else:
+                    packed = vector
+                data.append({"object": "embedding", "index": i, "embedding": packed})
+            tokens = sum(estimate_tokens(str(t)) for t in texts)
+            self._send_json(200, {"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
         def _chat(self, body: dict[str, Any], model: str) -> None:
             if model not in server.models:

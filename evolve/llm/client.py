@@ -249,6 +249,38 @@ class ChatClient:
             if self._closed.wait(self.backoff_delay(attempt, failure, rng)):
                 raise EndpointDown("the LLM client was closed")
 
+    def embed(self, model: str, texts: Sequence[str], rng: np.random.Generator | None = None,
+              ) -> tuple[list[list[float]], int]:
+        """Embeddings of ``texts`` through the endpoint's embeddings API: ``(vectors in input order, prompt tokens)``.
+        Transient failures are retried as chat calls are (without the adaptive limit: these calls are small and
+        rare); raises ``CallFailed`` when no usable answer came."""
+        s = self.settings
+        rng = rng if rng is not None else np.random.default_rng(len(texts))
+        started = self._clock()
+        failures: list[str] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._client.embeddings.create(model=model, input=list(texts), encoding_format="float",
+                                                          timeout=s.timeout)
+                data = sorted(response.data, key=lambda d: d.index)
+                vectors = [[float(x) for x in d.embedding] for d in data]
+                if len(vectors) != len(texts) or any(not v for v in vectors):
+                    raise MalformedAnswer(FailureKind.BAD_SHAPE, f"{len(vectors)} embeddings for {len(texts)} inputs")
+            except (openai.APIError, OSError, ValueError, TypeError, AttributeError) as exc:
+                failure = classify(exc) if not isinstance(exc, TypeError | AttributeError) else \
+                    Failure(FailureKind.BAD_SHAPE, f"{type(exc).__name__}: {exc}")
+                failures.append(failure.describe())
+                if not failure.kind.retried or attempt > s.retries:
+                    raise CallFailed(f"embeddings from {model} failed; last error: {failure.describe()}", failure,
+                                     attempt, self._clock() - started, tuple(failures)) from None
+                if self._closed.wait(self.backoff_delay(attempt, failure, rng)):
+                    raise EndpointDown("the LLM client was closed") from None
+                continue
+            usage = getattr(response, "usage", None)
+            return vectors, int(getattr(usage, "prompt_tokens", 0) or 0)
+
     def _acquire(self) -> Slot:
         if self._closed.is_set():
             raise EndpointDown("the LLM client was closed")

@@ -6,6 +6,12 @@ its evaluation artifacts, recent attempts of the same lineage with their outcome
 scores, and the task). When a diff answer cannot be applied, the conversation continues with the answer and a
 follow-up asking for a full rewrite (``llm_fallback.txt``).
 
+The search layer (``evolve.search``) may add, each in its own slot of the user message: the search's notes
+(``${scratchpad}``), a co-evolved strategy (``${strategy}``) and, for a crossover, the second parent (``${partner}``,
+with ``llm_task_crossover.txt`` as the task). A request's ``kind`` picks the edit mode of that one child ("diff" or
+"full"; a crossover is a full rewrite); the system message always describes the mode asked, whatever a strategy
+says. A template override without one of these placeholders gets the section appended at the end instead.
+
 Templates use ``string.Template`` syntax (``${name}``; write ``$$`` for a literal dollar sign). The defaults live in
 ``evolve/templates/llm_*.txt``; a problem's ``[prompt] templates = "<folder>"`` holds replacements with the same file
 names (any subset). Unknown placeholders are reported when the mutator is built, not mid-run.
@@ -27,13 +33,16 @@ from evolve.llm.settings import LLMConfigError
 from evolve.mutators.base import Attempt, MutationRequest, ProgramView
 from evolve.schema import truncate_artifact
 
-TEMPLATE_NAMES = ("llm_system.txt", "llm_user.txt", "llm_task_diff.txt", "llm_task_full.txt", "llm_fallback.txt")
+TEMPLATE_NAMES = ("llm_system.txt", "llm_user.txt", "llm_task_diff.txt", "llm_task_full.txt", "llm_fallback.txt",
+                  "llm_task_crossover.txt")
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "llm_system.txt": frozenset({"language", "direction", "better", "score_metric", "edit_format", "system_extra"}),
     "llm_user.txt": frozenset({"description", "parent_metrics", "fence", "parent_code", "artifacts", "attempts",
-                               "inspirations", "task", "language", "score_metric"}),
+                               "inspirations", "task", "language", "score_metric", "scratchpad", "strategy",
+                               "partner"}),
     "llm_task_diff.txt": frozenset({"goal", "score_metric", "language"}),
     "llm_task_full.txt": frozenset({"goal", "score_metric", "language"}),
+    "llm_task_crossover.txt": frozenset({"goal", "score_metric", "language"}),
     "llm_fallback.txt": frozenset({"reason", "fence", "language"}),
 }
 _FENCES = {"python": "python", "cuda": "cuda", "c": "c", "cpp": "cpp", "rust": "rust", "text": ""}
@@ -158,24 +167,42 @@ class PromptBuilder:
     def fence(self, language: str) -> str:
         return _FENCES.get(language, language)
 
+    def mode_for(self, request: MutationRequest) -> EditMode:
+        """The edit mode of one request: its kind's ("diff"; "full" and "crossover" are rewrites), else the
+        settings'."""
+        if request.kind == "diff":
+            return EditMode.DIFF
+        if request.kind in ("full", "crossover"):
+            return EditMode.FULL
+        return self.mode
+
     def messages(self, request: MutationRequest) -> list[dict[str, str]]:
         lang = request.language or self.language
         maximize = request.score_direction != "minimize"
         metric = request.score_metric
         extra = self.settings.system_extra.strip()
+        mode = self.mode_for(request)
         system = self.templates["llm_system.txt"].substitute(
             language=lang,
             direction="Maximize" if maximize else "Minimize",
             better="higher" if maximize else "lower",
             score_metric=metric,
-            edit_format=render_diff_format_help(lang, self.mode),
+            edit_format=render_diff_format_help(lang, mode),
             system_extra=f"\n{extra}\n" if extra else "",
         )
         goal = f"{'raise' if maximize else 'lower'} the program's `{metric}`"
-        task_name = "llm_task_full.txt" if self.mode is EditMode.FULL else "llm_task_diff.txt"
+        crossover = request.kind == "crossover" and request.partner is not None
+        task_name = "llm_task_crossover.txt" if crossover else (
+            "llm_task_full.txt" if mode is EditMode.FULL else "llm_task_diff.txt")
         task = self.templates[task_name].substitute(goal=goal, score_metric=metric, language=lang).strip()
         parent = request.parent
-        user = self.templates["llm_user.txt"].substitute(
+        user_template = self.templates["llm_user.txt"]
+        slots = {
+            "scratchpad": _section("Notes from the search so far", request.scratchpad),
+            "strategy": _section("Search strategy (advice for this change)", request.strategy),
+            "partner": self._partner(request.partner, metric, lang) if crossover else "",
+        }
+        user = user_template.substitute(
             description=request.description.strip() or "(no description given)",
             parent_metrics=self._parent_metrics(parent, metric),
             fence=self.fence(lang),
@@ -186,7 +213,12 @@ class PromptBuilder:
             task=task,
             language=lang,
             score_metric=metric,
+            **slots,
         )
+        used = set(user_template.get_identifiers())
+        for name, text in slots.items():
+            if text and name not in used:  # an override written before the slot existed
+                user = f"{user.rstrip()}\n{text}"
         if request.notes:
             user = f"{user.rstrip()}\n\n# {request.notes}\n"
         return [{"role": "system", "content": system.strip() + "\n"}, {"role": "user", "content": user}]
@@ -234,6 +266,17 @@ class PromptBuilder:
                 lines.append(f"```\n{_cut(attempt.edit.strip(), self.settings.attempt_chars)}\n```\n")
         return "".join(lines)
 
+    def _partner(self, partner: ProgramView | None, metric: str, language: str) -> str:
+        if partner is None:
+            return ""
+        try:
+            code = extract_block_text(partner.code)
+        except BlockError:
+            code = partner.code
+        return ("\n# Second parent, to combine with the current program (its evolve blocks)\n"
+                f"Metrics: {fmt_metrics({**partner.metrics, metric: partner.score}, metric)}\n\n"
+                f"```{self.fence(language)}\n{code.strip(chr(10))}\n```\n")
+
     def _inspirations(self, programs: Sequence[ProgramView], metric: str, language: str) -> str:
         shown = list(programs)[: self.settings.max_inspirations]
         if not shown or self.settings.inspiration_chars == 0:
@@ -249,6 +292,11 @@ class PromptBuilder:
                          f"```{self.fence(language)}\n{_cut(code.strip(chr(10)), self.settings.inspiration_chars)}\n"
                          "```\n")
         return "".join(lines)
+
+
+def _section(title: str, text: str) -> str:
+    text = text.strip()
+    return f"\n# {title}\n{text}\n" if text else ""
 
 
 def messages_json(messages: Sequence[dict[str, str]]) -> str:

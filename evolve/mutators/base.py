@@ -46,6 +46,12 @@ class MutationRequest:
     inspirations: tuple[ProgramView, ...] = ()
     attempts: tuple[Attempt, ...] = ()
     notes: str = ""  # a person's steering notes for the prompt (evolve.steering.prompt_notes), "" when none
+    # Search choices (evolve.search); the defaults are a plain mutation in the mutator's own edit mode.
+    kind: str = ""  # "diff", "full" or "crossover"; "" the mutator's own mode
+    partner: ProgramView | None = None  # the second parent of a crossover
+    strategy: str = ""  # the co-evolved strategy's text, for its one slot in the prompt
+    scratchpad: str = ""  # the search's notes on what works and what fails
+    search: Any = None  # the search layer's own context for this child (evolve.search.engine); mutators ignore it
 
 
 @dataclass(frozen=True)

@@ -89,10 +89,21 @@ class _ModelStats:
         }
 
 
+@dataclass(frozen=True)
+class MetaAnswer:
+    """The answer to a call that is not a mutation (``LLMMutator.meta_call``)."""
+
+    text: str | None  # None: no answer (the endpoint failed every retry, or refused the request)
+    model: str
+    calls: tuple[dict[str, Any], ...]  # the audit, as in a child's ``llm["calls"]``: budgets count it on resume
+
+
 class LLMMutator:
     """``Mutator`` + ``LearningMutator`` over an OpenAI-compatible endpoint."""
 
     name = "llm"
+    kinds = ("diff", "full", "crossover")  # what the search may ask of it (evolve.search)
+    observes_not_novel = True  # a model whose children are near-copies did not improve anything
 
     def __init__(self, settings: LLMSettings, prompts: PromptBuilder | None = None,
                  client: ChatClient | None = None):
@@ -109,6 +120,8 @@ class LLMMutator:
         self._models = {m.name: _ModelStats() for m in settings.models}
         self._stopped: str | None = None
         self._carried: dict[int, list[dict[str, Any]]] = {}  # iteration -> its unanswered calls so far
+        self._meta: Counter[str] = Counter()  # calls that were not mutations, by kind (evolve.search)
+        self._embeddings: Counter[str] = Counter()
         self.probe_report: ProbeReport | None = None  # set by build_from_options after the start-up check
 
     # -- Mutator ---------------------------------------------------------------------------------------------------
@@ -126,11 +139,12 @@ class LLMMutator:
         if answer is None:
             return self._unanswered(spec, messages, calls, request.iteration)
         parent_code = request.parent.code
-        result = apply_response(parent_code, answer.text, self.edit_mode)
+        mode = self.prompts.mode_for(request)
+        result = apply_response(parent_code, answer.text, mode)
         first_error = "" if result.ok else _reason(result)
         final_messages, final_text = messages, answer.text
         fallback = ""
-        if not result.ok and self.edit_mode is EditMode.DIFF and self.settings.fallback_full_rewrite:
+        if not result.ok and mode is EditMode.DIFF and self.settings.fallback_full_rewrite:
             follow_up = self.prompts.fallback(messages, answer.text, first_error, request.language)
             try:
                 self.budget.reserve()
@@ -155,7 +169,30 @@ class LLMMutator:
             if not result.ok:
                 stats.unusable += 1
                 stats.reasons[result.reason.value if result.reason else "unknown"] += 1
-        return self._proposal(spec, final_messages, final_text, calls, result, fallback)
+        return self._proposal(spec, final_messages, final_text, calls, result, fallback, mode)
+
+    def meta_call(self, messages: list[dict[str, str]], seed: int, kind: str) -> MetaAnswer:
+        """One call that is not a mutation (a new search strategy, the scratchpad, a novelty judgement), with the
+        same model choice, budgets and audit as an edit. ``text`` is None when the call got no answer; raises
+        ``MutatorStopped`` when a budget is reached or the endpoint is down."""
+        if self._stopped is not None:
+            raise MutatorStopped(self._stopped)
+        rng = np.random.default_rng([seed % 2**63, _SEED_SALT])
+        spec = self.chooser.choose(rng)
+        calls: list[dict[str, Any]] = []
+        answer = self._ask(spec, messages, rng, seed, kind, calls)
+        with self._lock:
+            self._meta[kind] += 1
+        return MetaAnswer(answer.text if answer is not None else None, spec.name, tuple(calls))
+
+    def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings of ``texts`` from the endpoint's embeddings API (novelty by embedding similarity)."""
+        vectors, tokens = self.client.embed(model, texts)
+        with self._lock:
+            self._embeddings["calls"] += 1
+            self._embeddings["inputs"] += len(texts)
+            self._embeddings["tokens"] += tokens
+        return vectors
 
     def _ask(self, spec: ModelSpec, messages: list[dict[str, str]], rng: np.random.Generator, seed: int,
              kind: str, calls: list[dict[str, Any]], reserved: bool = False) -> ChatAnswer | None:
@@ -238,11 +275,11 @@ class LLMMutator:
             return MutatorStopped(self._stopped)
 
     def _proposal(self, spec: ModelSpec, messages: list[dict[str, str]], text: str, calls: list[dict[str, Any]],
-                  result: EditResult | None, fallback: str) -> Proposal:
+                  result: EditResult | None, fallback: str, mode: EditMode | None = None) -> Proposal:
         answered = [c for c in calls if c["answered"]]
         llm: dict[str, Any] = {
             "model": spec.name,
-            "mode": self.edit_mode.value,
+            "mode": (mode or self.edit_mode).value,
             "prompt_tokens": sum(c.get("prompt_tokens", 0) for c in calls),
             "completion_tokens": sum(c.get("completion_tokens", 0) for c in calls),
             "cost": sum(c.get("cost", 0.0) for c in calls),
@@ -320,6 +357,11 @@ class LLMMutator:
         }
         if self.settings.bandit:
             data["bandit"] = self.chooser.snapshot()
+        with self._lock:
+            if self._meta:
+                data["meta_calls"] = dict(self._meta)
+            if self._embeddings:
+                data["embeddings"] = dict(self._embeddings)
         return data
 
     def restore(self, llm_records: Iterable[Mapping[str, Any]]) -> None:
