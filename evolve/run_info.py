@@ -116,6 +116,7 @@ class RunConfig:
     prompt: dict[str, Any] | None = None  # the problem's [prompt] table as the run used it
     sandbox: dict[str, Any] | None = None  # the problem's [sandbox] table as the run used it
     sandbox_require: str | None = None  # --sandbox-require, when given
+    search: dict[str, Any] | None = None  # the [search] table as the run used it (flags included)
 
     def to_info(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -125,6 +126,8 @@ class RunConfig:
             data["prompt"] = dict(self.prompt)
         if self.sandbox is not None or self.sandbox_require is not None:
             data["sandbox"] = {"table": dict(self.sandbox or {}), "require": self.sandbox_require}
+        if self.search is not None:
+            data["search"] = dict(self.search)
         return data
 
     @classmethod
@@ -135,6 +138,7 @@ class RunConfig:
             prompt=info.get("prompt") if isinstance(info.get("prompt"), dict) else None,
             sandbox=sandbox.get("table") if isinstance(sandbox.get("table"), dict) else None,
             sandbox_require=sandbox.get("require") if isinstance(sandbox.get("require"), str) else None,
+            search=info.get("search") if isinstance(info.get("search"), dict) else None,
         )
 
 

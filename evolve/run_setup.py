@@ -55,7 +55,8 @@ class RunPlan:
         if llm is not None and self.resume and isinstance(self.info.get("llm"), dict):
             self._record_llm_overrides(self.info["llm"], llm)
         return RunConfig(llm=llm, prompt=self.problem.sections.get("prompt"),
-                         sandbox=self.problem.sections.get("sandbox"), sandbox_require=self.sandbox_require)
+                         sandbox=self.problem.sections.get("sandbox"), sandbox_require=self.sandbox_require,
+                         search=self.problem.sections.get("search"))
 
     def _record_llm_overrides(self, stored: Mapping[str, Any], now: Mapping[str, Any]) -> None:
         sources = now.get("sources") or {}
@@ -107,7 +108,8 @@ def plan_run(problem: Problem, *, resume: bool, run_dir: str | Path | None, arch
     stored_config = RunConfig.from_info(info)
     sections = dict(problem.sections)
     notes = []
-    for name, table in (("prompt", stored_config.prompt), ("sandbox", stored_config.sandbox)):
+    for name, table in (("prompt", stored_config.prompt), ("sandbox", stored_config.sandbox),
+                        ("search", stored_config.search)):
         if table is not None and sections.get(name, {}) != table:
             notes.append(f"the problem's [{name}] table changed since the run started; the run's own is used")
             sections[name] = table

@@ -46,8 +46,8 @@ INT_PRIOR = 0.2  # any other integer: exponents, indices, sizes
 LIST_ENTRY_PRIOR = 0.1  # one entry of an integer list alone (changes its sum)
 
 # Outcomes that say nothing about the literals changed: not evaluated, or not the candidate's fault.
-_UNINFORMATIVE = frozenset({Status.DUPLICATE.value, Status.INVALID_EDIT.value, Status.EVALUATOR_ERROR.value,
-                            Status.SYSTEM_ERROR.value})
+_UNINFORMATIVE = frozenset({Status.DUPLICATE.value, Status.NOT_NOVEL.value, Status.INVALID_EDIT.value,
+                            Status.EVALUATOR_ERROR.value, Status.SYSTEM_ERROR.value})
 _MOVES_LINE = "Literals changed:"
 _MOVES = re.compile(r"^" + re.escape(_MOVES_LINE) + r"((?: [0-9a-f]{12}[-+=])+)\s*$", re.M)
 _SIGNS = {"+": 1, "-": -1, "=": 0}
