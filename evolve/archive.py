@@ -2,17 +2,19 @@
 
 Durability has two tiers so that nothing is lost and the driver stays cheap:
 
-* ``ArchiveWriter.append`` writes one checksummed JSON line to the session's journal file with a single unbuffered
-  ``os.write`` before returning. The kernel owns those bytes from then on, so the record survives a SIGKILL of the
-  process (not a power cut: that would need an fsync per record, which the spec trades away).
-* Rows are also buffered in memory and written in batches as one immutable Parquet segment (``evolve.segments``),
-  recorded in the run's ledger; the journal file that covered those rows is then deleted and the next append
-  starts a new one. The segment and its journal share a stem, which makes recovery idempotent.
+* ``ArchiveWriter.append`` (and ``record_migration``, ``record_event``) writes one checksummed JSON line to the
+  session's journal file with a single unbuffered ``os.write`` before returning. The kernel owns those bytes from
+  then on, so the record survives a SIGKILL of the process (not a power cut: that would need an fsync per record,
+  which the spec trades away).
+* Rows are also buffered in memory and written in batches as one immutable Parquet segment per table
+  (``evolve.segments.TABLES``: programs, migrations, events), recorded in the run's ledger; the journal file that
+  covered those rows is then deleted and the next append starts a new one. The segment and its journal share a
+  stem, which makes recovery idempotent.
 
 Recovery (``evolve.recovery``, run by every writer on open) turns journals left by a dead writer into segments, and
 refuses to touch damage unless the user accepted it (``evolve.damage``). Readers skip files that do not read back
-with a warning naming them, read live journals too, and deduplicate by ``program_id``, so a crash between a
-segment's rename and its journal's deletion never yields a duplicate row.
+with a warning naming them, read live journals too, and deduplicate by each table's key (``program_id`` for
+programs), so a crash between a segment's rename and its journal's deletion never yields a duplicate row.
 
 A write that fails (a full disk, a failing device) raises ``ArchiveIOError``, naming the file and the free space;
 every row acknowledged before it stays readable. Each writer keeps a small reserve file so that, on a full disk,
@@ -23,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import secrets
 import shutil
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +40,11 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from evolve import faults
-from evolve.damage import RunInspection, dedup_sorted, read_journals, read_segments
-from evolve.journal import JOURNAL_SUFFIX, MIGRATION_TAG, PROGRAM_TAG, encode_line
+from evolve.damage import RunInspection, dedup_sorted, dedup_table, read_journals, read_segments
+from evolve.journal import JOURNAL_SUFFIX, encode_line
 from evolve.ranges import format_ranges
 from evolve.recovery import (
     LOCK_FILE,
@@ -64,16 +69,21 @@ from evolve.run_info import (
 from evolve.schema import ARCHIVE_SCHEMA, ProgramRecord
 from evolve.segments import (
     COMPRESSION,
+    EVENT_KEY,
+    EVENT_SCHEMA,
+    EVENT_TABLE,
+    EVENTS_DIR,
     JOURNAL_DIR,
-    MIGRATION_KEY,
     MIGRATION_SCHEMA,
+    MIGRATION_TABLE,
     MIGRATIONS_DIR,
+    PROGRAM_TABLE,
     SEGMENT_SUFFIX,
     SEGMENTS_DIR,
+    TABLES,
+    TableKind,
     conform,
-    ledger_written,
-    migrations_table,
-    programs_table,
+    ledger_table,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -82,11 +92,11 @@ RESERVE_FILE = ".reserve"
 RESERVE_BYTES = 256 * 1024  # room for the final run.json, stats.json and a last row once the disk is full
 
 __all__ = [
-    "COMPRESSION", "JOURNAL_DIR", "JOURNAL_SUFFIX", "LOCK_FILE", "MIGRATIONS_DIR", "MIGRATION_SCHEMA",
-    "PROBLEM_SNAPSHOT", "RUN_INFO", "SEGMENTS_DIR", "SEGMENT_SUFFIX", "STATS_FILE", "ArchiveDamaged",
-    "ArchiveIOError", "ArchiveLockedError", "ArchiveRead", "ArchiveWriter", "CompactReport", "RecoveryReport",
-    "compact", "iter_records", "list_runs", "load_run_info", "read_migrations", "read_programs", "recover",
-    "write_json_atomic", "write_run_info",
+    "COMPRESSION", "EVENTS_DIR", "EVENT_KEY", "EVENT_SCHEMA", "JOURNAL_DIR", "JOURNAL_SUFFIX", "LOCK_FILE",
+    "MIGRATIONS_DIR", "MIGRATION_SCHEMA", "PROBLEM_SNAPSHOT", "RUN_INFO", "SEGMENTS_DIR", "SEGMENT_SUFFIX",
+    "STATS_FILE", "ArchiveDamaged", "ArchiveIOError", "ArchiveLockedError", "ArchiveRead", "ArchiveWriter",
+    "CompactReport", "RecoveryReport", "compact", "iter_records", "list_runs", "load_run_info", "read_events",
+    "read_migrations", "read_programs", "recover", "write_json_atomic", "write_run_info",
 ]
 
 
@@ -179,16 +189,25 @@ def _warn(bad: list[tuple[Path, str]]) -> Any:
     return skip
 
 
-def _journal_tables(run_dir: Path, bad: list[tuple[Path, str]], kind: str) -> list[pa.Table]:
+def _journal_tables(run_dir: Path, bad: list[tuple[Path, str]], table: TableKind) -> list[pa.Table]:
     tables = []
     for content in read_journals(run_dir):
         if content.bad:
             lines = format_ranges(b.number for b in content.bad)
             _warn(bad)(content.path, f"line(s) {lines} do not read back: {content.bad[0].reason}")
-        rows = content.programs if kind == PROGRAM_TAG else content.migrations
+        rows = content.of(table)
         if rows:
-            tables.append(programs_table(rows) if kind == PROGRAM_TAG else migrations_table(rows))
+            tables.append(table.table(rows))
     return tables
+
+
+def _read_table(run_dir: Path, table: TableKind, include_journal: bool) -> pa.Table:
+    """Every row of one table (segments and, unless told not to, journals), deduplicated, in the table's order."""
+    bad: list[tuple[Path, str]] = []
+    # Journals before segments: a flush that happens between the two reads moves rows from a journal we already
+    # read into a segment we are about to read, so no row can be missed.
+    journal = _journal_tables(run_dir, bad, table) if include_journal else []
+    return dedup_table(read_segments(run_dir, table, None, _warn(bad)) + journal, table)
 
 
 def read_programs(
@@ -215,8 +234,8 @@ def read_programs(
     bad: list[tuple[Path, str]] = []
     # Journals before segments: a flush that happens between the two reads moves rows from a journal we already
     # read into a segment we are about to read, so no row can be missed.
-    journal = _journal_tables(run_dir, bad, PROGRAM_TAG) if include_journal else []
-    tables = read_segments(run_dir, SEGMENTS_DIR, ARCHIVE_SCHEMA, read_cols, _warn(bad))
+    journal = _journal_tables(run_dir, bad, PROGRAM_TABLE) if include_journal else []
+    tables = read_segments(run_dir, PROGRAM_TABLE, read_cols, _warn(bad))
     tables += [conform(t, ARCHIVE_SCHEMA, read_cols) for t in journal]
     schema = ARCHIVE_SCHEMA if read_cols is None else pa.schema([ARCHIVE_SCHEMA.field(c) for c in read_cols])
     table = dedup_sorted(tables, schema, ["program_id"])
@@ -229,11 +248,17 @@ def read_programs(
 
 def read_migrations(run_dir: str | Path, include_journal: bool = True) -> pa.Table:
     """Every ring-migration event of a run (deduplicated), sorted by iteration."""
-    run_dir = Path(run_dir)
-    bad: list[tuple[Path, str]] = []
-    journal = _journal_tables(run_dir, bad, MIGRATION_TAG) if include_journal else []
-    tables = read_segments(run_dir, MIGRATIONS_DIR, MIGRATION_SCHEMA, None, _warn(bad)) + journal
-    return dedup_sorted(tables, MIGRATION_SCHEMA, list(MIGRATION_KEY))
+    return _read_table(Path(run_dir), MIGRATION_TABLE, include_journal)
+
+
+def read_events(run_dir: str | Path, kinds: Iterable[str] | None = None, include_journal: bool = True) -> pa.Table:
+    """The run's events (``EVENT_SCHEMA``), one per ``event_id`` (the earliest written), ordered by ``created_at``
+    then ``event_id``; only those of ``kinds`` when given. Unreadable files are skipped with a warning, like
+    ``read_programs``; ``evolve.damage.inspect_run`` says what they held."""
+    table = _read_table(Path(run_dir), EVENT_TABLE, include_journal)
+    if kinds is not None:
+        table = table.filter(pc.is_in(table.column("kind"), value_set=pa.array(list(kinds), pa.string())))
+    return table
 
 
 def iter_records(run_dir: str | Path, where: str | None = None) -> Iterator[ProgramRecord]:
@@ -255,6 +280,33 @@ def _program_row(record: ProgramRecord, run_id: str) -> dict[str, Any]:
     return row
 
 
+def _event_row(kind: str, data: Mapping[str, Any], program_id: str | None, iteration: int, event_id: str | None,
+               run_id: str) -> dict[str, Any]:
+    """An events row, checked: a bad argument is the caller's mistake, reported before anything is written."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"an event's kind must be a non-empty string, not {kind!r}")
+    if not isinstance(data, Mapping):
+        raise TypeError(f"an event's data must be a mapping (a JSON object), not {type(data).__name__}")
+    if event_id is not None and (not isinstance(event_id, str) or not event_id):
+        raise ValueError(f"event_id must be a non-empty string, not {event_id!r}")
+    if program_id is not None and not isinstance(program_id, str):
+        raise TypeError(f"program_id must be a string or None, not {type(program_id).__name__}")
+    try:
+        text = json.dumps(dict(data), separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the data of a {kind!r} event is not JSON ({exc}); store numbers, text, lists and "
+                         "objects (NaN and infinities as null or text)") from None
+    return {
+        "event_id": event_id if event_id is not None else secrets.token_hex(12),
+        "kind": kind,
+        "iteration": int(iteration),
+        "program_id": program_id,
+        "created_at": int(time.time() * 1000),
+        "data": text,
+        "run_id": run_id,
+    }
+
+
 def _make_reserve(path: Path, size: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -269,10 +321,11 @@ def _make_reserve(path: Path, size: int) -> None:
 
 
 class ArchiveWriter:
-    """Appends a run's programs and migration events. One writer per run at a time (enforced by a lock file).
+    """Appends a run's programs, migrations and events. One writer per run at a time (enforced by a lock file).
 
-    Thread-safe: ``append`` and ``record_migration`` may be called from several threads. ``recover=False`` takes
-    the lock without converting journals, for a caller that inspects the run first and then calls ``recover``.
+    Thread-safe: ``append``, ``record_migration`` and ``record_event`` may be called from several threads.
+    ``recover=False`` takes the lock without converting journals, for a caller that inspects the run first and then
+    calls ``recover``.
     ``failure`` is set when a write failed after the row it carried was saved anyway (into the reserve): the
     caller should stop.
     """
@@ -306,8 +359,7 @@ class ArchiveWriter:
         self._seq = 0
         self._journal_fd: int | None = None
         self._journal_size = 0
-        self._programs: list[dict[str, Any]] = []
-        self._migrations: list[dict[str, Any]] = []
+        self._rows: dict[str, list[dict[str, Any]]] = {t.name: [] for t in TABLES}  # journaled, not yet flushed
         self._last_flush = time.monotonic()
         self._closed = False
         self.failure: ArchiveIOError | None = None
@@ -375,13 +427,15 @@ class ArchiveWriter:
 
     # -- public API ---------------------------------------------------------------------------------------------
 
+    def _add(self, table: TableKind, row: dict[str, Any]) -> None:
+        with self._mutex:
+            self._journal(table.tag, row)
+            self._rows[table.name].append(row)
+            self._flush_if_due()
+
     def append(self, record: ProgramRecord) -> None:
         """Durable against SIGKILL when this returns; written to a Parquet segment at the next flush."""
-        row = _program_row(record, self.run_id)
-        with self._mutex:
-            self._journal(PROGRAM_TAG, row)
-            self._programs.append(row)
-            self._flush_if_due()
+        self._add(PROGRAM_TABLE, _program_row(record, self.run_id))
 
     def record_migration(self, program_id: str, from_island: int, to_island: int, iteration: int) -> None:
         row = {
@@ -391,10 +445,19 @@ class ArchiveWriter:
             "iteration": int(iteration),
             "created_at": int(time.time() * 1000),
         }
-        with self._mutex:
-            self._journal(MIGRATION_TAG, row)
-            self._migrations.append(row)
-            self._flush_if_due()
+        self._add(MIGRATION_TABLE, row)
+
+    def record_event(self, kind: str, data: Mapping[str, Any], *, program_id: str | None = None,
+                     iteration: int = 0, event_id: str | None = None) -> str:
+        """Journal one event now (durable once this returns, like ``append``); it reaches an events/ segment with the
+        next flush. Returns its id: ``event_id`` when given (a caller that must be idempotent across a resume derives
+        it from its content), else a fresh unique id. Thread-safe.
+
+        Recording an ``event_id`` again keeps one row, the earliest written (readers and compaction deduplicate).
+        ``data`` must be JSON (no NaN): a ``ValueError`` says so before anything is written."""
+        row = _event_row(kind, data, program_id, iteration, event_id, self.run_id)
+        self._add(EVENT_TABLE, row)
+        return str(row["event_id"])
 
     def _flush_if_due(self) -> None:
         # The row is already safe in the journal: a failed flush is reported through ``failure``, not raised.
@@ -406,7 +469,7 @@ class ArchiveWriter:
     @property
     def pending(self) -> int:
         """Rows journaled but not yet in a segment."""
-        return len(self._programs) + len(self._migrations)
+        return sum(len(rows) for rows in self._rows.values())
 
     def maybe_flush(self) -> bool:
         """Flush if the batch is full or ``flush_seconds`` passed since the last flush. True if it flushed."""
@@ -414,11 +477,10 @@ class ArchiveWriter:
             return self._maybe_flush_locked()
 
     def _maybe_flush_locked(self) -> bool:
-        if not self._programs and not self._migrations:
+        if not self.pending:
             return False
         if (
-            len(self._programs) >= self.segment_rows
-            or len(self._migrations) >= self.segment_rows
+            any(len(rows) >= self.segment_rows for rows in self._rows.values())
             or time.monotonic() - self._last_flush >= self.flush_seconds
         ):
             self._flush_locked()
@@ -432,21 +494,23 @@ class ArchiveWriter:
 
     def _flush_locked(self) -> None:
         self._last_flush = time.monotonic()
-        if not self._programs and not self._migrations:
+        if not self.pending:
             return
         stem = self._stem
-        for rows, sub, make in ((self._programs, SEGMENTS_DIR, programs_table),
-                                (self._migrations, MIGRATIONS_DIR, migrations_table)):
+        for table in TABLES:
+            rows = self._rows[table.name]
             if not rows:
                 continue
-            path = self.run_dir / sub / (stem + SEGMENT_SUFFIX)
+            path = self.run_dir / table.directory / (stem + SEGMENT_SUFFIX)
             with archive_io(path):
-                write_parquet_atomic(make(rows), path)
-                iterations = [r["iteration"] for r in rows] if sub == SEGMENTS_DIR else None
-                ledger_written(self.run_dir, path, len(rows), iterations)
+                path.parent.mkdir(exist_ok=True)  # events/ appears with a run's first event
+                written = table.table(rows)
+                write_parquet_atomic(written, path)
+                ledger_table(self.run_dir, path, table, written)
         faults.check("segment")
-        self.rows_written += len(self._programs)
-        self.segments_written += bool(self._programs)
+        programs = self._rows[PROGRAM_TABLE.name]
+        self.rows_written += len(programs)
+        self.segments_written += bool(programs)
         # Only now is the journal redundant. A crash before the unlink leaves a journal whose rows recovery finds
         # already present in the segment of the same stem.
         old = self.journal_path
@@ -456,8 +520,7 @@ class ArchiveWriter:
         self._seq += 1
         with contextlib.suppress(OSError):
             old.unlink()
-        self._programs = []
-        self._migrations = []
+        self._rows = {t.name: [] for t in TABLES}
 
     def close(self, flush: bool = True) -> None:
         """Flush (unless ``flush=False``: after a failed write the journal already holds every row) and release."""

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -28,32 +29,33 @@ import pyarrow.compute as pc
 
 from evolve.journal import JournalContent, journal_files, read_journal
 from evolve.ranges import format_ranges, to_ranges
-from evolve.schema import ARCHIVE_SCHEMA
 from evolve.segments import (
     DAMAGED_DIR,
+    EVENT_TABLE,
     JOURNAL_DIR,
-    MIGRATION_KEY,
-    MIGRATION_SCHEMA,
-    MIGRATIONS_DIR,
+    MIGRATION_TABLE,
+    PROGRAM_TABLE,
     READ_ERRORS,
     SEGMENT_SUFFIX,
-    SEGMENTS_DIR,
+    TABLES,
     Ledger,
+    TableKind,
     conform,
     describe_error,
     footer_rows,
     fsync_dir,
     ledger_retired,
-    migrations_table,
-    programs_table,
     read_ledger,
     read_segment,
     readable_column,
     relative,
     segment_files,
+    table_of_file,
     verify_file,
     write_json_atomic,
 )
+
+_SHOWN_EVENTS = 5  # event ids named in a damage line; the note lists them all
 
 
 class DamageKind(StrEnum):
@@ -70,12 +72,14 @@ class Damage:
     file: str  # relative to the run folder
     kind: DamageKind
     reason: str
-    table: str = "programs"  # or "migrations"
+    table: str = "programs"  # or "migrations", "events" (``evolve.segments.TABLES``)
     rows: int | None = None  # rows it held, where known
     iterations: tuple[int, ...] = ()  # iterations of the program rows it held, where known
     known_from: str = ""  # where ``rows``/``iterations`` come from
     lines: tuple[int, ...] = ()  # journal: the bad line numbers
     unknown_rows: int = 0  # program rows whose iteration nothing tells
+    event_ids: tuple[str, ...] = ()  # events it held, where known (events are no iterations: never "lost" ones)
+    event_kinds: tuple[tuple[str, int], ...] = ()  # (kind, count) of the events it held, where known
 
     def describe(self) -> str:
         what = self.reason
@@ -84,6 +88,8 @@ class Damage:
         held = []
         if self.table == "migrations":
             held.append(f"{self.rows} migration event(s)" if self.rows is not None else "migration events")
+        elif self.table == "events":
+            held.append(f"{self.rows} event(s)" if self.rows is not None else "events")
         elif self.iterations:
             held.append(f"{len(self.iterations)} program row(s), iteration(s) {format_ranges(self.iterations)}")
         elif self.rows is not None:
@@ -92,13 +98,22 @@ class Damage:
             held.append(f"{self.unknown_rows} more of unknown iteration")
         if not held:
             held.append("rows unknown")
+        if self.event_kinds:
+            held.append("kinds " + ", ".join(f"{kind} ({n})" for kind, n in self.event_kinds))
+        if self.event_ids:
+            more = len(self.event_ids) - _SHOWN_EVENTS
+            held.append("event id(s) " + ", ".join(self.event_ids[:_SHOWN_EVENTS])
+                        + (f" and {more} more" if more > 0 else ""))
         source = f" (from {self.known_from})" if self.known_from else ""
         return f"{self.file}: {what}; held {', '.join(held)}{source}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "kind": self.kind.value, "reason": self.reason, "table": self.table,
+        data = {"file": self.file, "kind": self.kind.value, "reason": self.reason, "table": self.table,
                 "rows": self.rows, "iterations": to_ranges(self.iterations), "known_from": self.known_from,
                 "lines": list(self.lines), "unknown_rows": self.unknown_rows}
+        if self.event_ids or self.event_kinds:
+            data.update(event_ids=list(self.event_ids), event_kinds=dict(self.event_kinds))
+        return data
 
 
 @dataclass
@@ -112,6 +127,7 @@ class RunInspection:
     journals: list[JournalContent] = field(default_factory=list)
     ledger: Ledger = field(default_factory=Ledger)
     fingerprint: tuple[tuple[str, int, int], ...] = ()
+    events: pa.Table = field(default_factory=EVENT_TABLE.schema.empty_table)  # by created_at, then event_id
 
     @property
     def torn_tails(self) -> list[Path]:
@@ -146,7 +162,7 @@ def fingerprint(run_dir: Path) -> tuple[tuple[str, int, int], ...]:
     """Names, sizes and modification times of every data file: equal fingerprints, same content (files are
     immutable once renamed into place, and journals only grow)."""
     found = []
-    for sub in (SEGMENTS_DIR, MIGRATIONS_DIR, JOURNAL_DIR):
+    for sub in (*(t.directory for t in TABLES), JOURNAL_DIR):
         directory = run_dir / sub
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for name in sorted(n for n in os.listdir(directory) if not n.startswith(".")):
@@ -156,7 +172,7 @@ def fingerprint(run_dir: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(found)
 
 
-def _segment_damage(run_dir: Path, path: Path, table: str, reason: str, ledger: Ledger) -> Damage:
+def _segment_damage(run_dir: Path, path: Path, table: TableKind, reason: str, ledger: Ledger) -> Damage:
     """Describe a damaged segment: its rows and iterations from its own readable parts, else from the ledger."""
     name = relative(run_dir, path)
     rows = footer_rows(path)
@@ -164,32 +180,52 @@ def _segment_damage(run_dir: Path, path: Path, table: str, reason: str, ledger: 
     entry = ledger.entries.get(name)
     iterations: tuple[int, ...] = ()
     known_from = ""
-    if table == "programs":
+    if table.iterations:
         column = readable_column(path, "iteration") if rows is not None else None
         if column is not None:
             iterations, known_from = tuple(sorted({int(i) for i in column if i is not None})), "its iteration column"
         elif entry is not None and entry.iterations:
             iterations, known_from = tuple(sorted(entry.iterations)), "the ledger"
+    event_ids: tuple[str, ...] = ()
+    event_kinds: tuple[tuple[str, int], ...] = ()
+    if table is EVENT_TABLE:
+        ids = readable_column(path, "event_id") if rows is not None else None
+        kinds = readable_column(path, "kind") if rows is not None else None
+        event_ids = tuple(str(i) for i in ids or [] if i is not None)
+        if kinds is not None:
+            event_kinds = _count_kinds(kinds)
+        elif entry is not None:
+            event_kinds = entry.kinds
+        if event_ids or kinds is not None:
+            known_from = "its readable columns"
     if rows is None and entry is not None:
         rows, known_from = entry.rows, known_from or "the ledger"
     elif rows is not None and not known_from:
         known_from = "its footer"
     unknown = 0
-    if table == "programs" and not iterations:
+    if table.iterations and not iterations:
         unknown = rows or 0
-    return Damage(name, kind, reason, table, rows, iterations, known_from, (), unknown)
+    return Damage(name, kind, reason, table.name, rows, iterations, known_from, (), unknown, event_ids, event_kinds)
+
+
+def _count_kinds(kinds: list[Any]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(Counter(str(kind) for kind in kinds).items()))
 
 
 def journal_damage(run_dir: Path, content: JournalContent) -> Damage | None:
     if not content.bad:
         return None
-    iterations = tuple(sorted({b.iteration for b in content.bad
-                               if b.tag != "m" and isinstance(b.iteration, int)}))
-    unknown = sum(1 for b in content.bad if b.tag != "m" and b.iteration is None)
+    iterations = tuple(sorted({b.iteration for b in content.bad if b.may_be_program and isinstance(b.iteration, int)}))
+    unknown = sum(1 for b in content.bad if b.may_be_program and b.iteration is None)
+    events = [b for b in content.bad if b.table is EVENT_TABLE]
+    # A journal whose bad lines were all events held no iteration of the budget.
+    table = EVENT_TABLE.name if len(events) == len(content.bad) else PROGRAM_TABLE.name
     reasons = sorted({b.reason for b in content.bad})
-    return Damage(relative(run_dir, content.path), DamageKind.JOURNAL, "; ".join(reasons), "programs",
-                  len(content.bad), iterations, "the line text" if iterations else "", tuple(b.number for b in content.bad),
-                  unknown)
+    return Damage(relative(run_dir, content.path), DamageKind.JOURNAL, "; ".join(reasons), table,
+                  len(content.bad), iterations, "the line text" if iterations or events else "",
+                  tuple(b.number for b in content.bad), unknown,
+                  tuple(b.event_id for b in events if b.event_id is not None),
+                  _count_kinds([b.event_kind for b in events if b.event_kind is not None]))
 
 
 def _missing(run_dir: Path, ledger: Ledger) -> list[Damage]:
@@ -198,11 +234,12 @@ def _missing(run_dir: Path, ledger: Ledger) -> list[Damage]:
         if (run_dir / name).exists() or (run_dir / DAMAGED_DIR / name).exists():
             continue  # present, or moved aside by an accepted resume killed before it told the ledger
         entry = ledger.entries[name]
-        table = "migrations" if name.startswith(MIGRATIONS_DIR + "/") else "programs"
+        table = table_of_file(name)
         iterations = tuple(sorted(entry.iterations))
-        damage.append(Damage(name, DamageKind.MISSING, "listed in the ledger, but the file is gone", table,
+        damage.append(Damage(name, DamageKind.MISSING, "listed in the ledger, but the file is gone", table.name,
                              entry.rows, iterations, "the ledger",
-                             unknown_rows=entry.rows if table == "programs" and not iterations else 0))
+                             unknown_rows=entry.rows if table.iterations and not iterations else 0,
+                             event_kinds=entry.kinds))
     return damage
 
 
@@ -225,9 +262,21 @@ def sorted_by_iteration(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table, [("iteration", "ascending")]))  # stable: keeps write order on ties
 
 
-def dedup_sorted(tables: list[pa.Table], schema: pa.Schema, keys: list[str]) -> pa.Table:
+def dedup_sorted(tables: list[pa.Table], schema: pa.Schema, keys: list[str],
+                 order: tuple[str, ...] = ("iteration",)) -> pa.Table:
+    """One row per key (the first in ``tables`` order), sorted by ``order`` (stable)."""
     table = pa.concat_tables(tables) if tables else schema.empty_table()
-    return sorted_by_iteration(first_per_key(table, keys))
+    table = first_per_key(table, keys)
+    if order == ("iteration",):
+        return sorted_by_iteration(table)
+    if table.num_rows < 2:
+        return table
+    return table.take(pc.sort_indices(table, [(name, "ascending") for name in order]))
+
+
+def dedup_table(tables: list[pa.Table], table: TableKind) -> pa.Table:
+    """The rows of one archive table, deduplicated by its key and in its order."""
+    return dedup_sorted(tables, table.schema, list(table.key), table.order)
 
 
 def read_journals(run_dir: Path) -> list[JournalContent]:
@@ -238,12 +287,12 @@ def read_journals(run_dir: Path) -> list[JournalContent]:
     return contents
 
 
-def read_segments(run_dir: Path, sub: str, schema: pa.Schema, columns: list[str] | None,
+def read_segments(run_dir: Path, table: TableKind, columns: list[str] | None,
                   on_bad: Callable[[Path, str], None]) -> list[pa.Table]:
     tables = []
-    for path in segment_files(run_dir / sub):
+    for path in segment_files(run_dir / table.directory):
         try:
-            tables.append(read_segment(path, schema, columns))
+            tables.append(read_segment(path, table.schema, columns, table.id_column))
         except FileNotFoundError:
             continue  # removed by a concurrent compaction; its rows are in the merged segment
         except READ_ERRORS as exc:
@@ -259,25 +308,24 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     # Journals before segments: a flush between the two reads moves rows into a segment still to be read.
     journals = read_journals(run_dir)
     damage = [d for d in (journal_damage(run_dir, j) for j in journals) if d is not None]
-    found: dict[str, list[pa.Table]] = {}
-    for sub, schema, table in ((SEGMENTS_DIR, ARCHIVE_SCHEMA, "programs"), (MIGRATIONS_DIR, MIGRATION_SCHEMA,
-                                                                           "migrations")):
-        def bad(path: Path, reason: str, table: str = table) -> None:
+    found: dict[str, pa.Table] = {}
+    for table in TABLES:
+        def bad(path: Path, reason: str, table: TableKind = table) -> None:
             damage.append(_segment_damage(run_dir, path, table, reason, ledger))
 
-        found[table] = read_segments(run_dir, sub, schema, None, bad)
+        tables = read_segments(run_dir, table, None, bad)
+        tables += [conform(table.table(j.of(table)), table.schema, None) for j in journals if j.of(table)]
+        found[table.name] = dedup_table(tables, table)
     damage += _missing(run_dir, ledger)
-    programs = [programs_table(j.programs) for j in journals if j.programs]
-    migrations = [migrations_table(j.migrations) for j in journals if j.migrations]
     return RunInspection(
         run_dir=run_dir,
-        programs=dedup_sorted(found["programs"] + [conform(t, ARCHIVE_SCHEMA, None) for t in programs],
-                              ARCHIVE_SCHEMA, ["program_id"]),
-        migrations=dedup_sorted(found["migrations"] + migrations, MIGRATION_SCHEMA, list(MIGRATION_KEY)),
+        programs=found[PROGRAM_TABLE.name],
+        migrations=found[MIGRATION_TABLE.name],
         damage=damage,
         journals=journals,
         ledger=ledger,
         fingerprint=prints,
+        events=found[EVENT_TABLE.name],
     )
 
 
@@ -294,7 +342,8 @@ def verify_run(run_dir: str | Path, known: Callable[[str, Stamp], bool] | None =
     run_dir = Path(run_dir)
     ledger = read_ledger(run_dir)
     damage = [d for d in (journal_damage(run_dir, j) for j in read_journals(run_dir)) if d is not None]
-    for sub, table in ((SEGMENTS_DIR, "programs"), (MIGRATIONS_DIR, "migrations")):
+    for table in TABLES:
+        sub = table.directory
         directory = os.path.join(run_dir, sub)
         try:
             names = sorted(n for n in os.listdir(directory) if n.endswith(SEGMENT_SUFFIX) and not n.startswith("."))
@@ -311,7 +360,7 @@ def verify_run(run_dir: str | Path, known: Callable[[str, Stamp], bool] | None =
                 continue
             path = run_dir / sub / name
             try:
-                reason = verify_file(path)
+                reason = verify_file(path, table.id_column)
             except FileNotFoundError:
                 continue
             if reason is None:

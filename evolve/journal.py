@@ -1,8 +1,9 @@
 """The per-session journal: one JSON line per row, written before anything else so that a kill loses nothing.
 
-A line is ``{"c":<crc32>,"p":<program row>}`` or ``{"c":<crc32>,"m":<migration row>}``; the CRC covers the row's
-JSON text exactly as written, so a byte changed inside a line that still parses is caught too. Lines without
-``"c"`` (journals of older versions) are read as before.
+A line is ``{"c":<crc32>,"<tag>":<row>}`` where the tag names the row's table (``evolve.segments.TABLES``): ``"p"``
+a program row, ``"m"`` a migration, ``"e"`` an event. The CRC covers the row's JSON text exactly as written, so a
+byte changed inside a line that still parses is caught too. Lines without ``"c"`` (journals of older versions) are
+read as before.
 
 Reading tells three kinds of line apart: good rows; a *torn tail* (a last line without its newline that does not
 parse: an append cut short by a kill, whose row was never acknowledged, so nothing was lost); and *bad lines*
@@ -19,18 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evolve.schema import ARCHIVE_SCHEMA
-from evolve.segments import MIGRATION_SCHEMA, READ_ERRORS, migrations_table, programs_table
+from evolve.segments import (
+    EVENT_TABLE,
+    MIGRATION_TABLE,
+    PROGRAM_TABLE,
+    READ_ERRORS,
+    TABLE_BY_TAG,
+    TABLES,
+    TableKind,
+)
 
-PROGRAM_TAG = "p"
-MIGRATION_TAG = "m"
+PROGRAM_TAG = PROGRAM_TABLE.tag
+MIGRATION_TAG = MIGRATION_TABLE.tag
+EVENT_TAG = EVENT_TABLE.tag
 JOURNAL_SUFFIX = ".jsonl"
 
-_CHECKED = re.compile(rb'^\{"c":(\d+),"([pm])":')
+_TAGS = "".join(t.tag for t in TABLES).encode()
+_CHECKED = re.compile(rb'^\{"c":(\d+),"([' + _TAGS + rb'])":')
 _ITERATION = re.compile(rb'"iteration":(-?\d+)')
 _PROGRAM_ID = re.compile(rb'"program_id":"([0-9a-f]{6,64})"')
-_TAG = re.compile(rb'"([pm])":\{')
-_REQUIRED = {PROGRAM_TAG: frozenset(ARCHIVE_SCHEMA.names), MIGRATION_TAG: frozenset(MIGRATION_SCHEMA.names)}
+_EVENT_ID = re.compile(rb'"event_id":"([^"\\]{1,200})"')
+_EVENT_KIND = re.compile(rb'"kind":"([^"\\]{1,200})"')
+_TAG = re.compile(rb'"([' + _TAGS + rb'])":\{')
 
 
 def encode_line(tag: str, row: dict[str, Any]) -> bytes:
@@ -45,37 +56,68 @@ class BadLine:
     number: int  # 1-based line number
     offset: int  # byte offset of the line in the file
     reason: str
-    tag: str | None = None  # "p" (a program row) or "m" (a migration), where the text still shows it
+    tag: str | None = None  # the table's tag ("p" a program row, "m" a migration, "e" an event), where shown
     iteration: int | None = None
     program_id: str | None = None
+    event_id: str | None = None  # an event line's id and kind, where the text still shows them
+    event_kind: str | None = None
+
+    @property
+    def table(self) -> TableKind | None:
+        return TABLE_BY_TAG.get(self.tag or "")
+
+    @property
+    def may_be_program(self) -> bool:
+        """A program row, or a line that shows no table: it may have held an iteration of the budget."""
+        return self.table is None or self.table.iterations
 
 
 @dataclass(frozen=True)
 class JournalContent:
     path: Path
-    programs: list[dict[str, Any]]
-    migrations: list[dict[str, Any]]
+    rows: dict[str, list[dict[str, Any]]]  # table name -> its good rows, in journal order
     bad: list[BadLine] = field(default_factory=list)
     torn_tail: bool = False  # ended in an unacknowledged append cut short by a kill
+
+    def of(self, table: TableKind) -> list[dict[str, Any]]:
+        return self.rows.get(table.name, [])
+
+    @property
+    def programs(self) -> list[dict[str, Any]]:
+        return self.of(PROGRAM_TABLE)
+
+    @property
+    def migrations(self) -> list[dict[str, Any]]:
+        return self.of(MIGRATION_TABLE)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.of(EVENT_TABLE)
 
     @property
     def bad_lines(self) -> int:
         return len(self.bad) + int(self.torn_tail)
 
 
+def _text(match: re.Match[bytes] | None) -> str | None:
+    return match.group(1).decode("utf-8", "replace") if match else None
+
+
 def _hints(line: bytes) -> dict[str, Any]:
     tag = _TAG.search(line[:64])
     iteration = _ITERATION.search(line)
-    program_id = _PROGRAM_ID.search(line)
-    return {
+    hints = {
         "tag": tag.group(1).decode() if tag else None,
         "iteration": int(iteration.group(1)) if iteration else None,
-        "program_id": program_id.group(1).decode() if program_id else None,
+        "program_id": _text(_PROGRAM_ID.search(line)),
     }
+    if hints["tag"] == EVENT_TAG:
+        hints.update(event_id=_text(_EVENT_ID.search(line)), event_kind=_text(_EVENT_KIND.search(line)))
+    return hints
 
 
-def _decode(line: bytes) -> tuple[str, dict[str, Any]]:
-    """``(tag, row)`` of one line; raises ValueError with the reason."""
+def _decode(line: bytes) -> tuple[TableKind, dict[str, Any]]:
+    """``(table, row)`` of one line; raises ValueError with the reason."""
     checked = _CHECKED.match(line)
     if checked:
         payload = line[checked.end():-1] if line.endswith(b"}") else b""
@@ -89,23 +131,24 @@ def _decode(line: bytes) -> tuple[str, dict[str, Any]]:
             raise ValueError("not UTF-8 text") from None
         if not isinstance(entry, dict):
             raise ValueError("not a JSON object")
-        tag = PROGRAM_TAG if PROGRAM_TAG in entry else MIGRATION_TAG if MIGRATION_TAG in entry else ""
+        tag = next((t.tag for t in TABLES if t.tag in entry), "")
         if not tag:
-            raise ValueError("neither a program nor a migration row")
+            raise ValueError("not a row of any archive table (program, migration or event)")
         row = entry[tag]
-    if not isinstance(row, dict) or not isinstance(row.get("program_id"), str):
-        raise ValueError("the row has no program_id")
-    missing = _REQUIRED[tag] - row.keys()
+    table = TABLE_BY_TAG[tag]
+    if not isinstance(row, dict) or not isinstance(row.get(table.id_column), str):
+        raise ValueError(f"the row has no {table.id_column}")
+    missing = set(table.schema.names) - row.keys()
     if missing:  # evolve writes every column of a row; a row without them is not one it wrote
         names = sorted(missing)
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         raise ValueError(f"not a row evolve wrote (no {shown})")
-    return tag, row
+    return table, row
 
 
 def read_journal(path: Path) -> JournalContent:
     data = path.read_bytes()
-    rows: dict[str, list[tuple[dict[str, Any], BadLine]]] = {PROGRAM_TAG: [], MIGRATION_TAG: []}
+    rows: dict[str, list[tuple[dict[str, Any], BadLine]]] = {t.name: [] for t in TABLES}
     bad: list[BadLine] = []
     torn = False
     offset = 0
@@ -115,7 +158,7 @@ def read_journal(path: Path) -> JournalContent:
         if not line.strip():
             continue
         try:
-            tag, row = _decode(line)
+            table, row = _decode(line)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             if number == len(lines):  # no newline after it: the append never finished
                 torn = True
@@ -123,33 +166,39 @@ def read_journal(path: Path) -> JournalContent:
                 reason = "not valid JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
                 bad.append(BadLine(number, start, reason, **_hints(line)))
             continue
-        place = BadLine(number, start, "", tag, row.get("iteration") if tag == PROGRAM_TAG else None,
-                        row.get("program_id"))
-        rows[tag].append((row, place))
-    programs = _schema_checked(rows[PROGRAM_TAG], programs_table, bad)
-    migrations = _schema_checked(rows[MIGRATION_TAG], migrations_table, bad)
+        event = table is EVENT_TABLE
+        place = BadLine(number, start, "", table.tag, row.get("iteration") if table.iterations else None,
+                        row.get("program_id"), row.get("event_id") if event else None,
+                        row.get("kind") if event else None)
+        rows[table.name].append((row, place))
+    good = {t.name: _schema_checked(rows[t.name], t, bad) for t in TABLES}
     bad.sort(key=lambda b: b.number)
-    return JournalContent(path, programs, migrations, bad, torn)
+    return JournalContent(path, good, bad, torn)
 
 
-def _schema_checked(rows: list[tuple[dict[str, Any], BadLine]], make: Any, bad: list[BadLine]) -> list[dict[str, Any]]:
-    """Rows that convert to the archive schema; the others are recorded as bad lines."""
+def _schema_checked(rows: list[tuple[dict[str, Any], BadLine]], table: TableKind, bad: list[BadLine]
+                    ) -> list[dict[str, Any]]:
+    """Rows that convert to the table's schema; the others are recorded as bad lines."""
     try:
-        make([row for row, _ in rows])
+        table.table([row for row, _ in rows])
         return [row for row, _ in rows]
     except READ_ERRORS:
         pass
     good = []
     for row, place in rows:
         try:
-            make([row])
+            table.table([row])
             good.append(row)
         except READ_ERRORS as exc:
-            kind = "migration" if make is migrations_table else "program"
-            reason = f"the {kind} row does not fit the archive schema ({type(exc).__name__}: {exc})"
+            reason = f"the {table.noun} row does not fit the archive schema ({type(exc).__name__}: {exc})"
             iteration = place.iteration if isinstance(place.iteration, int) else None
-            bad.append(BadLine(place.number, place.offset, reason, place.tag, iteration, place.program_id))
+            bad.append(BadLine(place.number, place.offset, reason, place.tag, iteration, place.program_id,
+                               _str_or_none(place.event_id), _str_or_none(place.event_kind)))
     return good
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def journal_files(directory: Path) -> list[Path]:

@@ -18,6 +18,7 @@ fails on a file (damaged after it was verified) makes the archive find and drop 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +34,13 @@ from evolve.query_index import (
     INDEX_DIR,
     INDEX_MIN_FILES,
     INDEX_STALE_FILES,
-    MIGRATIONS,
+    KINDS,
     PROGRAMS,
     Kind,
     VerifiedFiles,
     cache_dirs,
     find_index,
-    sql_list,
+    segments_sql,
     sql_str,
     to_arrow,
     write_index,
@@ -66,7 +67,6 @@ from evolve.schema import ARCHIVE_SCHEMA, ProgramRecord
 from evolve.segments import (
     READ_ERRORS,
     SEGMENTS_DIR,
-    migrations_table,
     programs_table,
     segment_files,
     verify_file,
@@ -82,15 +82,6 @@ __all__ = [
 
 SUMMARY_COLUMNS = ("program_id", "score", "fitness", "status", "island", "iteration", "generation", "mutator")
 
-_DUCK_TYPES = {
-    pa.string(): "VARCHAR",
-    pa.list_(pa.string()): "VARCHAR[]",
-    pa.int32(): "INTEGER",
-    pa.int64(): "BIGINT",
-    pa.float64(): "DOUBLE",
-    pa.bool_(): "BOOLEAN",
-    pa.timestamp("ms", tz="UTC"): "TIMESTAMPTZ",
-}
 # Mistakes in a question, not in the files: reported at once, without looking for damage.
 _QUERY_MISTAKES = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException)
 
@@ -139,8 +130,8 @@ class RunArchive:
     """Questions about one run folder. Cheap to create; DuckDB views are built on first use.
 
     Views: ``programs`` (every column of every row), ``summary`` (per row the small columns plus ``parent_id``,
-    ``llm_cost``, ``llm_tokens``, ``has_prompt`` and ``file``, the segment holding the row) and ``migrations``.
-    Rows may repeat (see the module docstring).
+    ``llm_cost``, ``llm_tokens``, ``has_prompt`` and ``file``, the segment holding the row), ``migrations`` and
+    ``events`` (``events()`` decodes them). Rows may repeat (see the module docstring).
 
     A run writes a segment per 1024 rows, so a million programs are a thousand files, and opening a thousand files
     costs DuckDB most of a second per query. Runs with many segments therefore get an index: the ``summary``
@@ -171,7 +162,8 @@ class RunArchive:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._full = False
         self._details_ready = False
-        self._journal_cache: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._journal_cache: dict[str, list[dict[str, Any]]] | None = None  # table name -> journal rows
+        self._lazy_views: set[str] = set()  # lazy views built on the current connection
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -184,6 +176,7 @@ class RunArchive:
             self._con = None
         self._journal_cache = None
         self._details_ready = False
+        self._lazy_views = set()
 
     def __enter__(self) -> RunArchive:
         return self
@@ -229,34 +222,29 @@ class RunArchive:
         return [p for p in files if p not in bad]
 
     def _segments_sql(self, files: list[Path], schema: pa.Schema) -> str:
-        """A subquery with every ``schema`` column (typed nulls where a file lacks one) plus ``file``."""
         assert self._con is not None
-        source = f"read_parquet({sql_list(files)}, filename = true)"
-        present = {row[0] for row in self._con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        if not set(schema.names) <= present:
-            # DuckDB takes the columns of the first file only; an older segment may lack newer columns.
-            source = f"read_parquet({sql_list(files)}, filename = true, union_by_name = true)"
-            present = {row[0] for row in self._con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-        return f"(SELECT {_select_list(schema, present)}, parse_filename(filename) AS file FROM {source})"
+        return segments_sql(self._con, files, schema)
 
-    def _journal(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _journal(self) -> dict[str, list[dict[str, Any]]]:
         if self._journal_cache is None:
-            programs: list[dict[str, Any]] = []
-            migrations: list[dict[str, Any]] = []
+            self._journal_cache = {kind.name: [] for kind in KINDS}
             for content in read_journals(self.run_dir) if self.include_journal else []:
-                programs += content.programs  # bad lines are left out; ``check_files`` names them
-                migrations += content.migrations
-            self._journal_cache = (programs, migrations)
+                for kind in KINDS:  # bad lines are left out; ``check_files`` names them
+                    self._journal_cache[kind.name] += content.of(kind.table)
         return self._journal_cache
 
-    def _build_views(self) -> None:
-        """``summary`` and ``migrations``: from the index where there is one (cheap to create)."""
+    def _build_views(self, lazy: bool = False) -> None:
+        """``summary`` and ``migrations``, or with ``lazy`` the views built once a question names them (``events``):
+        from the index where there is one (cheap to create)."""
         assert self._con is not None
         con = self._con
-        self._full = False
-        journal_programs, journal_migrations = self._journal()
-        for kind, journal, make in ((PROGRAMS, journal_programs, programs_table),
-                                    (MIGRATIONS, journal_migrations, migrations_table)):
+        kinds = [k for k in KINDS if k.lazy == lazy and k.view not in self._lazy_views]
+        if lazy:
+            self._lazy_views.update(k.view for k in kinds)
+        else:
+            self._full = False
+        for kind in kinds:
+            journal = self._journal()[kind.name]
             files = self._files(kind)
             parts: list[str] = []
             if files:
@@ -267,19 +255,18 @@ class RunArchive:
                 if rest:
                     parts.append(f"SELECT {kind.select}, file FROM {self._segments_sql(rest, kind.schema)}")
             if journal:
-                con.register(f"{kind.name}_journal", make(journal))
+                con.register(f"{kind.name}_journal", kind.table.table(journal))
                 parts.append(f"SELECT {kind.select}, '' AS file FROM {kind.name}_journal")
             if not parts:
                 con.register(f"{kind.name}_empty", kind.schema.empty_table())
                 parts.append(f"SELECT {kind.select}, '' AS file FROM {kind.name}_empty")
-            view = "summary" if kind is PROGRAMS else "migrations"
-            con.execute(f"CREATE OR REPLACE VIEW {view} AS " + " UNION ALL BY NAME ".join(parts))
+            con.execute(f"CREATE OR REPLACE VIEW {kind.view} AS " + " UNION ALL BY NAME ".join(parts))
 
     def _build_full_view(self) -> None:
         """``programs``: every column of every row (segments and journal); built when a question needs it."""
         assert self._con is not None
         con = self._con
-        journal = self._journal()[0]
+        journal = self._journal()[PROGRAMS.name]
         files = self._files(PROGRAMS)
         parts = []
         if files:
@@ -316,10 +303,10 @@ class RunArchive:
         """After a failed query: read every segment in full (no cache) and drop the ones that do not read back."""
         found = False
         known = {p for p, _ in self.bad_files}
-        for kind in (PROGRAMS, MIGRATIONS):
+        for kind in KINDS:
             for path in self._files(kind):
                 try:
-                    reason = verify_file(path)
+                    reason = verify_file(path, kind.table.id_column)
                 except FileNotFoundError:
                     continue  # compacted away meanwhile
                 if reason is not None and path not in known:
@@ -329,14 +316,19 @@ class RunArchive:
 
     def _attempt(self, work: Callable[[duckdb.DuckDBPyConnection], T], full: bool) -> T:
         """Run ``work`` on the connection; on a read failure, find and drop unreadable segments, then retry."""
-        searched = False
+        searched = lazy = False
         while True:
             try:
                 con = self._connection()
                 if full and not self._full:
                     self._build_full_view()
+                if lazy:
+                    self._build_views(lazy=True)
                 return work(con)
             except _QUERY_MISTAKES as exc:
+                if isinstance(exc, duckdb.CatalogException) and not lazy:
+                    lazy = True  # it may name a view built only when asked for (most questions never read events)
+                    continue
                 raise ArchiveQueryError(f"query failed: {exc}") from None
             except (duckdb.Error, RuntimeError) as exc:
                 # Anything else may be a damaged file (DuckDB reports those many ways: "Out of buffer", invalid
@@ -570,6 +562,20 @@ class RunArchive:
         return self.arrow("SELECT DISTINCT program_id, from_island, to_island, iteration FROM migrations "
                           "ORDER BY iteration, program_id, to_island")
 
+    def events(self, kinds: Sequence[str] | None = None, program_id: str | None = None) -> list[dict[str, Any]]:
+        """The run's events (one per ``event_id``: the earliest recorded), by ``created_at`` then ``event_id``, with
+        ``data`` decoded; only those of ``kinds`` and about ``program_id`` when given."""
+        chosen = None if kinds is None else list(kinds)
+        rows = self.arrow(
+            "SELECT * FROM (SELECT * EXCLUDE (file) FROM events QUALIFY row_number() OVER (PARTITION BY event_id "
+            "ORDER BY created_at, file = '', file) = 1) WHERE (?::VARCHAR[] IS NULL OR "
+            "list_contains(?::VARCHAR[], kind)) AND (?::VARCHAR IS NULL OR program_id = ?) ORDER BY created_at, event_id",
+            [chosen, chosen, program_id, program_id]).to_pylist()
+        try:
+            return [{**row, "data": json.loads(row["data"] or "{}")} for row in rows]
+        except ValueError as exc:
+            raise ArchiveQueryError(f"an event's data in {self.run_dir} is not JSON ({exc})") from None
+
     def summary(self) -> dict[str, Any]:
         """Statistics of the run from its rows, plus what the loop recorded in run.json and stats.json."""
         statuses = self.status_counts()
@@ -668,17 +674,6 @@ class RunArchive:
             return ""
         described = [d.describe() for d in self.damage] or [f"{p}: {why}" for p, why in self.bad_files]
         return f" (damaged files are left out: {'; '.join(described)})"
-
-
-def _select_list(schema: pa.Schema, present: set[str]) -> str:
-    # Segments from an older schema lack newer columns: they read as typed nulls.
-    cols = []
-    for f in schema:
-        if f.name in present:
-            cols.append(f'"{f.name}"')
-        else:
-            cols.append(f'CAST(NULL AS {_DUCK_TYPES.get(f.type, "VARCHAR")}) AS "{f.name}"')
-    return ", ".join(cols)
 
 
 def _conform_row(row: dict[str, Any]) -> dict[str, Any]:

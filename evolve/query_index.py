@@ -3,8 +3,9 @@
 Both live in ``<run>/.index/`` (or, without write access to the run folder, ``~/.cache/evolve/index/<hash>/``), are
 safe to delete, and are rebuilt on use.
 
-* The index: the small ``summary`` columns of every segment in one Parquet file per kind, sorted by
-  ``program_id``, recording which segment files it covers (see ``evolve.query.RunArchive``).
+* The index: the small ``summary`` columns of every segment in one Parquet file per table (programs, migrations,
+  events: every column of the last two), sorted by its id column, recording which segment files it covers (see
+  ``evolve.query.RunArchive``).
 * ``verified.json``: segments already read in full, every page checksum checked, keyed by name, size and
   modification time. Segments never change once written, so a file is verified once; a file whose size or time
   changed is verified again. ``evolve archive verify`` ignores it and reads everything.
@@ -25,8 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.schema import ARCHIVE_SCHEMA
-from evolve.segments import MIGRATION_SCHEMA, MIGRATIONS_DIR, SEGMENTS_DIR, write_json_atomic
+from evolve.segments import EVENT_TABLE, MIGRATION_TABLE, PROGRAM_TABLE, TableKind, write_json_atomic
 
 # Bump the version when the index's columns change; an index of another version is rebuilt.
 INDEX_VERSION = "1"
@@ -39,21 +39,38 @@ VERIFIED_FILE = "verified.json"
 SUMMARY_SELECT = """
     program_id, parent_ids[1] AS parent_id, island, iteration, generation, status, score, fitness, cell, mutator
 """
-MIGRATION_SELECT = "program_id, from_island, to_island, iteration, created_at"
 
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of archive file (programs or migrations) and how the index summarizes its rows."""
+    """One archive table as queries see it: the view its rows appear in and the columns the index keeps."""
 
-    name: str
-    directory: str
-    schema: pa.Schema
-    select: str
+    table: TableKind
+    view: str  # the DuckDB view over its segments, index and journal rows
+    select: str  # the columns the view (and the index) has, besides ``file``
+    lazy: bool = False  # its view is built when a question first names it, so that the others never pay for it
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def directory(self) -> str:
+        return self.table.directory
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema
 
 
-PROGRAMS = Kind("programs", SEGMENTS_DIR, ARCHIVE_SCHEMA, SUMMARY_SELECT)
-MIGRATIONS = Kind("migrations", MIGRATIONS_DIR, MIGRATION_SCHEMA, MIGRATION_SELECT)
+def _every_column(table: TableKind) -> str:
+    return ", ".join(table.schema.names)
+
+
+PROGRAMS = Kind(PROGRAM_TABLE, "summary", SUMMARY_SELECT)
+MIGRATIONS = Kind(MIGRATION_TABLE, "migrations", _every_column(MIGRATION_TABLE))
+EVENTS = Kind(EVENT_TABLE, "events", _every_column(EVENT_TABLE), lazy=True)
+KINDS = (PROGRAMS, MIGRATIONS, EVENTS)
 
 
 def cache_dirs(run_dir: Path) -> list[Path]:
@@ -99,7 +116,7 @@ def write_index(con: duckdb.DuckDBPyConnection, kind: Kind, files: list[Path], p
                   f"SELECT {kind.select}, file FROM {segments_sql(rest, kind.schema)}")
     else:
         source = f"SELECT {kind.select}, file FROM {segments_sql(files, kind.schema)}"
-    table = to_arrow(con.sql(f"SELECT * FROM ({source}) ORDER BY program_id"))
+    table = to_arrow(con.sql(f"SELECT * FROM ({source}) ORDER BY {kind.table.id_column}"))
     covered = sorted(p.name for p in files)
     meta = json.dumps({"version": INDEX_VERSION, "covered": covered}).encode()
     table = table.replace_schema_metadata({INDEX_KEY: meta})
@@ -148,6 +165,32 @@ class VerifiedFiles:
                 return
             except OSError:
                 continue
+
+
+DUCK_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.list_(pa.string()): "VARCHAR[]",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+    pa.timestamp("ms", tz="UTC"): "TIMESTAMPTZ",
+    pa.timestamp("ms"): "TIMESTAMP",
+}
+
+
+def segments_sql(con: duckdb.DuckDBPyConnection, files: list[Path], schema: pa.Schema) -> str:
+    """A subquery over ``files`` with every ``schema`` column (typed nulls where a file lacks one) plus ``file``."""
+    source = f"read_parquet({sql_list(files)}, filename = true)"
+    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    if not set(schema.names) <= present:
+        # DuckDB takes the columns of the first file only; an older segment may lack newer columns.
+        source = f"read_parquet({sql_list(files)}, filename = true, union_by_name = true)"
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    # Segments from an older schema lack newer columns: they read as typed nulls.
+    columns = ", ".join(f'"{f.name}"' if f.name in present else
+                        f'CAST(NULL AS {DUCK_TYPES.get(f.type, "VARCHAR")}) AS "{f.name}"' for f in schema)
+    return f"(SELECT {columns}, parse_filename(filename) AS file FROM {source})"
 
 
 def sql_str(text: str) -> str:

@@ -23,21 +23,19 @@ import pyarrow.parquet as pq
 
 from evolve.damage import Damage, RunInspection, first_per_key, journal_damage, quarantine, read_journals
 from evolve.journal import JOURNAL_SUFFIX, JournalContent
-from evolve.schema import ARCHIVE_SCHEMA
 from evolve.segments import (
+    EVENT_TABLE,
     JOURNAL_DIR,
-    MIGRATION_KEY,
-    MIGRATION_SCHEMA,
-    MIGRATIONS_DIR,
+    MIGRATION_TABLE,
+    PROGRAM_TABLE,
     READ_ERRORS,
     SEGMENT_SUFFIX,
-    SEGMENTS_DIR,
+    TABLES,
+    TableKind,
     describe_error,
     fsync_dir,
     ledger_retired,
-    ledger_written,
-    migrations_table,
-    programs_table,
+    ledger_table,
     read_segment,
     relative,
     segment_files,
@@ -71,6 +69,7 @@ class RecoveryReport:
     temp_files_removed: int  # temporary files abandoned by dead writers
     torn_tails: int = 0  # journals ending in an append cut short by a kill (never acknowledged: nothing lost)
     quarantined: tuple[str, ...] = ()  # files moved to damaged/ (relative to the run folder)
+    events: int = 0  # event rows written to new segments
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,16 +151,17 @@ def _free_name(directory: Path, stem: str) -> Path:
     return candidate
 
 
-def _convert(run_dir: Path, content: JournalContent) -> tuple[int, int, int]:
-    """Write a journal's rows not yet in a segment of its stem; (programs, migrations, duplicates)."""
+def _convert(run_dir: Path, content: JournalContent) -> dict[str, int]:
+    """Write a journal's rows not yet in a segment of its stem; rows written per table, and ``"duplicates"``."""
     stem = content.path.name[: -len(JOURNAL_SUFFIX)]
-    counts = {"programs": 0, "migrations": 0, "duplicates": 0}
-    for directory, rows, keys, make, kind in (
-        (run_dir / SEGMENTS_DIR, content.programs, ["program_id"], programs_table, "programs"),
-        (run_dir / MIGRATIONS_DIR, content.migrations, list(MIGRATION_KEY), migrations_table, "migrations"),
-    ):
+    counts = {"duplicates": 0}
+    for table in TABLES:
+        rows = content.of(table)
+        counts[table.name] = 0
         if not rows:
             continue
+        directory = run_dir / table.directory
+        keys = list(table.key)
         seen = set(_existing_keys(directory, stem, keys))
         fresh = []
         for row in rows:
@@ -174,11 +174,11 @@ def _convert(run_dir: Path, content: JournalContent) -> tuple[int, int, int]:
         if fresh:
             directory.mkdir(parents=True, exist_ok=True)
             target = _free_name(directory, stem)
-            write_parquet_atomic(make(fresh), target)
-            iterations = [r["iteration"] for r in fresh] if kind == "programs" else None
-            ledger_written(run_dir, target, len(fresh), iterations)
-            counts[kind] += len(fresh)
-    return counts["programs"], counts["migrations"], counts["duplicates"]
+            written = table.table(fresh)
+            write_parquet_atomic(written, target)
+            ledger_table(run_dir, target, table, written)
+            counts[table.name] += len(fresh)
+    return counts
 
 
 def recover_locked(run_dir: Path, accepted: RunInspection | None = None, note: dict[str, Any] | None = None
@@ -194,13 +194,14 @@ def recover_locked(run_dir: Path, accepted: RunInspection | None = None, note: d
         damage = [d for d in (journal_damage(run_dir, j) for j in journals) if d is not None]
         if damage:
             raise ArchiveDamaged(run_dir, damage)
-    temps = sum(remove_dead_temps(run_dir / d) for d in (SEGMENTS_DIR, MIGRATIONS_DIR, JOURNAL_DIR))
+    temps = sum(remove_dead_temps(run_dir / d) for d in (*(t.directory for t in TABLES), JOURNAL_DIR))
     quarantined: list[str] = []
     damage_by_file = {d.file: d for d in accepted.damage} if accepted is not None else {}
-    programs = migrations = duplicates = skipped = torn = 0
+    counts: dict[str, int] = {}
+    skipped = torn = 0
     for content in journals:
-        p, m, d = _convert(run_dir, content)
-        programs, migrations, duplicates = programs + p, migrations + m, duplicates + d
+        for name, n in _convert(run_dir, content).items():
+            counts[name] = counts.get(name, 0) + n
         skipped += content.bad_lines
         torn += int(content.torn_tail)
         damage = damage_by_file.pop(relative(run_dir, content.path), None)
@@ -217,7 +218,9 @@ def recover_locked(run_dir: Path, accepted: RunInspection | None = None, note: d
         quarantined.append(moved or damage.file)
     if journals:
         fsync_dir(run_dir / JOURNAL_DIR)
-    return RecoveryReport(len(journals), programs, migrations, skipped, duplicates, temps, torn, tuple(quarantined))
+    return RecoveryReport(len(journals), counts.get(PROGRAM_TABLE.name, 0), counts.get(MIGRATION_TABLE.name, 0),
+                          skipped, counts.get("duplicates", 0), temps, torn, tuple(quarantined),
+                          counts.get(EVENT_TABLE.name, 0))
 
 
 def recover(run_dir: str | Path) -> RecoveryReport:
@@ -247,8 +250,8 @@ class CompactReport:
     bad_files: list[tuple[Path, str]] = field(default_factory=list)  # left untouched
 
 
-def _compact_dir(run_dir: Path, sub: str, schema: pa.Schema, keys: list[str], small_rows: int) -> CompactReport:
-    directory = run_dir / sub
+def _compact_dir(run_dir: Path, kind: TableKind, small_rows: int) -> CompactReport:
+    directory = run_dir / kind.directory
     small: list[Path] = []
     tables: list[pa.Table] = []
     bad: list[tuple[Path, str]] = []
@@ -256,7 +259,7 @@ def _compact_dir(run_dir: Path, sub: str, schema: pa.Schema, keys: list[str], sm
         try:
             if pq.ParquetFile(path).metadata.num_rows >= small_rows:
                 continue
-            table = read_segment(path, schema, None)
+            table = read_segment(path, kind.schema, None, kind.id_column)
         except READ_ERRORS as exc:
             bad.append((path, describe_error(path, exc)))
             continue
@@ -264,13 +267,12 @@ def _compact_dir(run_dir: Path, sub: str, schema: pa.Schema, keys: list[str], sm
         tables.append(table)
     if len(small) < 2:
         return CompactReport(0, 0, bad)
-    merged = first_per_key(pa.concat_tables(tables), keys)
+    merged = first_per_key(pa.concat_tables(tables), list(kind.key))
     # Named after the first part so it sorts where its rows were; a crash before the parts are deleted only
     # leaves duplicates, which readers drop.
     target = directory / f"{small[0].name[: -len(SEGMENT_SUFFIX)]}-c{len(small)}{SEGMENT_SUFFIX}"
     write_parquet_atomic(merged, target)
-    iterations = merged.column("iteration").to_pylist() if schema is ARCHIVE_SCHEMA else None
-    ledger_written(run_dir, target, merged.num_rows, iterations)
+    ledger_table(run_dir, target, kind, merged)
     ledger_retired(run_dir, [p for p in small if p != target], "compacted", into=relative(run_dir, target))
     for path in small:
         if path != target:
@@ -280,11 +282,11 @@ def _compact_dir(run_dir: Path, sub: str, schema: pa.Schema, keys: list[str], sm
 
 
 def compact(run_dir: str | Path, small_rows: int = 1024) -> CompactReport:
-    """Merge every segment with fewer than ``small_rows`` rows into one (programs and migrations alike)."""
+    """Merge, per table (programs, migrations, events), every segment with fewer than ``small_rows`` rows into one."""
     run_dir = Path(run_dir)
-    a = _compact_dir(run_dir, SEGMENTS_DIR, ARCHIVE_SCHEMA, ["program_id"], small_rows)
-    b = _compact_dir(run_dir, MIGRATIONS_DIR, MIGRATION_SCHEMA, list(MIGRATION_KEY), small_rows)
-    return CompactReport(a.merged_files + b.merged_files, a.rows + b.rows, a.bad_files + b.bad_files)
+    reports = [_compact_dir(run_dir, kind, small_rows) for kind in TABLES]
+    return CompactReport(sum(r.merged_files for r in reports), sum(r.rows for r in reports),
+                         [bad for r in reports for bad in r.bad_files])
 
 
 def accepted_note(session: int, run_id: str) -> dict[str, Any]:

@@ -8,6 +8,10 @@ which a footer check (or DuckDB, which does not verify page checksums) would mis
 The ledger (``RUN/ledger.jsonl``) gets one line per Parquet file written: its rows and the iterations it holds. It is
 what lets evolve name the iterations a damaged or missing segment held even when nothing of the file is readable
 (a zero-byte file). It is advisory: a file without a ledger line is still read, and a torn last line is ignored.
+
+A run's archive is a few append-only tables (``TABLES``): programs, migrations and events. Each has its folder, its
+schema, the columns that identify a row and its journal tag; everything that writes, reads, verifies, recovers,
+compacts or quarantines files iterates over ``TABLES``, so every table gets the same guarantees.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import json
 import os
 import secrets
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from evolve.schema import ARCHIVE_SCHEMA
 
 SEGMENTS_DIR = "segments"
 MIGRATIONS_DIR = "migrations"
+EVENTS_DIR = "events"
 JOURNAL_DIR = "journal"
 DAMAGED_DIR = "damaged"
 LEDGER_FILE = "ledger.jsonl"
@@ -46,8 +52,60 @@ MIGRATION_SCHEMA = pa.schema(
 )
 MIGRATION_KEY = ("program_id", "from_island", "to_island", "iteration")
 
+# Anything that happens to a run and is not a program row (held-out results, standings, approvals, strategies,
+# notes, ...): ``kind`` is free-form text owned by the feature that records it, ``data`` a JSON object as text.
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),  # unique within the run
+        ("kind", pa.string()),
+        ("iteration", pa.int64()),  # the run's iteration when recorded (0: before the first child)
+        ("program_id", pa.string()),  # the program it is about, if any
+        ("created_at", pa.timestamp("ms")),  # UTC
+        ("data", pa.string()),  # a JSON object (text)
+        ("run_id", pa.string()),
+    ]
+)
+EVENT_KEY = ("event_id",)
+
 # What reading a damaged Parquet file may raise (pyarrow's own errors, OS errors, and a few plain ones).
 READ_ERRORS = (pa.ArrowException, OSError, ValueError, KeyError, IndexError, TypeError)
+
+
+@dataclass(frozen=True)
+class TableKind:
+    """One append-only table of a run: where its files live and what identifies, orders and tags its rows."""
+
+    name: str  # "programs", "migrations", "events" (also the name of its query view, and its damage's ``table``)
+    directory: str  # its folder in the run
+    schema: pa.Schema
+    key: tuple[str, ...]  # rows with equal keys are one row (the earliest written is kept)
+    tag: str  # the journal line's tag: ``{"c":<crc>,"<tag>":<row>}``
+    noun: str  # what one row is, for messages
+    order: tuple[str, ...] = ("iteration",)  # readers return rows sorted by these columns (stable)
+    iterations: bool = False  # its rows are iterations of the run's budget: losing one loses an iteration
+
+    @property
+    def id_column(self) -> str:
+        """A column every file and journal row of this table has (a file without it is not one evolve wrote)."""
+        return self.key[0]
+
+    def table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+
+PROGRAM_TABLE = TableKind("programs", SEGMENTS_DIR, ARCHIVE_SCHEMA, ("program_id",), "p", "program",
+                          iterations=True)
+MIGRATION_TABLE = TableKind("migrations", MIGRATIONS_DIR, MIGRATION_SCHEMA, MIGRATION_KEY, "m", "migration")
+EVENT_TABLE = TableKind("events", EVENTS_DIR, EVENT_SCHEMA, EVENT_KEY, "e", "event",
+                        order=("created_at", "event_id"))
+TABLES = (PROGRAM_TABLE, MIGRATION_TABLE, EVENT_TABLE)
+TABLE_BY_TAG = {t.tag: t for t in TABLES}
+TABLE_BY_DIRECTORY = {t.directory: t for t in TABLES}
+
+
+def table_of_file(name: str) -> TableKind:
+    """The table a file (relative to the run folder, e.g. ``"events/<name>.parquet"``) belongs to."""
+    return TABLE_BY_DIRECTORY.get(name.split("/", 1)[0], PROGRAM_TABLE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,11 +168,11 @@ def write_parquet_atomic(table: pa.Table, final: Path) -> None:
 
 
 def programs_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMA)
+    return PROGRAM_TABLE.table(rows)
 
 
 def migrations_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=MIGRATION_SCHEMA)
+    return MIGRATION_TABLE.table(rows)
 
 
 def segment_files(directory: Path) -> list[Path]:
@@ -139,25 +197,26 @@ def conform(table: pa.Table, schema: pa.Schema, columns: list[str] | None) -> pa
     return pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in names]))
 
 
-def read_segment(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+def read_segment(path: Path, schema: pa.Schema, columns: list[str] | None = None, id_column: str = "program_id"
+                 ) -> pa.Table:
     """One file, every page decompressed and its checksum (when written with one) verified.
 
-    Raises one of ``READ_ERRORS`` when the file is not a whole, valid evolve segment.
+    Raises one of ``READ_ERRORS`` when the file is not a whole, valid evolve segment (one without ``id_column``).
     """
     parquet = pq.ParquetFile(path, page_checksum_verification=True)
     present = set(parquet.schema_arrow.names)
-    if "program_id" not in present:
-        raise ValueError("not an evolve archive file (no program_id column)")
+    if id_column not in present:
+        raise ValueError(f"not an evolve archive file (no {id_column} column)")
     wanted = None if columns is None else [c for c in columns if c in present]
     return conform(parquet.read(columns=wanted), schema, columns)
 
 
-def verify_file(path: Path) -> str | None:
+def verify_file(path: Path, id_column: str = "program_id") -> str | None:
     """``None`` if every page of ``path`` reads back and matches its checksum; else the reason. Bounded memory."""
     try:
         parquet = pq.ParquetFile(path, page_checksum_verification=True)
-        if "program_id" not in parquet.schema_arrow.names:
-            return "not an evolve archive file (no program_id column)"
+        if id_column not in parquet.schema_arrow.names:
+            return f"not an evolve archive file (no {id_column} column)"
         for _ in parquet.iter_batches(batch_size=65536):
             pass
     except FileNotFoundError:
@@ -210,6 +269,7 @@ class LedgerEntry:
     file: str  # relative to the run folder, e.g. "segments/<name>.parquet"
     rows: int
     iterations: frozenset[int] = frozenset()  # program files only
+    kinds: tuple[tuple[str, int], ...] = ()  # event files only: (kind, rows of that kind)
 
 
 @dataclass
@@ -237,11 +297,21 @@ def ledger_line(run_dir: Path, entry: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def ledger_written(run_dir: Path, path: Path, rows: int, iterations: Iterable[int] | None) -> None:
+def ledger_written(run_dir: Path, path: Path, rows: int, iterations: Iterable[int] | None,
+                   kinds: Iterable[str] | None = None) -> None:
     entry: dict[str, Any] = {"file": relative(run_dir, path), "rows": int(rows)}
     if iterations is not None:
         entry["iterations"] = to_ranges(iterations)
+    if kinds is not None:
+        entry["kinds"] = dict(sorted(Counter(str(k) for k in kinds).items()))
     ledger_line(run_dir, entry)
+
+
+def ledger_table(run_dir: Path, path: Path, kind: TableKind, table: pa.Table) -> None:
+    """The ledger line of a file of ``kind`` just written: what it holds, so damage to it can be named later."""
+    iterations = table.column("iteration").to_pylist() if kind.iterations else None
+    kinds = table.column("kind").to_pylist() if kind is EVENT_TABLE else None
+    ledger_written(run_dir, path, table.num_rows, iterations, kinds)
 
 
 def ledger_retired(run_dir: Path, paths: Iterable[Path | str], why: str, into: str = "") -> None:
@@ -264,8 +334,10 @@ def read_ledger(run_dir: Path) -> Ledger:
         try:
             entry = json.loads(line)
             if "file" in entry:
+                kinds = entry.get("kinds") if isinstance(entry.get("kinds"), dict) else {}
                 ledger.entries[str(entry["file"])] = LedgerEntry(
-                    str(entry["file"]), int(entry.get("rows", 0)), frozenset(from_ranges(entry.get("iterations"))))
+                    str(entry["file"]), int(entry.get("rows", 0)), frozenset(from_ranges(entry.get("iterations"))),
+                    tuple((str(k), int(n)) for k, n in kinds.items()))
                 ledger.retired.discard(str(entry["file"]))
             elif "retired" in entry:
                 ledger.retired.update(str(name) for name in entry["retired"])
