@@ -18,7 +18,6 @@ a cost that does not grow with the grid.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,14 +29,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from evolve.database_rebuild import (
+    RebuildError,
+    as_moves,
+    as_table,
+    cell_winners,
+    recent_children,
+    summary_text,
+)
 from evolve.mutators.base import Attempt, ProgramView
 from evolve.problem import FeatureDim
-from evolve.schema import ARCHIVE_SCHEMA, ARTIFACT_LIMIT, ProgramRecord
+from evolve.schema import ARTIFACT_LIMIT, ProgramRecord
 from evolve.types import Status
+
+__all__ = ["AddStatus", "AllExcludedError", "ArchiveStats", "EmptyDatabaseError", "Migration", "ProgramDatabase",
+           "RebuildError", "cell_of"]
 
 VIEW_ARTIFACT_LIMIT = 2000  # characters per artifact handed to prompts
 assert VIEW_ARTIFACT_LIMIT <= ARTIFACT_LIMIT  # _clip relies on the archived copy keeping more head and tail
-ATTEMPT_SUMMARY_LIMIT = 300
 
 
 class AddStatus(StrEnum):
@@ -45,16 +54,6 @@ class AddStatus(StrEnum):
     IMPROVED = "improved"  # the program dethroned the cell's elite
     NOT_IMPROVED = "not_improved"  # the cell's elite stays
     NOT_ELIGIBLE = "not_eligible"  # failed, unscored or unplaceable: counted and remembered, never an elite
-
-
-class RebuildError(ValueError):
-    """An archive cannot be turned back into a database. ``unknown_migrations`` names the programs that migration
-    events point at but that are not eligible archived rows (their rows were lost); otherwise the placements do not
-    fit the islands and grid given (the settings or the problem changed)."""
-
-    def __init__(self, message: str, unknown_migrations: Sequence[str] = ()):
-        super().__init__(message)
-        self.unknown_migrations = tuple(unknown_migrations)
 
 
 class EmptyDatabaseError(LookupError):
@@ -184,16 +183,7 @@ def _clip(text: str, limit: int = VIEW_ARTIFACT_LIMIT) -> str:
 
 
 def _summary(record: ProgramRecord) -> str:
-    return _summary_text(record.edit_error, record.stages)
-
-
-def _summary_text(edit_error: str, stages: list[dict[str, Any]]) -> str:
-    """One line on why a child fared as it did: the edit error, else the last stage's message."""
-    text = edit_error
-    if not text and stages:
-        text = str(stages[-1].get("message", ""))
-    text = " ".join(text.split())
-    return text if len(text) <= ATTEMPT_SUMMARY_LIMIT else text[: ATTEMPT_SUMMARY_LIMIT - 3] + "..."
+    return summary_text(record.edit_error, record.stages)
 
 
 def _attempt_of(record: ProgramRecord) -> Attempt:
@@ -592,11 +582,11 @@ class ProgramDatabase:
         integrating results in submission order holds.
         """
         db = cls(n_islands, grid_shape, exploitation=exploitation, attempts_per_parent=attempts_per_parent)
-        table = _as_table(programs)
+        table = as_table(programs)
         db._seen.update(table.column("program_id").to_pylist())
         for item in pc.value_counts(table.column("status").fill_null("")).to_pylist():
             db._status_counts[item["values"]] += item["counts"]
-        winners = _cell_winners(table, _as_moves(migrations), n_islands, db.n_cells)
+        winners = cell_winners(table, as_moves(migrations), n_islands, db.n_cells)
         rows = sorted({row for _, _, row in winners})
         elites = {
             r.program_id: _elite_of(r)
@@ -612,93 +602,6 @@ class ProgramDatabase:
         db._elites = elites
         for program_id in excluded:
             db.exclude(program_id)
-        for parent, attempts in _recent_children(table, list(elites), attempts_per_parent).items():
+        for parent, attempts in recent_children(table, list(elites), attempts_per_parent).items():
             db._attempts_for(parent).extend(attempts)
         return db
-
-
-def _as_table(programs: pa.Table | Iterable[ProgramRecord]) -> pa.Table:
-    if isinstance(programs, pa.Table):
-        return programs.combine_chunks()
-    return pa.Table.from_pylist([r.to_row() for r in programs], schema=ARCHIVE_SCHEMA)
-
-
-def _as_moves(migrations: pa.Table | Iterable[Migration] | None) -> pa.Table:
-    """``program_id`` and ``to_island`` of each migration event."""
-    if migrations is None:
-        migrations = []
-    if not isinstance(migrations, pa.Table):
-        migrations = pa.table(
-            {"program_id": [m.program_id for m in migrations], "to_island": [m.to_island for m in migrations]},
-            schema=pa.schema([("program_id", pa.string()), ("to_island", pa.int64())]),
-        )
-    return migrations.select(["program_id", "to_island"])
-
-
-def _cell_winners(table: pa.Table, moves: pa.Table, n_islands: int, n_cells: int) -> list[tuple[int, int, int]]:
-    """``(island, cell, row of table)`` of every occupied cell after all placements."""
-    fitness = table.column("fitness")
-    eligible = pc.and_(
-        pc.and_(pc.equal(table.column("status"), Status.OK.value), pc.is_finite(fitness)),
-        pc.is_valid(table.column("cell")),
-    )
-    rows = np.flatnonzero(eligible.fill_null(False).to_numpy(zero_copy_only=False))
-    ids = table.column("program_id").take(pa.array(rows, pa.int64()))
-    # Placements by migration point at the migrated program's eligible row.
-    position = pc.index_in(moves.column("program_id"), value_set=ids).to_numpy(zero_copy_only=False)
-    position = np.asarray(position, dtype=float)
-    if np.isnan(position).any():
-        unknown = sorted(set(np.asarray(moves.column("program_id").to_pylist(), dtype=object)[np.isnan(position)]))
-        raise RebuildError(f"migration events name {len(unknown)} program(s) that are not eligible archived programs "
-                           f"(e.g. {', '.join(unknown[:3])})", unknown)
-    moved = position.astype(np.int64)
-    row = np.concatenate([rows, rows[moved]])
-    island = np.concatenate([
-        table.column("island").to_numpy(zero_copy_only=False)[rows],
-        moves.column("to_island").to_numpy(zero_copy_only=False),
-    ]).astype(np.int64)
-    cell = table.column("cell").to_numpy(zero_copy_only=False)[row].astype(np.int64)
-    if len(row) and (island.min() < 0 or island.max() >= n_islands or cell.min() < 0 or cell.max() >= n_cells):
-        raise RebuildError(f"archived placements out of range for {n_islands} islands x {n_cells} cells")
-    fit = fitness.to_numpy(zero_copy_only=False)[row].astype(float)
-    iteration = table.column("iteration").to_numpy(zero_copy_only=False)[row].astype(np.int64)
-    id_rank = np.empty(table.num_rows, dtype=np.int64)
-    id_rank[pc.sort_indices(table.column("program_id")).to_numpy()] = np.arange(table.num_rows)
-    slot = island * n_cells + cell
-    # The database's total order within each slot: fitness desc, iteration asc, program_id asc.
-    order = np.lexsort((id_rank[row], iteration, -fit, slot))
-    slot_sorted = slot[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = slot_sorted[1:] != slot_sorted[:-1]
-    best = order[first]
-    return [(int(i), int(c), int(r)) for i, c, r in zip(island[best], cell[best], row[best], strict=True)]
-
-
-def _recent_children(table: pa.Table, parents: list[str], k: int) -> dict[str, list[Attempt]]:
-    """The last ``k`` children (by iteration, oldest first) of each of ``parents``."""
-    if k <= 0 or not parents or table.num_rows == 0:
-        return {}
-    lists = table.column("parent_ids")
-    has_parent = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
-    first_parent = pc.list_element(pc.if_else(has_parent, lists, pa.scalar(None, lists.type)), 0)
-    mask = pc.is_in(first_parent, value_set=pa.array(parents, pa.string()))
-    children = table.select(["iteration", "edit", "edit_error", "status", "score", "stages"]).append_column(
-        "parent", first_parent
-    ).filter(mask)
-    if children.num_rows == 0:
-        return {}
-    children = children.sort_by([("parent", "ascending"), ("iteration", "descending")])
-    parent = np.asarray(children.column("parent").to_pylist(), dtype=object)
-    starts = np.flatnonzero(np.concatenate([[True], parent[1:] != parent[:-1]]))
-    group_start = starts[np.searchsorted(starts, np.arange(len(parent)), side="right") - 1]
-    keep = np.flatnonzero(np.arange(len(parent)) - group_start < k)
-    recent: dict[str, list[Attempt]] = {}
-    for row in children.take(pa.array(keep[::-1].copy(), pa.int64())).to_pylist():  # oldest first
-        attempt = Attempt(
-            edit=row["edit"] or "",
-            status=row["status"] or "",
-            score=row["score"],
-            summary=_summary_text(row["edit_error"] or "", json.loads(row["stages"] or "[]")),
-        )
-        recent.setdefault(row["parent"], []).append(attempt)
-    return recent

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from evolve.cli_oversight import approve, audit_command, reject
 from evolve.evaluation import evaluate_locally
 from evolve.oversight.html import oversight_html
-from evolve.oversight.read import best_promoted, decision_lines, top_rows
+from evolve.oversight.read import best_promoted, best_row, decision_lines, top_rows
 from evolve.oversight.standing import Standing
 from evolve.oversight.verdict import eval_verdict
 from evolve.problem import load_problem
@@ -61,7 +61,7 @@ def test_decisions_are_signed_and_shown(run_dir: Path) -> None:
     with RunArchive(run_dir) as archive:
         lines = decision_lines(archive, pid_of(MEMORISER))
         assert lines[0].startswith("standing: overfit") and "forced" in lines[1]
-        assert best_promoted(archive)["program_id"] == best
+        assert best_promoted(archive)["program_id"] == best == best_row(archive)["program_id"]
         html = oversight_html(archive)
     assert f'id="best-promoted">{best}<' in html and "&lt;b&gt;fine&lt;/b&gt;" in html and "<b>fine" not in html
     assert "heldout_disagreement" in html and "Audit trail" in html
@@ -83,6 +83,7 @@ def test_audit_of_a_run_recorded_before_oversight(tmp_path: Path) -> None:
     assert all(e["kind"] in ("sandbox_level", "stop", "damage") for e in entries)
     with RunArchive(run) as archive:
         answer = top_rows(archive, 3)
+        assert best_row(archive) == answer.rows[0]
     assert answer.standing == "all" and "older than oversight" in answer.note
     assert [r["standing"] for r in answer.rows] == ["candidate"] * len(answer.rows)
 

@@ -316,3 +316,23 @@ def test_no_heldout_metric_or_artifact_reaches_any_prompt(llm_server, tmp_path: 
         leaked = [s for s in secrets if s in text]
         assert not leaked, leaked
     assert audited(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_deterministic_runs_decide_the_same_standings_at_any_concurrency(ray_session, tmp_path: Path) -> None:
+    """Checks run next to the batch's evaluations, but the next batch waits for their verdicts, applied in iteration
+    order: the archive and the standings do not depend on the concurrency."""
+    problem = load_problem(PROBLEM)
+    script = in_order(honest(2), MEMORISER, honest(3), honest(4), honest(5))
+    outcomes = []
+    for concurrency in (1, 4):
+        run_dir = tmp_path / f"c{concurrency}"
+        settings = RunSettings(iterations=10, concurrency=concurrency, islands=1, seed=4, deterministic=True,
+                               batch_size=3)
+        Evolution(problem, settings, ScriptedMutator(script), run_dir, "run").run()  # type: ignore[arg-type]
+        rows = [(r["iteration"], r["program_id"], tuple(r["parent_ids"] or ()), r["status"])
+                for r in read_programs(run_dir).table.to_pylist()]
+        outcomes.append((sorted(rows), standing_map(run_dir)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][1][pid_of(MEMORISER)] == "overfit"

@@ -160,6 +160,13 @@ def best_promoted(archive: RunArchive) -> dict[str, Any] | None:
     return answer.rows[0] if answer.rows else None
 
 
+def best_row(archive: RunArchive) -> dict[str, Any] | None:
+    """The run's best as every report means it: the best promoted program; for a run recorded before oversight
+    (no standings), the fittest program. What ``RunArchive.best`` should answer."""
+    answer = top_rows(archive, 1)
+    return answer.rows[0] if answer.rows else None
+
+
 def decision_lines(archive: RunArchive, program_id: str) -> list[str]:
     """What ``evolve archive show`` prints about a program's standing and any decision on it."""
     full = archive.resolve_id(program_id)
