@@ -19,6 +19,7 @@ from evolve.query import RunArchive
 from evolve.settings import RunSettings
 
 from .test_matmul import STAND_IN, needs_cuda_compiler, needs_host_compiler
+from .test_oversight_runs import audited
 
 pytestmark = [pytest.mark.ray, needs_cuda_compiler, needs_host_compiler]
 
@@ -88,3 +89,4 @@ def test_matmul_cascade_runs_on_ray_with_gpu_stage_scheduling(ray_session, probl
         standing = archive.events(["standing"], program_id=seed["program_id"])[-1]
     assert heldout["data"]["stages"][0]["metrics"]["heldout_gpu_granted"] == 1.0
     assert standing["data"]["standing"] == "promoted"
+    assert any(e["kind"] == "promotion" for e in audited(run_dir))

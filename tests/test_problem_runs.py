@@ -20,6 +20,7 @@ from evolve.settings import RunSettings
 from evolve.types import Status, program_id_for
 
 from .conftest import PROBLEMS
+from .test_oversight_runs import audited
 
 pytestmark = pytest.mark.ray
 
@@ -29,6 +30,7 @@ def short_run(name: str, mutator: object, run_dir: Path, iterations: int, seed: 
     settings = RunSettings(iterations=iterations, concurrency=4, islands=1, seed=seed)
     summary = Evolution(problem, settings, mutator, run_dir, run_dir.name).run()  # type: ignore[arg-type]
     assert summary.stop_reason is StopReason.BUDGET
+    assert audited(run_dir)  # `evolve archive audit RUN --json` on every shipped problem's run
     return summary, read_programs(run_dir).table.to_pylist()
 
 

@@ -350,8 +350,11 @@ class Oversight:
     def _snapshot(self) -> ProgressSnapshot:
         snapshot = super()._snapshot()  # type: ignore[misc]
         best = self.oversight.best_view()
+        in_flight = dict(snapshot.in_flight)
+        if self.check_refs:
+            in_flight["checking"] = len(self.check_refs)  # held-out stages and re-evaluations
         return dataclasses.replace(snapshot, best_score=best.score if best else None,
-                                   best_program=best.program_id if best else None)
+                                   best_program=best.program_id if best else None, in_flight=in_flight)
 
 
 def _without_tripwires(verdict: Verdict) -> Standing:

@@ -27,6 +27,10 @@ def restore_oversight(events: pa.Table | None, programs: pa.Table, problem: Prob
     deterministic batch being completed, are left out: they are recorded again as it completes)."""
     rows = ev.event_rows(_about(events, programs)) if events is not None and events.num_rows else []
     state = OversightState.rebuild((r for r in rows if r.get("kind") in ev.STATE_KINDS), problem.oversight.top_k)
+    # Anomalies of every program, those of a torn batch's rows included: replaying them trips the same wires.
+    state.anomalies = OversightState.rebuild(
+        ev.event_rows(events.filter(pc.equal(events.column("kind"), ev.ANOMALY))) if events is not None and
+        events.num_rows else [], problem.oversight.top_k).anomalies
     wanted = [w.program_id for w in state.watched.values() if w.pending or w.standing.value == "promoted"]
     subjects: dict[str, Subject] = {}
     if wanted and programs.num_rows:

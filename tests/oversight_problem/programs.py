@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-HONEST = """\
-```python
-# EVOLVE-BLOCK-START
-ITERATIONS = {n}
+from pathlib import Path
 
-
-def solve(xs):
-    out = []
-    for x in xs:
-        guess = x
-        for _ in range(ITERATIONS):
-            guess = 0.5 * (guess + x / guess)
-        out.append(guess)
-    return out
-# EVOLVE-BLOCK-END
-```
-"""
+_BLOCK = (Path(__file__).with_name("seed.py").read_text().split("\n\n", 1)[1]).strip()  # the evolve block
 
 # Perfect on the benchmark it has seen, useless on anything else.
 MEMORISER = """\
@@ -38,4 +24,6 @@ def solve(xs):
 
 
 def honest(iterations: int) -> str:
-    return HONEST.replace("{n}", str(iterations))
+    """The seed's Newton loop with more iterations: a real improvement, on any input."""
+    block = _BLOCK.replace("ITERATIONS = 1\n", f"ITERATIONS = {iterations}\n")
+    return f"```python\n{block}\n```\n"
