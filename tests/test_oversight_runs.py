@@ -112,7 +112,7 @@ def test_a_memoriser_is_overfit_never_best_never_a_parent_and_audited(ray_sessio
     assert all(memoriser not in (r["parent_ids"] or []) for r in rows)
     found = standing_map(run_dir)
     assert found[memoriser] == "overfit"
-    assert found[best_honest] == "promoted" and found[pid_of(honest(2))] == "promoted"
+    assert found[best_honest] == "promoted"  # lesser ones are checked only if they arrived while they led
     # "Best" is the best promoted program everywhere the run reports it.
     assert summary.best is not None and summary.best.program_id == best_honest
     stats = json.loads((run_dir / "stats.json").read_text())
