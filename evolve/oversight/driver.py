@@ -248,10 +248,12 @@ class Oversight:
             # A person lifted a quarantine: the wires that fired then do not fire again for this program.
             standing = _without_tripwires(verdict)
         if check.reason == "quarantine":
+            # Only a clean check lifts a quarantine; overfit says more and keeps it out just the same; flaky or
+            # inconclusive leaves the quarantine in place (a jump that does not reproduce is no cleared jump).
             if standing is Standing.PROMOTED:
                 release = True
-            elif standing is Standing.CANDIDATE:
-                standing = Standing.QUARANTINED  # inconclusive: the quarantine stays
+            elif standing is not Standing.OVERFIT:
+                standing = Standing.QUARANTINED
         self._record_check(check, verdict)
         if release:
             self._event(ev.RELEASE, pid, {"by": ev.AUTO, "note": "re-checked clean: held-out agrees and the score "
