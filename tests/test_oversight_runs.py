@@ -218,6 +218,30 @@ def test_an_evaluator_declared_anomaly_quarantines_and_never_reaches_the_row(tmp
     assert standing_map(run_dir)[pid_of(honest(3))] == "promoted"
 
 
+def test_standings_rebuilt_from_events_equal_the_live_ones(tmp_path: Path) -> None:
+    from evolve.oversight.rebuild import restore_oversight
+
+    folder = problem_with(tmp_path, **{'direction = "maximize"': 'direction = "maximize"\nbound = 11.0'})
+    problem = load_problem(folder)
+    run_dir = tmp_path / "run"
+    settings = RunSettings(iterations=4, concurrency=1, islands=1, seed=2)
+    script = in_order(honest(2), MEMORISER, honest(3), honest(5))
+    evolution = Evolution(problem, settings, ScriptedMutator(script), run_dir, "run",
+                          executor=LocalExecutor(problem))  # type: ignore[arg-type]
+    evolution.run()
+    live = evolution.oversight
+    rebuilt = restore_oversight(read_events(run_dir), read_programs(run_dir).table, problem)
+
+    def shape(state: Any) -> Any:
+        return ({pid: (w.standing, w.checks, w.decided, w.released, sorted(w.tripwires), w.key)
+                 for pid, w in state.watched.items()}, list(state._contenders), sorted(state.excluded()))
+
+    assert shape(rebuilt.state) == shape(live) and live.standing(pid_of(MEMORISER)) is Standing.QUARANTINED
+    assert set(rebuilt.subjects) == {pid for pid, w in live.watched.items() if w.standing is Standing.PROMOTED}
+    assert sorted(evolution.db.excluded) == sorted(rebuilt.state.excluded())
+    assert rebuilt.jump_fitness[-1] == evolution.jump_watch.best
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # people's decisions
 
