@@ -349,6 +349,10 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
     if all_stages and not stages:
         c.error("stages", 'every stage is role = "heldout"; at least one visible stage is required')
     oversight = _parse_oversight(c, data)
+    if not heldout_stages:
+        for key in ("heldout_metric", "gap"):
+            if key in (data.get("oversight") if isinstance(data.get("oversight"), dict) else {}):
+                c.error(f"oversight.{key}", 'compares with held-out stages, but no stage has role = "heldout"')
     limits = _parse_limits(c, data)
     evolution = _parse_evolution(c, data)
     read_paths = tuple(c.get(data, "read_paths", "", list, default=[]) or [])

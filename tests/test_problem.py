@@ -207,6 +207,11 @@ colour = "red"
             "oversight.colour"} <= where
 
 
+def test_heldout_settings_without_a_heldout_stage_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProblemError, match='no stage has role = "heldout"'):
+        load_problem(write_problem(tmp_path, GOOD + '[oversight]\nheldout_metric = "x"\n'))
+
+
 def test_a_problem_needs_a_visible_stage(tmp_path: Path) -> None:
     toml = GOOD.split("[[stages]]")[0] + '[[stages]]\nname = "only"\nrole = "heldout"\n'
     with pytest.raises(ProblemError, match="at least one visible stage"):
