@@ -8,12 +8,16 @@ database exactly from the archive's programs and migration events.
 
 Memory stays bounded by the grids: code, metrics and recent attempts are kept only for current elites; of the
 other programs only the id is remembered (for dedup) and their status counted.
+
+Oversight (``evolve.oversight``) may *exclude* a program (overfit on held-out data, or quarantined by a tripwire):
+it keeps its cell, so the grids stay a pure function of the programs placed, but it is never drawn as a parent,
+shown as an inspiration or migrated. Each island keeps its excluded elites in rank order, so sampling skips them at
+a cost that does not grow with the grid.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,14 +29,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from evolve.database_rebuild import (
+    RebuildError,
+    as_moves,
+    as_table,
+    cell_winners,
+    recent_children,
+    summary_text,
+)
 from evolve.mutators.base import Attempt, ProgramView
 from evolve.problem import FeatureDim
-from evolve.schema import ARCHIVE_SCHEMA, ARTIFACT_LIMIT, ProgramRecord
+from evolve.schema import ARTIFACT_LIMIT, ProgramRecord
 from evolve.types import Status
+
+__all__ = ["AddStatus", "AllExcludedError", "ArchiveStats", "EmptyDatabaseError", "Migration", "ProgramDatabase",
+           "RebuildError", "cell_of"]
 
 VIEW_ARTIFACT_LIMIT = 2000  # characters per artifact handed to prompts
 assert VIEW_ARTIFACT_LIMIT <= ARTIFACT_LIMIT  # _clip relies on the archived copy keeping more head and tail
-ATTEMPT_SUMMARY_LIMIT = 300
 
 
 class AddStatus(StrEnum):
@@ -42,18 +56,12 @@ class AddStatus(StrEnum):
     NOT_ELIGIBLE = "not_eligible"  # failed, unscored or unplaceable: counted and remembered, never an elite
 
 
-class RebuildError(ValueError):
-    """An archive cannot be turned back into a database. ``unknown_migrations`` names the programs that migration
-    events point at but that are not eligible archived rows (their rows were lost); otherwise the placements do not
-    fit the islands and grid given (the settings or the problem changed)."""
-
-    def __init__(self, message: str, unknown_migrations: Sequence[str] = ()):
-        super().__init__(message)
-        self.unknown_migrations = tuple(unknown_migrations)
-
-
 class EmptyDatabaseError(LookupError):
     """No island holds any elite yet (the seed program must be added first)."""
+
+
+class AllExcludedError(EmptyDatabaseError):
+    """Every elite is excluded (overfit or quarantined): there is no parent left to breed from."""
 
 
 @dataclass(frozen=True)
@@ -175,16 +183,7 @@ def _clip(text: str, limit: int = VIEW_ARTIFACT_LIMIT) -> str:
 
 
 def _summary(record: ProgramRecord) -> str:
-    return _summary_text(record.edit_error, record.stages)
-
-
-def _summary_text(edit_error: str, stages: list[dict[str, Any]]) -> str:
-    """One line on why a child fared as it did: the edit error, else the last stage's message."""
-    text = edit_error
-    if not text and stages:
-        text = str(stages[-1].get("message", ""))
-    text = " ".join(text.split())
-    return text if len(text) <= ATTEMPT_SUMMARY_LIMIT else text[: ATTEMPT_SUMMARY_LIMIT - 3] + "..."
+    return summary_text(record.edit_error, record.stages)
 
 
 def _attempt_of(record: ProgramRecord) -> Attempt:
@@ -192,32 +191,71 @@ def _attempt_of(record: ProgramRecord) -> Attempt:
 
 
 class _Island:
-    """One MAP-Elites grid with its elites kept sorted best first (for rank-based sampling)."""
+    """One MAP-Elites grid with its elites kept sorted best first (for rank-based sampling), and its excluded elites
+    (a sorted subset of ``ranked``) so that sampling can skip them."""
 
-    def __init__(self) -> None:
+    def __init__(self, excluded: set[str]) -> None:
         self.cells: dict[int, _Elite] = {}
         self.ranked: list[tuple[tuple[float, int, str], int]] = []  # (elite key, cell), ascending = best first
+        self.blocked: list[tuple[tuple[float, int, str], int]] = []  # the excluded elites' entries of ``ranked``
+        self._excluded = excluded  # the database's set of excluded program ids
 
     def place(self, elite: _Elite) -> tuple[AddStatus, _Elite | None]:
         """Offer ``elite`` for its cell; return the outcome and the dethroned elite, if any."""
         incumbent = self.cells.get(elite.cell)
         if incumbent is None:
             self.cells[elite.cell] = elite
-            bisect.insort(self.ranked, (elite.key, elite.cell))
+            self._insert(elite)
             return AddStatus.NEW_CELL, None
         if elite.key >= incumbent.key:  # also covers the same program offered again
             return AddStatus.NOT_IMPROVED, None
         old = (incumbent.key, incumbent.cell)
         del self.ranked[bisect.bisect_left(self.ranked, old)]
+        self.unblock(incumbent)
         self.cells[elite.cell] = elite
-        bisect.insort(self.ranked, (elite.key, elite.cell))
+        self._insert(elite)
         return AddStatus.IMPROVED, incumbent
+
+    def _insert(self, elite: _Elite) -> None:
+        bisect.insort(self.ranked, (elite.key, elite.cell))
+        if elite.program_id in self._excluded:
+            self.block(elite)
+
+    def block(self, elite: _Elite) -> None:
+        entry = (elite.key, elite.cell)
+        i = bisect.bisect_left(self.blocked, entry)
+        if i == len(self.blocked) or self.blocked[i] != entry:
+            self.blocked.insert(i, entry)
+
+    def unblock(self, elite: _Elite) -> None:
+        entry = (elite.key, elite.cell)
+        i = bisect.bisect_left(self.blocked, entry)
+        if i < len(self.blocked) and self.blocked[i] == entry:
+            del self.blocked[i]
+
+    @property
+    def allowed(self) -> int:
+        """Elites that may be parents."""
+        return len(self.ranked) - len(self.blocked)
 
     def at_rank(self, rank: int) -> _Elite:
         return self.cells[self.ranked[rank][1]]
 
+    def at_allowed_rank(self, rank: int) -> _Elite:
+        """The elite of rank ``rank`` among the allowed ones (excluded elites skipped): O(excluded elites)."""
+        actual = rank
+        for entry in self.blocked:  # ascending ranks
+            if bisect.bisect_left(self.ranked, entry) <= actual:
+                actual += 1
+            else:
+                break
+        return self.at_rank(actual)
+
     def best(self) -> _Elite | None:
         return self.at_rank(0) if self.ranked else None
+
+    def best_allowed(self) -> _Elite | None:
+        return self.at_allowed_rank(0) if self.allowed > 0 else None
 
 
 class ProgramDatabase:
@@ -249,7 +287,8 @@ class ProgramDatabase:
         self.n_cells = math.prod(self.grid_shape)
         self.exploitation = exploitation
         self.attempts_per_parent = attempts_per_parent
-        self._islands = [_Island() for _ in range(n_islands)]
+        self._excluded: set[str] = set()  # overfit or quarantined programs: never parents, inspirations or migrants
+        self._islands = [_Island(self._excluded) for _ in range(n_islands)]
         self._elites: dict[str, _Elite] = {}  # every program that is an elite of at least one island
         self._seen: set[str] = set()
         self._status_counts: Counter[str] = Counter()
@@ -329,14 +368,18 @@ class ProgramDatabase:
         return h
 
     def sample_parent(self, island: int, rng: np.random.Generator) -> ProgramView:
-        """A parent from ``island`` (see the class docstring); the best elite of any island if it is empty."""
+        """A parent from ``island`` (see the class docstring), never an excluded program; the best allowed elite of
+        any island if the island has none. Ranks count allowed elites only, as if the excluded were not there."""
         grid = self._islands[island]
-        n = len(grid.ranked)
+        n = grid.allowed
         exploit = rng.random() < self.exploitation
         u = rng.random()
         if n == 0:
-            best = self._best()
+            best = self._best(allowed=True)
             if best is None:
+                if self._elites:
+                    raise AllExcludedError(f"every elite is excluded ({len(self._excluded)} overfit or quarantined "
+                                           "program(s)): no parent left")
                 raise EmptyDatabaseError("the database holds no elite yet")
             return best[0].view(best[1])
         if exploit:
@@ -345,7 +388,7 @@ class ProgramDatabase:
             rank = min(n - 1, bisect.bisect_right(h, u * h[n], 1, n + 1) - 1)
         else:
             rank = min(n - 1, int(u * n))
-        return grid.at_rank(rank).view(island)
+        return grid.at_allowed_rank(rank).view(island)
 
     def inspirations(
         self, island: int, k: int, rng: np.random.Generator, exclude: str | None = None
@@ -363,7 +406,7 @@ class ProgramDatabase:
 
         foreign = []
         for other in range(self.n_islands):
-            best = self._islands[other].best()
+            best = self._islands[other].best_allowed()
             if other != island and best is not None:
                 foreign.append((best.key, other, best))
         foreign.sort(key=lambda item: item[0])
@@ -373,7 +416,7 @@ class ProgramDatabase:
             for view in views:
                 if len(chosen) >= limit:
                     return
-                if view.program_id not in taken:
+                if view.program_id not in taken and view.program_id not in self._excluded:
                     taken.add(view.program_id)
                     chosen.append(view)
 
@@ -392,10 +435,11 @@ class ProgramDatabase:
     # -- migration ----------------------------------------------------------------------------------------------
 
     def migrate(self, iteration: int) -> list[Migration]:
-        """Ring migration: each island's best elite (as it was before any move) competes for its cell in the next."""
+        """Ring migration: each island's best allowed elite (as it was before any move) competes for its cell in the
+        next."""
         if self.n_islands < 2:
             return []
-        sources = [(source, grid.best()) for source, grid in enumerate(self._islands)]
+        sources = [(source, grid.best_allowed()) for source, grid in enumerate(self._islands)]
         sources = [(source, elite) for source, elite in sources if elite is not None]
         outcomes = self._move_all([(elite, (source + 1) % self.n_islands) for source, elite in sources])
         return [
@@ -417,18 +461,62 @@ class ProgramDatabase:
 
     # -- queries ------------------------------------------------------------------------------------------------
 
-    def _best(self) -> tuple[_Elite, int] | None:
+    def _best(self, allowed: bool = False) -> tuple[_Elite, int] | None:
         found = None
         for island, grid in enumerate(self._islands):
-            best = grid.best()
+            best = grid.best_allowed() if allowed else grid.best()
             if best is not None and (found is None or best.key < found[0].key):
                 found = (best, island)
         return found
 
     def best(self) -> ProgramView | None:
-        """The fittest elite of all islands (on the first island holding it)."""
+        """The fittest elite of all islands by visible fitness, excluded or not (on the first island holding it)."""
         found = self._best()
         return None if found is None else found[0].view(found[1])
+
+    def best_allowed(self) -> ProgramView | None:
+        """The fittest elite that is not excluded."""
+        found = self._best(allowed=True)
+        return None if found is None else found[0].view(found[1])
+
+    # -- exclusion (evolve.oversight) ---------------------------------------------------------------------------
+
+    def exclude(self, program_id: str) -> None:
+        """Never use ``program_id`` as a parent, an inspiration or a migrant (it keeps its cells)."""
+        if program_id in self._excluded:
+            return
+        self._excluded.add(program_id)
+        elite = self._elites.get(program_id)
+        if elite is not None:
+            for island in elite.islands:
+                self._islands[island].block(elite)
+
+    def include(self, program_id: str) -> None:
+        """Undo ``exclude`` (a quarantine lifted)."""
+        if program_id not in self._excluded:
+            return
+        self._excluded.discard(program_id)
+        elite = self._elites.get(program_id)
+        if elite is not None:
+            for island in elite.islands:
+                self._islands[island].unblock(elite)
+
+    def is_excluded(self, program_id: str) -> bool:
+        return program_id in self._excluded
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        return frozenset(self._excluded)
+
+    def top_elites(self, island: int, n: int) -> tuple[ProgramView, ...]:
+        """Up to ``n`` best allowed elites of ``island``, best first: O(n + excluded elites)."""
+        grid = self._islands[island]
+        return tuple(grid.at_allowed_rank(r).view(island) for r in range(min(n, grid.allowed)))
+
+    def fitness_key(self, program_id: str) -> tuple[float, int, str] | None:
+        """The order key of an elite (fitness desc, iteration, id), or None when it is not an elite."""
+        elite = self._elites.get(program_id)
+        return None if elite is None or not elite.islands else elite.key
 
     @property
     def best_record_id(self) -> str | None:
@@ -482,8 +570,10 @@ class ProgramDatabase:
         grid_shape: tuple[int, ...],
         exploitation: float = 0.7,
         attempts_per_parent: int = 8,
+        excluded: Iterable[str] = (),
     ) -> ProgramDatabase:
-        """The database a live run had, from its archive (``read_programs(...).table``, ``read_migrations(...)``).
+        """The database a live run had, from its archive (``read_programs(...).table``, ``read_migrations(...)``)
+        and the programs oversight excluded (their standings, from the run's events).
 
         Grids are reproduced exactly: each cell's elite is the best, in the database's total order, of every
         program placed there (by its own island or by a migration), which is what the live grid holds whatever
@@ -492,11 +582,11 @@ class ProgramDatabase:
         integrating results in submission order holds.
         """
         db = cls(n_islands, grid_shape, exploitation=exploitation, attempts_per_parent=attempts_per_parent)
-        table = _as_table(programs)
+        table = as_table(programs)
         db._seen.update(table.column("program_id").to_pylist())
         for item in pc.value_counts(table.column("status").fill_null("")).to_pylist():
             db._status_counts[item["values"]] += item["counts"]
-        winners = _cell_winners(table, _as_moves(migrations), n_islands, db.n_cells)
+        winners = cell_winners(table, as_moves(migrations), n_islands, db.n_cells)
         rows = sorted({row for _, _, row in winners})
         elites = {
             r.program_id: _elite_of(r)
@@ -510,93 +600,8 @@ class ProgramDatabase:
         for grid in db._islands:
             grid.ranked = sorted((elite.key, cell) for cell, elite in grid.cells.items())
         db._elites = elites
-        for parent, attempts in _recent_children(table, list(elites), attempts_per_parent).items():
+        for program_id in excluded:
+            db.exclude(program_id)
+        for parent, attempts in recent_children(table, list(elites), attempts_per_parent).items():
             db._attempts_for(parent).extend(attempts)
         return db
-
-
-def _as_table(programs: pa.Table | Iterable[ProgramRecord]) -> pa.Table:
-    if isinstance(programs, pa.Table):
-        return programs.combine_chunks()
-    return pa.Table.from_pylist([r.to_row() for r in programs], schema=ARCHIVE_SCHEMA)
-
-
-def _as_moves(migrations: pa.Table | Iterable[Migration] | None) -> pa.Table:
-    """``program_id`` and ``to_island`` of each migration event."""
-    if migrations is None:
-        migrations = []
-    if not isinstance(migrations, pa.Table):
-        migrations = pa.table(
-            {"program_id": [m.program_id for m in migrations], "to_island": [m.to_island for m in migrations]},
-            schema=pa.schema([("program_id", pa.string()), ("to_island", pa.int64())]),
-        )
-    return migrations.select(["program_id", "to_island"])
-
-
-def _cell_winners(table: pa.Table, moves: pa.Table, n_islands: int, n_cells: int) -> list[tuple[int, int, int]]:
-    """``(island, cell, row of table)`` of every occupied cell after all placements."""
-    fitness = table.column("fitness")
-    eligible = pc.and_(
-        pc.and_(pc.equal(table.column("status"), Status.OK.value), pc.is_finite(fitness)),
-        pc.is_valid(table.column("cell")),
-    )
-    rows = np.flatnonzero(eligible.fill_null(False).to_numpy(zero_copy_only=False))
-    ids = table.column("program_id").take(pa.array(rows, pa.int64()))
-    # Placements by migration point at the migrated program's eligible row.
-    position = pc.index_in(moves.column("program_id"), value_set=ids).to_numpy(zero_copy_only=False)
-    position = np.asarray(position, dtype=float)
-    if np.isnan(position).any():
-        unknown = sorted(set(np.asarray(moves.column("program_id").to_pylist(), dtype=object)[np.isnan(position)]))
-        raise RebuildError(f"migration events name {len(unknown)} program(s) that are not eligible archived programs "
-                           f"(e.g. {', '.join(unknown[:3])})", unknown)
-    moved = position.astype(np.int64)
-    row = np.concatenate([rows, rows[moved]])
-    island = np.concatenate([
-        table.column("island").to_numpy(zero_copy_only=False)[rows],
-        moves.column("to_island").to_numpy(zero_copy_only=False),
-    ]).astype(np.int64)
-    cell = table.column("cell").to_numpy(zero_copy_only=False)[row].astype(np.int64)
-    if len(row) and (island.min() < 0 or island.max() >= n_islands or cell.min() < 0 or cell.max() >= n_cells):
-        raise RebuildError(f"archived placements out of range for {n_islands} islands x {n_cells} cells")
-    fit = fitness.to_numpy(zero_copy_only=False)[row].astype(float)
-    iteration = table.column("iteration").to_numpy(zero_copy_only=False)[row].astype(np.int64)
-    id_rank = np.empty(table.num_rows, dtype=np.int64)
-    id_rank[pc.sort_indices(table.column("program_id")).to_numpy()] = np.arange(table.num_rows)
-    slot = island * n_cells + cell
-    # The database's total order within each slot: fitness desc, iteration asc, program_id asc.
-    order = np.lexsort((id_rank[row], iteration, -fit, slot))
-    slot_sorted = slot[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = slot_sorted[1:] != slot_sorted[:-1]
-    best = order[first]
-    return [(int(i), int(c), int(r)) for i, c, r in zip(island[best], cell[best], row[best], strict=True)]
-
-
-def _recent_children(table: pa.Table, parents: list[str], k: int) -> dict[str, list[Attempt]]:
-    """The last ``k`` children (by iteration, oldest first) of each of ``parents``."""
-    if k <= 0 or not parents or table.num_rows == 0:
-        return {}
-    lists = table.column("parent_ids")
-    has_parent = pc.fill_null(pc.greater(pc.list_value_length(lists), 0), False)
-    first_parent = pc.list_element(pc.if_else(has_parent, lists, pa.scalar(None, lists.type)), 0)
-    mask = pc.is_in(first_parent, value_set=pa.array(parents, pa.string()))
-    children = table.select(["iteration", "edit", "edit_error", "status", "score", "stages"]).append_column(
-        "parent", first_parent
-    ).filter(mask)
-    if children.num_rows == 0:
-        return {}
-    children = children.sort_by([("parent", "ascending"), ("iteration", "descending")])
-    parent = np.asarray(children.column("parent").to_pylist(), dtype=object)
-    starts = np.flatnonzero(np.concatenate([[True], parent[1:] != parent[:-1]]))
-    group_start = starts[np.searchsorted(starts, np.arange(len(parent)), side="right") - 1]
-    keep = np.flatnonzero(np.arange(len(parent)) - group_start < k)
-    recent: dict[str, list[Attempt]] = {}
-    for row in children.take(pa.array(keep[::-1].copy(), pa.int64())).to_pylist():  # oldest first
-        attempt = Attempt(
-            edit=row["edit"] or "",
-            status=row["status"] or "",
-            score=row["score"],
-            summary=_summary_text(row["edit_error"] or "", json.loads(row["stages"] or "[]")),
-        )
-        recent.setdefault(row["parent"], []).append(attempt)
-    return recent

@@ -9,16 +9,23 @@ candidate's ``wrong_output``: the evaluator choked on what the candidate produce
 radius, a recursion, a type or value it did not expect), and the message names the exception. Before that, or
 when raised as ``EvaluatorError`` (or inside ``with evaluator_code():``), it is ``evaluator_error``: the
 evaluator failed on its own, on data it made itself.
+
+An evaluator may declare an *anomaly* (``StageReport.anomaly``): a result it finds suspicious although it checks
+out (a figure above the device's peak, timings that disagree). It travels with the outcome under a reserved
+artifact name, is taken out before anything is archived, and trips the oversight tripwire of that name
+(``evolve.oversight``): the program is quarantined until re-evaluated and cleared. It never reaches a prompt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -28,6 +35,7 @@ from evolve.problem import Problem, StageSpec
 from evolve.sandbox import Sandbox, sandbox_for_problem
 from evolve.types import StageOutcome, Status
 
+ANOMALY_ARTIFACT = "evolve.anomaly"  # reserved artifact name carrying StageReport.anomaly to the driver
 _modules: dict[tuple[str, float], ModuleType] = {}
 _modules_lock = threading.Lock()
 
@@ -55,16 +63,22 @@ def load_evaluator(problem: Problem) -> ModuleType:
 
 @dataclass(frozen=True)
 class StageReport:
-    """What an evaluator stage function may return instead of a plain metrics dict."""
+    """What an evaluator stage function may return instead of a plain metrics dict.
+
+    ``anomaly``: why the result looks wrong although every check passed (say, a speed above the hardware's peak);
+    empty when nothing is suspicious. A non-empty anomaly quarantines the program (see the module docstring)."""
 
     metrics: dict[str, float]
     artifacts: dict[str, str] | None = None
+    anomaly: str = ""
 
 
 def _clean_metrics(raw: Any) -> tuple[dict[str, float], dict[str, str]]:
     artifacts: dict[str, str] = {}
     if isinstance(raw, StageReport):
         artifacts = dict(raw.artifacts or {})
+        if raw.anomaly:
+            artifacts[ANOMALY_ARTIFACT] = str(raw.anomaly)[:2000]
         raw = raw.metrics
     if not isinstance(raw, dict):
         raise EvaluatorError(f"stage function must return a dict of metrics or a StageReport, got "
@@ -155,13 +169,28 @@ def feature_values(problem: Problem, metrics: dict[str, float], code: str) -> di
     return {dim.name: available[dim.source] for dim in problem.features if dim.source in available}
 
 
+def split_anomaly(outcome: StageOutcome) -> tuple[StageOutcome, str]:
+    """The outcome without its evaluator-declared anomaly, and the anomaly ("" when there is none)."""
+    anomaly = outcome.artifacts.get(ANOMALY_ARTIFACT, "")
+    if ANOMALY_ARTIFACT not in outcome.artifacts:
+        return outcome, ""
+    artifacts = {k: v for k, v in outcome.artifacts.items() if k != ANOMALY_ARTIFACT}
+    return dataclasses.replace(outcome, artifacts=artifacts), anomaly
+
+
 def evaluate_locally(problem: Problem, code: str, program_id: str, seed: int,
                      stages: list[str] | None = None) -> list[StageOutcome]:
-    """Run the cascade in this process (used by ``evolve eval`` and tests); stops at the first failing stage."""
+    """Run the visible cascade in this process (used by ``evolve eval`` and tests); stops at the first failing
+    stage. Held-out stages are never part of it (``run_cascade`` runs them)."""
+    chosen = [s for s in problem.stages if stages is None or s.name in stages]
+    return run_cascade(problem, chosen, code, program_id, seed)
+
+
+def run_cascade(problem: Problem, stages: Sequence[StageSpec], code: str, program_id: str,
+                seed: int) -> list[StageOutcome]:
+    """Run ``stages`` in order in this process, stopping at the first that fails."""
     outcomes: list[StageOutcome] = []
-    for stage in problem.stages:
-        if stages is not None and stage.name not in stages:
-            continue
+    for stage in stages:
         outcome = run_stage(problem, stage.name, code, program_id, seed)
         outcomes.append(outcome)
         if not outcome.passed:

@@ -23,12 +23,14 @@ from evolve.batches import DeterministicBatches
 from evolve.breeding import Breeding
 from evolve.cluster import cluster_view
 from evolve.damage import RunInspection, fingerprint
-from evolve.database import ProgramDatabase
+from evolve.database import AllExcludedError, ProgramDatabase
+from evolve.evaluation import split_anomaly
 from evolve.mutators.base import (
     MutationOutcome,
     Mutator,
     Proposal,
 )
+from evolve.oversight.driver import Oversight
 from evolve.problem import Problem
 from evolve.problem_checks import describe_missing, missing_metrics
 from evolve.progress import Progress, QuietProgress
@@ -60,7 +62,7 @@ class SeedFailed(RunRefused):
         )
 
 
-class Evolution(Breeding, DeterministicBatches, RunReporting):
+class Evolution(Breeding, DeterministicBatches, Oversight, RunReporting):
     """One run of one problem. ``run()`` drives it to a stop and returns a summary.
 
     On ``resume``: ``accept_damage`` continues over damaged files (moved to ``RUN/damaged/``, their iterations
@@ -137,6 +139,7 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
         self.notes: list[str] = []  # what the resume found and did, for the summary
         self._created_dir = False
         self._init_steering()
+        self._init_oversight()
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> RunSummary:
@@ -160,6 +163,9 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
         except SeedFailed as exc:
             self.failure = str(exc).splitlines()[0]
             raise
+        except AllExcludedError as exc:
+            raise RunRefused(f"{exc}: release one (evolve archive release {self.run_dir} PROGRAM --by NAME), then "
+                             "resume, or start a new run") from None
         finally:
             self._shutdown()
         return self._summary()
@@ -218,6 +224,8 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
             "sets it, --more N adds N)")
         if self.db.best() is not None:
             self._seed_islands()
+        if state.oversight is not None:
+            self._restore_oversight(state.oversight.state, state.oversight.subjects, state.oversight.jump_fitness)
 
     def _io_failed(self, exc: ArchiveIOError) -> None:
         if self.io_error is None:
@@ -318,10 +326,11 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
             if self.stop_reason is not None:
                 break
             if self.settings.deterministic:
-                self._fill_deterministic()
-            else:
+                if self.batch or not self._oversight_busy():  # a new batch waits for the checks' verdicts
+                    self._fill_deterministic()
+            elif not self._waiting_for_parents():
                 self._fill()
-            if not self.jobs and not self.mutations and not self.queue:
+            if not self.jobs and not self.mutations and not self.queue and not self._oversight_busy():
                 if self.done >= self.settings.iterations:
                     self._stop(StopReason.BUDGET, f"all {self.settings.iterations} iterations done")
                     break
@@ -370,7 +379,10 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
                 self._on_proposal(child, self._take_proposal(child, future.result))
             if done:
                 return
-        for ref in self.executor.wait(list(self.jobs), timeout if not self.mutations else 0.02):
+        for ref in self.executor.wait([*self.jobs, *self.check_refs], timeout if not self.mutations else 0.02):
+            if ref in self.check_refs:
+                self._on_check_stage(ref)
+                continue
             child = self.jobs.pop(ref)
             outcome = self.executor.result(ref, child.stage_index)
             if outcome is None:
@@ -382,6 +394,9 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
             self._on_stage(child, outcome)
 
     def _on_stage(self, child: Child, outcome: StageOutcome) -> None:
+        outcome, anomaly = split_anomaly(outcome)
+        if anomaly:
+            self._on_anomaly(child, outcome.stage, anomaly)
         child.outcomes.append(outcome)
         if outcome.passed and child.stage_index + 1 < len(self.problem.stages):
             child.stage_index += 1
@@ -414,7 +429,7 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
         self.statuses[record.status] += 1
         if child.code and not child.replayed:  # not an unusable answer, a duplicate or an iteration without answer
             self.evaluated_this_session += 1
-        self._check_target(record)
+        self._oversee(child, record)  # tripwires, held-out check; the target counts once a program is promoted
         if child.iteration == SEED_ITERATION:
             return
         self.done += 1
@@ -432,10 +447,11 @@ class Evolution(Breeding, DeterministicBatches, RunReporting):
                     self._writer().record_migration(migration.program_id, migration.from_island,
                                                     migration.to_island, child.iteration)
 
-    def _check_target(self, record: ProgramRecord) -> None:
+    def _check_target(self, score: float | None, program_id: str = "") -> None:
+        """Called when a program is promoted: the target counts only for programs oversight trusts."""
         target = self.settings.target_score
-        if target is not None and record.fitness is not None and record.fitness >= target * self.sign:
-            self._stop(StopReason.TARGET, f"target score {target} reached by {record.program_id}")
+        if target is not None and score is not None and score * self.sign >= target * self.sign:
+            self._stop(StopReason.TARGET, f"target score {target} reached by {program_id} (promoted)")
 
     def _observe(self, child: Child, outcome: MutationOutcome) -> None:
         if child.proposal is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 PROBLEM_FILE = "problem.toml"
 BUILTIN_FEATURES = ("code_length", "code_lines")
+VISIBLE, HELDOUT = "visible", "heldout"  # stage roles
 LANGUAGES = {".py": "python", ".cu": "cuda", ".cuh": "cuda", ".c": "c", ".cpp": "cpp", ".rs": "rust"}
 
 
@@ -72,15 +73,20 @@ def seed_syntax_error(path: Path, language: str) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class ScoreSpec:
-    """Which metric is the score, and whether bigger is better."""
+    """Which metric is the score, whether bigger is better, and the bound no honest score can pass."""
 
     metric: str
     direction: str = "maximize"  # or "minimize"
+    bound: float | None = None  # a physical or known limit (a device's peak, a known optimum): beyond it, a tripwire
 
     @property
     def sign(self) -> float:
         """Multiply a score by this to get a fitness where bigger is always better."""
         return 1.0 if self.direction == "maximize" else -1.0
+
+    def beyond_bound(self, score: float) -> bool:
+        """True when ``score`` passes ``bound`` in the score's direction (better than anything honest can be)."""
+        return self.bound is not None and (score - self.bound) * self.sign > 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,11 @@ class StageSpec:
     resources: dict[str, float] = field(default_factory=dict)  # extra custom Ray resources
     threshold: float | None = None  # ``threshold_metric`` must reach this (in the score's direction) to go on
     threshold_metric: str = ""  # defaults to the score metric
+    role: str = "visible"  # "heldout": run only to check a program before it counts (evolve.oversight), never shown
+
+    @property
+    def heldout(self) -> bool:
+        return self.role == HELDOUT
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,39 @@ class EvolutionDefaults:
 
 
 @dataclass(frozen=True)
+class OversightSpec:
+    """The problem's ``[oversight]`` table: how a program's visible score is checked before it counts as best.
+
+    A program that would enter the run's ``top_k`` by visible fitness runs the held-out stages (on data and seeds
+    the candidate and the prompts never see) and ``reevaluations`` more runs of the visible cascade with other
+    seeds. It is promoted when the held-out ``heldout_metric`` is at most the allowance behind its visible
+    ``visible_metric`` and every re-evaluation reproduces its score within ``reevaluation_tolerance``. The
+    allowance is ``max(tolerance, relative_tolerance * |visible|)``, in the score's direction: a held-out figure
+    better than the visible one is never held against a program.
+    """
+
+    top_k: int = 1
+    visible_metric: str = ""  # default: the score metric
+    heldout_metric: str = ""  # a metric the held-out stages return; default: the score metric
+    tolerance: float = 0.0
+    relative_tolerance: float = 0.05
+    reevaluations: int = 0  # 0: no flaky check
+    reevaluation_tolerance: float | None = None  # default: the same allowance as the held-out comparison
+    gap: float | None = None  # tripwire: |visible - held-out| beyond this quarantines the program
+    jump: float | None = None  # tripwire: an improvement of the best more than this many times the recent ones
+    jump_window: int = 8  # recent improvements of the run's best the jump is compared with
+    jump_history: int = 3  # improvements seen before the jump tripwire can fire
+
+    def allowance(self, visible: float) -> float:
+        return max(self.tolerance, self.relative_tolerance * abs(visible))
+
+    def reproduce_allowance(self, visible: float) -> float:
+        if self.reevaluation_tolerance is not None:
+            return self.reevaluation_tolerance
+        return self.allowance(visible)
+
+
+@dataclass(frozen=True)
 class Problem:
     """A validated problem folder."""
 
@@ -161,6 +205,8 @@ class Problem:
     evolution: EvolutionDefaults
     read_paths: tuple[str, ...] = ()  # extra files/dirs (relative to root) a candidate may read
     sections: dict[str, Any] = field(default_factory=dict)  # raw optional tables (llm, sandbox, ...)
+    heldout_stages: tuple[StageSpec, ...] = ()  # role = "heldout": never part of the visible cascade (``stages``)
+    oversight: OversightSpec = field(default_factory=OversightSpec)
 
     @property
     def seed_path(self) -> Path:
@@ -174,10 +220,24 @@ class Problem:
         return self.seed_path.read_text()
 
     def stage(self, name: str) -> StageSpec:
-        for stage in self.stages:
+        """A stage of either role by name."""
+        for stage in self.all_stages:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+    @property
+    def all_stages(self) -> tuple[StageSpec, ...]:
+        """Visible then held-out stages: what a cluster must be able to run."""
+        return self.stages + self.heldout_stages
+
+    @property
+    def visible_metric(self) -> str:
+        return self.oversight.visible_metric or self.score.metric
+
+    @property
+    def heldout_metric(self) -> str:
+        return self.oversight.heldout_metric or self.score.metric
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
@@ -245,7 +305,7 @@ def _non_negative(value: float) -> str | None:
 
 _TOP_KEYS = {
     "name", "description", "seed", "evaluator", "language", "score", "features", "stages", "limits",
-    "evolution", "read_paths", "llm", "sandbox", "prompt", "ui",
+    "evolution", "read_paths", "llm", "sandbox", "prompt", "ui", "oversight",
 }
 
 
@@ -283,7 +343,16 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
 
     score = _parse_score(c, data)
     features = _parse_features(c, data)
-    stages = _parse_stages(c, data, score)
+    all_stages = _parse_stages(c, data, score)
+    stages = tuple(s for s in all_stages if not s.heldout)
+    heldout_stages = tuple(s for s in all_stages if s.heldout)
+    if all_stages and not stages:
+        c.error("stages", 'every stage is role = "heldout"; at least one visible stage is required')
+    oversight = _parse_oversight(c, data)
+    if not heldout_stages:
+        for key in ("heldout_metric", "gap"):
+            if key in (data.get("oversight") if isinstance(data.get("oversight"), dict) else {}):
+                c.error(f"oversight.{key}", 'compares with held-out stages, but no stage has role = "heldout"')
     limits = _parse_limits(c, data)
     evolution = _parse_evolution(c, data)
     read_paths = tuple(c.get(data, "read_paths", "", list, default=[]) or [])
@@ -318,6 +387,8 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
         evolution=evolution,
         read_paths=read_paths,
         sections=sections,
+        heldout_stages=heldout_stages,
+        oversight=oversight,
     )
 
 
@@ -336,13 +407,15 @@ def _parse_score(c: _Collector, data: dict[str, Any]) -> ScoreSpec:
     table = c.get(data, "score", "", dict)
     if table is None:
         return ScoreSpec(metric="score")
-    c.unknown(table, {"metric", "direction"}, "score")
+    c.unknown(table, {"metric", "direction", "bound"}, "score")
     metric = c.get(table, "metric", "score", str) or "score"
     direction = c.get(
         table, "direction", "score", str, default="maximize",
         check=lambda v: None if v in ("maximize", "minimize") else "must be 'maximize' or 'minimize'",
     )
-    return ScoreSpec(metric=metric, direction=direction or "maximize")
+    bound = c.get(table, "bound", "score", float, default=None,
+                  check=lambda v: None if math.isfinite(v) else "must be a finite number")
+    return ScoreSpec(metric=metric, direction=direction or "maximize", bound=bound)
 
 
 def _parse_features(c: _Collector, data: dict[str, Any]) -> tuple[FeatureDim, ...]:
@@ -377,7 +450,7 @@ def _parse_stages(c: _Collector, data: dict[str, Any], score: ScoreSpec) -> tupl
         c.error("stages", "at least one stage is required")
     stages: list[StageSpec] = []
     seen: set[str] = set()
-    allowed = {"name", "function", "timeout", "cpus", "gpus", "resources", "threshold", "threshold_metric"}
+    allowed = {"name", "function", "timeout", "cpus", "gpus", "resources", "threshold", "threshold_metric", "role"}
     for i, table in enumerate(items or []):
         where = f"stages[{i}]"
         if not isinstance(table, dict):
@@ -397,6 +470,8 @@ def _parse_stages(c: _Collector, data: dict[str, Any], score: ScoreSpec) -> tupl
                 c.error(f"{where}.resources.{key}", "must be a non-negative number")
         threshold = c.get(table, "threshold", where, float, default=None)
         threshold_metric = c.get(table, "threshold_metric", where, str, default="")
+        role = c.get(table, "role", where, str, default=VISIBLE,
+                     check=lambda v: None if v in (VISIBLE, HELDOUT) else f"must be {VISIBLE!r} or {HELDOUT!r}")
         if name is not None:
             seen.add(name)
             stages.append(
@@ -409,6 +484,7 @@ def _parse_stages(c: _Collector, data: dict[str, Any], score: ScoreSpec) -> tupl
                     resources={k: float(v) for k, v in (resources or {}).items()},
                     threshold=threshold,
                     threshold_metric=threshold_metric or score.metric,
+                    role=role or VISIBLE,
                 )
             )
     return tuple(stages)
@@ -426,6 +502,41 @@ def _parse_limits(c: _Collector, data: dict[str, Any]) -> Limits:
         open_files=c.get(table, "open_files", "limits", int, default=d.open_files, check=_positive) or d.open_files,
         processes=c.get(table, "processes", "limits", int, default=d.processes, check=_positive) or d.processes,
         scratch_mb=c.get(table, "scratch_mb", "limits", int, default=d.scratch_mb, check=_positive) or d.scratch_mb,
+    )
+
+
+def _parse_oversight(c: _Collector, data: dict[str, Any]) -> OversightSpec:
+    table = c.get(data, "oversight", "", dict, default={}) or {}
+    d = OversightSpec()
+    c.unknown(table, set(d.__dataclass_fields__), "oversight")
+    where = "oversight"
+
+    def above_one(v: float) -> str | None:
+        return None if v > 1 else "must be > 1 (a factor of the recent improvements)"
+
+    def small(v: int) -> str | None:
+        return None if 0 <= v <= 20 else "must be in 0..20"
+
+    def at_least_one(v: int) -> str | None:
+        return None if v >= 1 else "must be >= 1"
+
+    return OversightSpec(
+        top_k=_or(c.get(table, "top_k", where, int, default=d.top_k, check=at_least_one), d.top_k),
+        visible_metric=c.get(table, "visible_metric", where, str, default="") or "",
+        heldout_metric=c.get(table, "heldout_metric", where, str, default="") or "",
+        tolerance=_or(c.get(table, "tolerance", where, float, default=d.tolerance, check=_non_negative), d.tolerance),
+        relative_tolerance=_or(c.get(table, "relative_tolerance", where, float, default=d.relative_tolerance,
+                                     check=_non_negative), d.relative_tolerance),
+        reevaluations=_or(c.get(table, "reevaluations", where, int, default=d.reevaluations, check=small),
+                          d.reevaluations),
+        reevaluation_tolerance=c.get(table, "reevaluation_tolerance", where, float, default=None,
+                                     check=_non_negative),
+        gap=c.get(table, "gap", where, float, default=None, check=_positive),
+        jump=c.get(table, "jump", where, float, default=None, check=above_one),
+        jump_window=_or(c.get(table, "jump_window", where, int, default=d.jump_window, check=at_least_one),
+                        d.jump_window),
+        jump_history=_or(c.get(table, "jump_history", where, int, default=d.jump_history, check=at_least_one),
+                         d.jump_history),
     )
 
 

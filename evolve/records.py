@@ -36,6 +36,7 @@ class Child:
     asks: int = 0  # times the mutator was asked again after it got no answer (LLM endpoint failures)
     record: ProgramRecord | None = None
     replayed: bool = False  # deterministic resume: the record is already in the archive, only re-integrated
+    anomalies: list[tuple[str, str]] = field(default_factory=list)  # (stage, why): evaluator-declared, never archived
 
 
 def build_record(problem: Problem, child: Child, run_id: str, default_mutator: str) -> ProgramRecord:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from evolve.damage import Damage, RunInspection, inspect_run
 from evolve.database import ProgramDatabase, RebuildError
 from evolve.mutators.base import MutationOutcome, Proposal
+from evolve.oversight.rebuild import RestoredOversight, restore_oversight
 from evolve.problem import Problem
 from evolve.ranges import format_ranges, from_ranges, to_ranges
 from evolve.settings import RunSettings
@@ -102,6 +103,7 @@ class ResumeState:
     accepted: list[Damage] = field(default_factory=list)
     history: pa.Table | None = None  # the children before the resume point (``past_outcomes``)
     fitness: dict[str, float | None] = field(default_factory=dict)  # every recorded program's fitness
+    oversight: RestoredOversight | None = None  # standings rebuilt from the run's events
 
 
 _HISTORY_COLUMNS = ("iteration", "parent_ids", "status", "fitness", "edit", "mutator", "llm", "edit_error")
@@ -205,7 +207,9 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
         notes.append(f"deterministic mode: completing the batch from iteration {replay_start} "
                      f"({len(replay.recorded)} of its children already recorded)")
         programs, migrations = _rows_before(programs, replay_start), _rows_before(migrations, replay_start)
-    db, dropped = _rebuild(run_dir, programs, migrations, settings, problem, info, damaged=bool(lost.count))
+    oversight = restore_oversight(getattr(inspection, "events", None), programs, problem)
+    db, dropped = _rebuild(run_dir, programs, migrations, settings, problem, info, damaged=bool(lost.count),
+                           excluded=oversight.state.excluded())
     if dropped:
         notes.append(f"{dropped} migration event(s) pointed at lost programs and were left out of the grids")
     iterations = programs.column("iteration").to_pylist() if programs.num_rows else []
@@ -244,15 +248,17 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
         accepted=list(inspection.damage),
         history=history,
         fitness=fitness,
+        oversight=oversight,
     )
 
 
 def _rebuild(run_dir: Path, programs: pa.Table, migrations: pa.Table, settings: RunSettings, problem: Problem,
-             info: dict[str, Any], damaged: bool) -> tuple[ProgramDatabase, int]:
-    """The database, and how many migration events were dropped because they point at lost programs."""
+             info: dict[str, Any], damaged: bool, excluded: list[str]) -> tuple[ProgramDatabase, int]:
+    """The database (oversight's exclusions applied), and how many migration events were dropped because they
+    point at lost programs."""
     def build(moves: pa.Table) -> ProgramDatabase:
         return ProgramDatabase.rebuild(programs, moves, n_islands=settings.islands, grid_shape=problem.grid_shape,
-                                       exploitation=settings.exploitation)
+                                       exploitation=settings.exploitation, excluded=excluded)
 
     try:
         return build(migrations), 0

@@ -26,6 +26,16 @@ def evaluation_seed(run_seed: int, program_id: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def heldout_seed(run_seed: int, program_id: str) -> int:
+    """Seed of a program's held-out stages: another stream than its visible evaluation's (fresh inputs)."""
+    return evaluation_seed(run_seed, f"heldout:{program_id}")
+
+
+def reevaluation_seed(run_seed: int, program_id: str, index: int) -> int:
+    """Seed of a program's ``index``-th re-evaluation of the visible cascade (the flaky check)."""
+    return evaluation_seed(run_seed, f"reevaluation:{index}:{program_id}")
+
+
 def make_stage_sandbox(problem: Problem, stage: StageSpec, sandbox_settings: SandboxConfig | None) -> Sandbox:
     """The sandbox a stage's candidates run in (GPU stages get GPU-aware limits)."""
     return sandbox_for_problem(problem, sandbox_settings, stage)
@@ -66,13 +76,16 @@ class RayStageExecutor:
         self.problem = problem
         self.problem_ref = ray.put(problem)
         self.sandbox_settings = sandbox_settings
-        self._options = [stage_options(stage) for stage in problem.stages]
-        self._tasks = [_remote_stage.options(**opts) for opts in self._options]
+        # Every stage of either role (held-out stages are submitted by evolve.oversight, never by the cascade).
+        self._tasks = {stage.name: _remote_stage.options(**stage_options(stage)) for stage in problem.all_stages}
 
     def submit(self, stage_index: int, code: str, program_id: str, seed: int) -> Any:
-        stage = self.problem.stages[stage_index]
-        return self._tasks[stage_index].remote(self.problem_ref, stage.name, code, program_id, seed,
-                                               self.sandbox_settings)
+        """Submit the visible cascade's stage ``stage_index``."""
+        return self.submit_stage(self.problem.stages[stage_index], code, program_id, seed)
+
+    def submit_stage(self, stage: StageSpec, code: str, program_id: str, seed: int) -> Any:
+        return self._tasks[stage.name].remote(self.problem_ref, stage.name, code, program_id, seed,
+                                              self.sandbox_settings)
 
     @staticmethod
     def wait(refs: list[Any], timeout: float) -> list[Any]:
@@ -87,11 +100,15 @@ class RayStageExecutor:
 
     def result(self, ref: Any, stage_index: int) -> StageOutcome | None:
         """The stage outcome, or ``None`` when the task was lost to the system and should be resubmitted."""
+        return self.stage_result(ref, self.problem.stages[stage_index])
+
+    @staticmethod
+    def stage_result(ref: Any, stage: StageSpec) -> StageOutcome | None:
         try:
             return StageOutcome.from_dict(ray.get(ref, timeout=30))
         except RayTaskError as exc:
             # Our task code does not raise for candidate behaviour, so this is a bug in trusted code.
-            return StageOutcome(stage=self.problem.stages[stage_index].name, status=Status.EVALUATOR_ERROR,
+            return StageOutcome(stage=stage.name, status=Status.EVALUATOR_ERROR,
                                 message=f"evaluation task raised: {exc.cause!r}"[:2000])
         except (RayError, GetTimeoutError):
             return None

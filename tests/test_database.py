@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from evolve.archive import ArchiveWriter, iter_records, read_migrations, read_programs
-from evolve.database import AddStatus, EmptyDatabaseError, Migration, ProgramDatabase, cell_of
+from evolve.database import (
+    AddStatus,
+    AllExcludedError,
+    EmptyDatabaseError,
+    Migration,
+    ProgramDatabase,
+    cell_of,
+)
 from evolve.problem import FeatureDim
 from evolve.schema import ProgramRecord
 from evolve.types import program_id_for
@@ -343,3 +350,67 @@ def test_sample_parent_cost_does_not_grow_with_history() -> None:
     for _ in range(2000):
         db.sample_parent(0, rng)
     assert (time.perf_counter() - start) / 2000 < 1e-3
+
+
+# -- exclusion (evolve.oversight: overfit and quarantined programs) -------------------------------------------------
+
+
+def test_excluded_elites_are_never_parents_inspirations_or_migrants_and_keep_their_cells() -> None:
+    db = _ranked_db(10, 0.7)  # rank r holds program str(9 - r)
+    banned = {pid("9"), pid("5")}  # the best, and one in the middle
+    for program_id in banned:
+        db.exclude(program_id)
+    rng = np.random.default_rng(4)
+    drawn = {db.sample_parent(0, rng).program_id for _ in range(3000)}
+    assert drawn == {pid(str(i)) for i in range(10)} - banned
+    assert not banned & {v.program_id for v in db.inspirations(0, 9, rng)}
+    assert set(db.snapshot().values()) == {pid(str(i)) for i in range(10)}  # the grid itself is unchanged
+    assert db.best() is not None and db.best().program_id == pid("9")  # visible best: excluded or not
+    assert db.best_allowed() is not None and db.best_allowed().program_id == pid("8")
+    assert [v.program_id for v in db.top_elites(0, 3)] == [pid("8"), pid("7"), pid("6")]
+    db.include(pid("5"))
+    assert pid("5") in {db.sample_parent(0, rng).program_id for _ in range(3000)}
+
+
+def test_sampling_with_exclusions_matches_rank_weights_over_the_allowed() -> None:
+    n, draws = 10, 20_000
+    db = _ranked_db(n, 1.0)
+    db.exclude(pid("9"))  # rank 0
+    db.exclude(pid("6"))  # rank 3
+    allowed = [r for r in range(n) if r not in (0, 3)]
+    observed = _rank_frequencies(db, n, draws, seed=5)
+    weights = 1.0 / np.arange(1, len(allowed) + 1)
+    expected = np.zeros(n)
+    expected[allowed] = weights / weights.sum()
+    assert np.max(np.abs(observed - expected)) < 0.015
+
+
+def test_exclusion_follows_an_elite_across_dethroning_and_migration() -> None:
+    db = ProgramDatabase(2, (4,))
+    db.add(rec("seed", island=0, cell=0, fitness=0.0, iteration=0))
+    db.add(rec("x", island=1, cell=1, fitness=1.0, iteration=1))
+    db.add(rec("cheat", island=0, cell=2, fitness=9.0, iteration=2))
+    db.exclude(pid("cheat"))
+    moved = {m.program_id for m in db.migrate(3)}
+    assert pid("cheat") not in moved and pid("seed") in moved  # island 0 sends its best allowed elite
+    db.add(rec("better", island=0, cell=2, fitness=10.0, iteration=4))  # dethrones the excluded elite
+    rng = np.random.default_rng(0)
+    assert pid("better") in {db.sample_parent(0, rng).program_id for _ in range(200)}
+    db.exclude(pid("seed"))
+    db.exclude(pid("better"))
+    db.exclude(pid("x"))
+    with pytest.raises(AllExcludedError):
+        db.sample_parent(0, rng)
+
+
+def test_rebuild_applies_exclusions(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    live = _simulate(run_dir, 3)
+    best = live.best()
+    assert best is not None
+    live.exclude(best.program_id)
+    rebuilt = ProgramDatabase.rebuild(read_programs(run_dir).table, read_migrations(run_dir), n_islands=3,
+                                      grid_shape=(4, 5), attempts_per_parent=4, excluded=[best.program_id])
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    assert [rebuilt.sample_parent(i % 3, a) for i in range(60)] == [live.sample_parent(i % 3, b) for i in range(60)]
+    assert best.program_id not in {v.program_id for v in rebuilt.inspirations(0, 5, a)}

@@ -611,3 +611,70 @@ def test_the_bench_stage_can_be_swapped_for_a_stand_in(problem_copy):
     assert [(o.stage, o.status) for o in outcomes] == [("compile", Status.OK), ("cpu_check", Status.OK),
                                                        ("bench", Status.OK)]
     assert outcomes[2].metrics["cublas_fraction"] == pytest.approx(1000.0 / len(NAIVE))
+
+
+# ---- the held-out stage (oversight): unseen shapes, fresh buffers ---------------------------------------------------
+
+HELDOUT_CHEAT = (Path(__file__).resolve().parent / "heldout_cheats" / "matmul_visible_shapes_only.cu").read_text()
+HELDOUT_STANDIN = '''"""The CPU stand-in bench of tests/reward_hacking/matmul, with the held-out stage exported too."""
+import standin_evaluator as _standin
+
+compile, cpu_check, bench = _standin.compile, _standin.cpu_check, _standin.bench
+heldout = _standin._base.heldout
+'''
+
+
+def test_heldout_settings_are_shapes_the_visible_stages_never_use() -> None:
+    settings = load_evaluator(load_problem(MATMUL)).load_settings(MATMUL)
+    visible = set(settings.cpu_shapes) | set(settings.check_shapes) | set(settings.recheck_shapes) | \
+        set(settings.bench_shapes)
+    held = settings.heldout()
+    unseen = set(held.check_shapes) | set(held.recheck_shapes) | set(held.bench_shapes)
+    assert unseen and not unseen & visible
+    assert held.bench_shapes == settings.heldout_bench_shapes and held.tolerance == settings.tolerance
+    problem = load_problem(MATMUL)
+    assert [s.name for s in problem.heldout_stages] == ["heldout"] and problem.heldout_stages[0].gpus == 1
+    assert problem.heldout_metric == "heldout_cublas_fraction" and problem.score.bound == 1.25
+
+
+@pytest.fixture(scope="module")
+def heldout_standin(tmp_path_factory: pytest.TempPathFactory) -> Problem:
+    """problems/matmul with the bench's GPU replaced by the CPU stand-in, small visible and held-out shapes."""
+    from .reward_hacking.matmul.test_reward_hacking_matmul import HERE as HACKS
+    from .reward_hacking.matmul.test_reward_hacking_matmul import STANDIN_SETTINGS
+
+    root = tmp_path_factory.mktemp("heldout") / "matmul"
+    shutil.copytree(MATMUL, root)
+    shutil.copytree(HACKS / "standin", root / "standin")
+    shutil.copy(HACKS / "standin" / "standin_evaluator.py", root / "standin_evaluator.py")
+    (root / "heldout_standin.py").write_text(HELDOUT_STANDIN)
+    toml = root / "problem.toml"
+    toml.write_text(toml.read_text().replace('evaluator = "evaluator.py"', 'evaluator = "heldout_standin.py"'))
+    (root / "settings.toml").write_text(STANDIN_SETTINGS + """
+[heldout]
+check_shapes = [[2, 3, 5], [19, 17, 29]]
+recheck_shapes = [[23, 9, 41]]
+bench_shapes = [[40, 48, 24], [12, 36, 20]]
+""")
+    return load_problem(root)
+
+
+@needs_cuda_compiler
+@needs_host_compiler
+def test_the_heldout_stage_benches_unseen_shapes_and_catches_a_kernel_right_only_where_looked_at(
+        heldout_standin: Problem) -> None:
+    from evolve.oversight.standing import CascadeResult, Standing, judge
+
+    honest = run(heldout_standin, "heldout", NAIVE)
+    assert honest.status is Status.OK, honest.message
+    assert honest.metrics["heldout_cublas_fraction"] > 0
+    assert {"heldout_tflops_40x48x24", "heldout_tflops_12x36x20"} <= set(honest.metrics), sorted(honest.metrics)
+    assert all(k.startswith("heldout_") for k in list(honest.metrics) + list(honest.artifacts))
+    cheat = run(heldout_standin, "bench", HELDOUT_CHEAT)
+    assert cheat.status is Status.OK, cheat.message  # the visible bench cannot tell
+    held = run(heldout_standin, "heldout", HELDOUT_CHEAT)
+    assert held.status is Status.WRONG_OUTPUT, held.message
+    problem = heldout_standin
+    verdict = judge(problem.oversight, 1.0, cheat.metrics["cublas_fraction"], CascadeResult((held,)),
+                    problem.heldout_metric, [], problem.visible_metric)
+    assert verdict.standing is Standing.OVERFIT

@@ -15,9 +15,11 @@ from evolve.archive import read_programs
 from evolve.loop import Evolution, StopReason
 from evolve.mutators.scripted import ScriptedMutator
 from evolve.problem import load_problem
+from evolve.query import RunArchive
 from evolve.settings import RunSettings
 
 from .test_matmul import STAND_IN, needs_cuda_compiler, needs_host_compiler
+from .test_oversight_runs import audited
 
 pytestmark = [pytest.mark.ray, needs_cuda_compiler, needs_host_compiler]
 
@@ -51,6 +53,10 @@ def compile(candidate):
 
 def cpu_check(candidate):
     return _with(_cpu_check(candidate), "cpu_check_gpu_granted")
+
+
+def heldout(candidate):
+    return _with({"heldout_cublas_fraction": 1000.0 / len(candidate.code)}, "heldout_gpu_granted")
 '''
 
 
@@ -77,3 +83,10 @@ def test_matmul_cascade_runs_on_ray_with_gpu_stage_scheduling(ray_session, probl
             if stage["stage"] == "bench":
                 assert stage["metrics"]["gpu_granted"] == 1.0
     assert seed["cell"] is not None and seed["score"] > 0
+    # Oversight checked the seed: its held-out stage ran on the GPU, and it is promoted.
+    with RunArchive(run_dir) as archive:
+        (heldout, *_) = archive.events(["heldout"], program_id=seed["program_id"])
+        standing = archive.events(["standing"], program_id=seed["program_id"])[-1]
+    assert heldout["data"]["stages"][0]["metrics"]["heldout_gpu_granted"] == 1.0
+    assert standing["data"]["standing"] == "promoted"
+    assert any(e["kind"] == "promotion" for e in audited(run_dir))

@@ -153,3 +153,66 @@ def test_an_openevolve_folder_seed_is_parsed_too(tmp_path: Path) -> None:
     (tmp_path / "evaluator.py").write_text("def evaluate(program_path):\n    return {'combined_score': 1.0}\n")
     with pytest.raises(ProblemError, match=r"initial_program\.py:2"):
         load_any_problem(tmp_path)
+
+
+def test_heldout_stages_are_kept_apart_from_the_visible_cascade(tmp_path: Path) -> None:
+    toml = GOOD.replace('direction = "minimize"', 'direction = "minimize"\nbound = 0.5') + """
+[[stages]]
+name = "fresh"
+function = "heldout"
+role = "heldout"
+gpus = 2
+[oversight]
+top_k = 3
+heldout_metric = "fresh_value"
+tolerance = 0.2
+reevaluations = 2
+gap = 5.0
+jump = 10
+"""
+    problem = load_problem(write_problem(tmp_path, toml))
+    assert [s.name for s in problem.stages] == ["quick", "full"]
+    assert [s.name for s in problem.heldout_stages] == ["fresh"] and problem.heldout_stages[0].heldout
+    assert [s.name for s in problem.all_stages] == ["quick", "full", "fresh"]
+    assert problem.stage("fresh").gpus == 2.0  # found by name, whatever its role
+    o = problem.oversight
+    assert (o.top_k, o.tolerance, o.reevaluations, o.gap, o.jump) == (3, 0.2, 2, 5.0, 10.0)
+    assert problem.heldout_metric == "fresh_value" and problem.visible_metric == "value"
+    assert o.allowance(10.0) == pytest.approx(0.5)  # the default relative tolerance (5%) beats 0.2 here
+    assert problem.score.bound == 0.5 and problem.score.beyond_bound(0.4) and not problem.score.beyond_bound(0.6)
+
+
+def test_oversight_defaults(tmp_path: Path) -> None:
+    problem = load_problem(write_problem(tmp_path, GOOD))
+    assert problem.heldout_stages == () and problem.all_stages == problem.stages
+    o = problem.oversight
+    assert (o.top_k, o.tolerance, o.relative_tolerance, o.reevaluations, o.gap, o.jump) == (1, 0.0, 0.05, 0, None,
+                                                                                           None)
+    assert problem.score.bound is None and problem.heldout_metric == problem.score.metric
+
+
+def test_oversight_mistakes_are_all_reported(tmp_path: Path) -> None:
+    toml = GOOD.replace('timeout = 5\n', 'timeout = 5\nrole = "secret"\n') + """
+[oversight]
+top_k = 0
+tolerance = -1
+reevaluations = 99
+jump = 0.5
+colour = "red"
+"""
+    with pytest.raises(ProblemError) as err:
+        load_problem(write_problem(tmp_path, toml))
+    where = {w for w, _ in err.value.errors}
+    assert {"stages[0].role", "oversight.top_k", "oversight.tolerance", "oversight.reevaluations", "oversight.jump",
+            "oversight.colour"} <= where
+
+
+def test_heldout_settings_without_a_heldout_stage_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ProblemError, match='no stage has role = "heldout"'):
+        load_problem(write_problem(tmp_path, GOOD + '[oversight]\nheldout_metric = "x"\n'))
+
+
+def test_a_problem_needs_a_visible_stage(tmp_path: Path) -> None:
+    toml = GOOD.split("[[stages]]")[0] + '[[stages]]\nname = "only"\nrole = "heldout"\n'
+    with pytest.raises(ProblemError, match="at least one visible stage"):
+        load_problem(write_problem(tmp_path, toml))

@@ -12,13 +12,16 @@ import pytest
 
 from evolve import Status, load_problem, program_id_for
 from evolve.edits import apply_response
-from evolve.evaluation import evaluate_locally, load_evaluator, run_stage
+from evolve.evaluation import evaluate_locally, load_evaluator, run_cascade, run_stage
 from evolve.mutators.tune import TuneMutator
+from evolve.oversight.standing import Standing
+from evolve.oversight.verdict import eval_verdict
 
 from .conftest import PROBLEMS, has_gpu
 
 ROOT = PROBLEMS / "optimizer"
 CANDIDATES = Path(__file__).resolve().parent / "array_candidates"
+CHEATS = Path(__file__).resolve().parent / "heldout_cheats"
 README_SIGMAS = 3.0  # stated in the README: one evaluation seed within 3 standard deviations of the mean over 10
 SEED = 0
 
@@ -35,13 +38,15 @@ def evaluator(problem):
 
 @pytest.fixture(scope="module")
 def baseline_metrics(problem) -> dict[str, dict[str, float]]:
-    """Both stages for each README baseline at one evaluation seed (shared by several tests)."""
+    """Both stages (train, then the held-out one) for each README baseline at one evaluation seed (shared by several
+    tests)."""
     programs = {"sgd (seed)": ROOT / "initial_program.py", "momentum": ROOT / "baselines" / "momentum.py",
                 "adam": ROOT / "baselines" / "adam.py"}
     out = {}
     for name, path in programs.items():
         code = path.read_text()
         outcomes = evaluate_locally(problem, code, program_id_for(code), SEED)
+        outcomes += run_cascade(problem, problem.heldout_stages, code, program_id_for(code), SEED)
         assert [o.status for o in outcomes] == [Status.OK, Status.OK], [o.message for o in outcomes]
         out[name] = {k: v for o in outcomes for k, v in o.metrics.items()}
     return out
@@ -61,8 +66,36 @@ def train_outcome(problem, path: Path, seed: int = SEED):
 
 
 def test_problem_loads_with_features_and_stages(problem) -> None:
-    assert [s.name for s in problem.stages] == ["train", "heldout"]
+    assert [s.name for s in problem.stages] == ["train"]
+    assert [s.name for s in problem.heldout_stages] == ["heldout"]
+    assert problem.heldout_metric == "heldout_score" and problem.oversight.reevaluations == 1
     assert [f.name for f in problem.features] == ["code_length", "state_buffers"]
+
+
+def test_jumping_to_the_old_rosenbrock_optimum_gains_nothing(problem, baseline_metrics) -> None:
+    """The measured hack (the README): recognise the Rosenbrock tasks and return ones. With each valley shifted by
+    an amount only the evaluator knows, ones is far from the optimum: worse than the seed's gradient descent."""
+    outcome = train_outcome(problem, CHEATS / "optimizer_rosenbrock_ones.py")
+    assert outcome.status is Status.OK, outcome.message
+    seed = baseline_metrics["sgd (seed)"]
+    assert outcome.metrics["task_rosenbrock"] < seed["task_rosenbrock"]
+    assert outcome.metrics["score"] < seed["score"]
+    for name in ("quadratic", "logistic", "mlp"):  # the seed's own update everywhere else
+        assert outcome.metrics[f"task_{name}"] == pytest.approx(seed[f"task_{name}"])
+
+
+def test_a_rule_that_learnt_the_training_start_is_found_overfit(problem) -> None:
+    """The subtler hack beats tuned Adam on the training Rosenbrock; the held-out Rosenbrock starts elsewhere, and
+    ``evolve eval``'s verdict (held-out stage plus a re-evaluation) calls it overfit, figures side by side."""
+    code = (CHEATS / "optimizer_rosenbrock_start.py").read_text()
+    pid = program_id_for(code)
+    visible = evaluate_locally(problem, code, pid, SEED)
+    assert visible[0].status is Status.OK and visible[0].metrics["task_rosenbrock"] > 1.0  # beats tuned Adam
+    verdict = eval_verdict(problem, code, pid, visible, SEED)
+    assert verdict.standing is Standing.OVERFIT, verdict.lines()
+    assert verdict.verdict.behind is not None and verdict.verdict.behind > problem.oversight.tolerance
+    lines = verdict.lines()
+    assert lines[0] == "standing: overfit" and "visible score = " in lines[1] and "held-out heldout_score = " in lines[1]
 
 
 def test_baselines_score_as_the_readme_says(baseline_metrics) -> None:

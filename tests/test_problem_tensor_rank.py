@@ -187,3 +187,41 @@ def test_seed_runs_within_its_budget(problem) -> None:
     assert 0.0 <= outcome.metrics["score"] <= 1.0
     assert 0.5 <= outcome.metrics["time_fraction"] <= 1.1
     assert outcome.artifacts["array_module"] == "numpy"
+
+
+# ---- the held-out stage (oversight): the same targets in permuted bases ---------------------------------------------
+
+HELDOUT_CHEATS = Path(__file__).resolve().parent / "heldout_cheats"
+
+
+def test_heldout_stage_is_declared_apart(problem) -> None:
+    assert [s.name for s in problem.heldout_stages] == ["heldout"]
+    assert problem.heldout_metric == "heldout_score" and problem.oversight.tolerance == 0.4
+
+
+def test_a_permuted_basis_keeps_every_decomposition_permuted_alike(evaluator) -> None:
+    rng = np.random.default_rng(5)
+    twisted = evaluator.permuted_tensor((2, 2, 2), rng)
+    assert not np.array_equal(twisted, evaluator.matmul_tensor(2, 2, 2))
+    factors = strassen_factors()
+    assert not evaluator.verify((2, 2, 2), factors, twisted).exact  # the usual answer does not fit it
+    again = np.random.default_rng(5)
+    p1, p2, p3 = (again.permutation(4) for _ in range(3))
+    moved = [factors[0][p1], factors[1][p2], factors[2][p3]]
+    assert evaluator.verify((2, 2, 2), moved, twisted) == evaluator.Verdict(True, 7)
+
+
+def test_a_table_of_known_answers_is_overfit(problem) -> None:
+    """Strassen for <2,2,2> and an optimal <2,2,3> from a table keyed by shape: 0.5 on the benchmark without any
+    search, 0 on the same targets in permuted bases; the verdict is overfit."""
+    from evolve.oversight.standing import CascadeResult, Standing, judge
+
+    code = (HELDOUT_CHEATS / "tensor_rank_table.py").read_text()
+    visible = run_stage(problem, "search", code, program_id_for(code), SEED)
+    held = run_stage(problem, "heldout", code, program_id_for(code), SEED + 1)
+    assert visible.status is Status.OK and visible.metrics["score"] == 0.5
+    assert visible.metrics["rank_222"] == 7 and visible.metrics["rank_223"] == 11
+    assert held.status is Status.OK and held.metrics["heldout_score"] == 0.0, held.artifacts
+    verdict = judge(problem.oversight, 1.0, visible.metrics["score"], CascadeResult((held,)), problem.heldout_metric,
+                    [], problem.visible_metric)
+    assert verdict.standing is Standing.OVERFIT and verdict.behind == pytest.approx(0.5)

@@ -5,6 +5,10 @@ runs through ``candidate.run`` in the sandbox; this module only writes inputs, r
 Inputs come from ``candidate.seed``, which the kernel never sees. Settings (target architecture, compiler, shapes,
 repetitions, tolerance) are in ``settings.toml`` next to this file; ``$EVOLVE_CUDA_ARCH`` overrides the architecture.
 
+``heldout`` is the held-out stage (``role = "heldout"``): the bench again, on the held-out seed's fresh inputs and
+buffers, at the ``[heldout]`` shapes of settings.toml, which the visible stages never check or time; its metrics are
+``heldout_*``. Oversight runs it only for a kernel about to count as best and keeps what it returns from prompts.
+
 Each stage function can be used alone (``evolve eval --stages``), so each re-checks the source policy and launch
 shape it relies on. To swap the GPU for a stand-in (tests), point problem.toml's ``evaluator`` at a module that loads
 this file with importlib (registering it in ``sys.modules`` first: it defines dataclasses), re-exports the stages and
@@ -13,6 +17,7 @@ replaces ``bench_compile_argv`` and ``run_bench_process``; tests/reward_hacking/
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -80,6 +85,16 @@ class Settings:
     flush_mb: int
     sample_lines: int
     tolerance: float
+    heldout_check_shapes: tuple[tuple[int, int, int], ...] = ()
+    heldout_recheck_shapes: tuple[tuple[int, int, int], ...] = ()
+    heldout_bench_shapes: tuple[tuple[int, int, int], ...] = ()
+
+    def heldout(self) -> Settings:
+        """The same settings with the held-out shapes in place of the visible ones."""
+        if not (self.heldout_check_shapes and self.heldout_recheck_shapes and self.heldout_bench_shapes):
+            raise ValueError("settings.toml: the [heldout] table needs check_shapes, recheck_shapes and bench_shapes")
+        return dataclasses.replace(self, check_shapes=self.heldout_check_shapes,
+                                   recheck_shapes=self.heldout_recheck_shapes, bench_shapes=self.heldout_bench_shapes)
 
 
 def _shapes(table: dict[str, Any], key: str) -> tuple[tuple[int, int, int], ...]:
@@ -93,6 +108,7 @@ def load_settings(root: Path | None) -> Settings:
     path = (root or Path(__file__).parent) / "settings.toml"
     data = tomllib.loads(path.read_text())
     bench = data["bench"]
+    held = data.get("heldout", {})
     settings = Settings(
         arch=os.environ.get("EVOLVE_CUDA_ARCH") or data["compile"]["arch"],
         compiler=str(data["compile"].get("compiler", "auto")),
@@ -106,6 +122,9 @@ def load_settings(root: Path | None) -> Settings:
         flush_mb=int(bench["flush_mb"]),
         sample_lines=int(bench["sample_lines"]),
         tolerance=float(bench["tolerance"]),
+        heldout_check_shapes=_shapes(held, "check_shapes") if held else (),
+        heldout_recheck_shapes=_shapes(held, "recheck_shapes") if held else (),
+        heldout_bench_shapes=_shapes(held, "bench_shapes") if held else (),
     )
     if settings.repetitions < 30 or settings.warmups < 5:
         raise ValueError("settings.toml: at least 5 warm-ups and 30 repetitions")
@@ -433,7 +452,18 @@ def bench_job(candidate: Candidate, settings: Settings, shape: src.LaunchShape
 
 
 def bench(candidate: Candidate) -> StageReport:
-    settings = load_settings(candidate.problem_root)
+    return bench_with(candidate, load_settings(candidate.problem_root))
+
+
+def heldout(candidate: Candidate) -> StageReport:
+    """The held-out stage: the bench at the ``[heldout]`` shapes, with fresh inputs and buffers (the candidate's seed
+    here is the held-out one), every metric named ``heldout_*``."""
+    report = bench_with(candidate, load_settings(candidate.problem_root).heldout())
+    return StageReport({f"heldout_{k}": v for k, v in report.metrics.items()},
+                       {f"heldout_{k}": v for k, v in (report.artifacts or {}).items()})
+
+
+def bench_with(candidate: Candidate, settings: Settings) -> StageReport:
     shape = _screen(candidate, settings)
     _check_includes(candidate, settings, bd.stage_device_files(candidate.scratch))
     job, checks, rechecks = bench_job(candidate, settings, shape)

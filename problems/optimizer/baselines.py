@@ -54,12 +54,12 @@ def tune(seeds: int) -> dict[str, float]:
 
 def measure(seeds: int) -> None:
     from evolve import load_problem, program_id_for
-    from evolve.evaluation import evaluate_locally, load_evaluator
+    from evolve.evaluation import evaluate_locally, load_evaluator, run_cascade
 
     problem = load_problem(HERE)
     loaded = load_evaluator(problem)  # the module evaluate_locally uses (not the one imported above)
-    print("| program | score (train) | held-out score | seconds per evaluation |")
-    print("|---|---|---|---|")
+    print("| program | score (train) | held-out score | train - held-out | seconds per evaluation |")
+    print("|---|---|---|---|---|")
     for name, path in BASELINES.items():
         code = path.read_text()
         scores, heldouts, seconds = [], [], []
@@ -67,12 +67,15 @@ def measure(seeds: int) -> None:
             loaded.reference_loss.cache_clear()  # charge every evaluation its Adam references, as in a run
             start = time.monotonic()
             outcomes = evaluate_locally(problem, code, program_id_for(code), seed)
+            outcomes += run_cascade(problem, problem.heldout_stages, code, program_id_for(code), seed)
             seconds.append(time.monotonic() - start)
             metrics = {k: v for o in outcomes for k, v in o.metrics.items()}
             scores.append(metrics["score"])
             heldouts.append(metrics.get("heldout_score", math.nan))
+        gaps = [s - h for s, h in zip(scores, heldouts, strict=True)]
         print(f"| {name} | {statistics.fmean(scores):.2f} ± {statistics.stdev(scores):.2f} | "
               f"{statistics.fmean(heldouts):.2f} ± {statistics.stdev(heldouts):.2f} | "
+              f"{statistics.fmean(gaps):.2f} ± {statistics.stdev(gaps):.2f} | "
               f"{statistics.fmean(seconds):.2f} |", flush=True)
 
 

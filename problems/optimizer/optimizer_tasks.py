@@ -20,10 +20,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+SHIFT = 1.0  # Rosenbrock: each coordinate of the optimum moves by up to this much, per instance
+
 
 class TaskKind(StrEnum):
     QUADRATIC = "quadratic"  # 0.5 (x - x*)^T A (x - x*), A with a log-spaced spectrum in a random basis
-    ROSENBROCK = "rosenbrock"  # chained Rosenbrock valley, minimum 0 at (1, ..., 1)
+    ROSENBROCK = "rosenbrock"  # chained Rosenbrock valley, minimum 0 at (1, ..., 1) + a per-instance shift
     LOGISTIC = "logistic"  # L2-regularised logistic regression on badly scaled synthetic features
     MLP = "mlp"  # one-hidden-layer tanh network, softmax cross-entropy, minibatches
 
@@ -42,16 +44,19 @@ class TaskSpec:
     classes: int = 0
     batch: int = 0  # minibatch size; 0 means full batch
     l2: float = 0.0
+    start: tuple[float, float] = (-1.2, 1.0)  # rosenbrock: the start pattern, repeated, before the shift
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kind"] = self.kind.value
         data["spectrum"] = list(self.spectrum)
+        data["start"] = list(self.start)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
-        return cls(**{**data, "kind": TaskKind(data["kind"]), "spectrum": tuple(data["spectrum"])})
+        return cls(**{**data, "kind": TaskKind(data["kind"]), "spectrum": tuple(data["spectrum"]),
+                      "start": tuple(data.get("start", (-1.2, 1.0)))})
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,11 @@ def make_instance(spec: TaskSpec, seed: int) -> Instance:
         x0 = optimum + rng.standard_normal(d)
         return Instance(spec, {"a": a, "optimum": optimum}, (x0,))
     if spec.kind is TaskKind.ROSENBROCK:
-        x0 = np.tile([-1.2, 1.0], (d + 1) // 2)[:d] + 0.1 * rng.standard_normal(d)
-        return Instance(spec, {}, (x0,))
+        # The start pattern plus noise, then the whole valley moved by a shift only this side knows: a rule that
+        # recognised the task used to jump to the optimum at (1, ..., 1) and learn nothing.
+        x0 = np.tile(spec.start, (d + 1) // 2)[:d] + 0.1 * rng.standard_normal(d)
+        shift = rng.uniform(-SHIFT, SHIFT, d)
+        return Instance(spec, {"shift": shift}, (x0 + shift,))
     if spec.kind is TaskKind.LOGISTIC:
         # Badly scaled *and* correlated features: a random rotation keeps per-coordinate scaling from fixing it.
         scales = np.logspace(math.log10(spec.spectrum[0]), math.log10(spec.spectrum[1]), d)
@@ -128,7 +136,7 @@ def loss_and_grads(xp: Any, spec: TaskSpec, data: dict[str, Any], params: Sequen
         g = data["a"] @ diff
         return 0.5 * (diff @ g), [g]
     if kind is TaskKind.ROSENBROCK:
-        x = params[0]
+        x = params[0] - data["shift"]
         head, tail = x[:-1], x[1:]
         valley = tail - head * head
         loss = xp.sum(100.0 * valley * valley + (1.0 - head) ** 2)

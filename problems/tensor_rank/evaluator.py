@@ -24,6 +24,11 @@ Score per target: (n*m*p - r) / (n*m*p - best known rank) for the lowest exact r
 scores 0 and matching the best known rank scores 1 (a new record would score above 1). A target scores 0 when
 nothing was found, when any returned decomposition is not exact, or when the search overran its budget. The stage
 score is the mean over targets.
+
+``heldout`` is the held-out stage (``role = "heldout"``, run by oversight for a program about to count as best): the
+same targets and budgets, fresh generator seeds, and each tensor presented in another basis, the rows of each of its
+three factor spaces permuted by permutations drawn from the held-out seed. A search finds decompositions of those as
+easily as of the usual ones; a program that answers from a table keyed by the shape does not.
 """
 
 from __future__ import annotations
@@ -80,9 +85,10 @@ class Verdict:
     reason: str = ""
 
 
-def verify(dims: tuple[int, int, int], factors: Any) -> Verdict:
-    """Exact check of one decomposition of the <n, m, p> tensor; never trusts the float arithmetic of anyone."""
-    tensor = matmul_tensor(*dims)
+def verify(dims: tuple[int, int, int], factors: Any, tensor: np.ndarray | None = None) -> Verdict:
+    """Exact check of one decomposition of the <n, m, p> tensor (or of ``tensor``, the same in another basis); never
+    trusts the float arithmetic of anyone."""
+    tensor = matmul_tensor(*dims) if tensor is None else tensor
     if not isinstance(factors, list | tuple) or len(factors) != 3:
         return Verdict(False, 0, "not three factor matrices")
     doubled = []
@@ -120,11 +126,11 @@ def source_check(candidate: Candidate) -> None:
         raise CompileError("source check failed: " + "; ".join(reasons[:4]), {"check": "\n".join(reasons)})
 
 
-def judge(target: Target, found: list[Any]) -> tuple[int, str]:
+def judge(target: Target, found: list[Any], tensor: np.ndarray | None = None) -> tuple[int, str]:
     """Lowest exact rank among the returned decompositions (naive when none), and what happened."""
     best = target.naive
     for item in found:
-        verdict = verify(target.dims, item.get("factors") if isinstance(item, dict) else None)
+        verdict = verify(target.dims, item.get("factors") if isinstance(item, dict) else None, tensor)
         asked = str(item.get("asked"))[:12] if isinstance(item, dict) else "?"
         if not verdict.exact:
             return target.naive, f"asked rank {asked}: {verdict.reason} -> target scores 0"
@@ -155,12 +161,13 @@ class TargetRun:
     timed_out: bool = False
 
 
-def search_target(session: ArraySession, target: Target, seed: int, window_start: float, allowed: float) \
-        -> TargetRun:
-    """The descent in rank for one target, with ``allowed`` CPU seconds counted from ``window_start``."""
+def search_target(session: ArraySession, target: Target, seed: int, window_start: float, allowed: float,
+                  exact: np.ndarray | None = None) -> TargetRun:
+    """The descent in rank for one target (its tensor, or ``exact``: the same in another basis), with ``allowed``
+    CPU seconds counted from ``window_start``."""
     candidate = session.candidate
     with evaluator_code():  # the evaluator's own work: a failure here is never the candidate's
-        tensor = matmul_tensor(*target.dims).astype(np.float64)
+        tensor = (matmul_tensor(*target.dims) if exact is None else exact).astype(np.float64)
     wall_deadline = time.monotonic() + target.wall_timeout
     key = f"rng_{target.key}"
     run = TargetRun([])
@@ -198,7 +205,27 @@ def search_target(session: ArraySession, target: Target, seed: int, window_start
     return run
 
 
+def permuted_tensor(dims: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """The <n, m, p> tensor with the rows of each factor space permuted: ``T'[a, b, c] = T[p1[a], p2[b], p3[c]]``.
+    A decomposition (U, V, W) of T is one of T' with its rows permuted the same way: equally hard to find."""
+    tensor = matmul_tensor(*dims)
+    p1, p2, p3 = (rng.permutation(size) for size in tensor.shape)
+    return tensor[np.ix_(p1, p2, p3)]
+
+
 def evaluate(candidate: Candidate) -> StageReport:
+    """The visible stage: the targets as the description states them."""
+    return search_all(candidate, None)
+
+
+def heldout(candidate: Candidate) -> StageReport:
+    """The held-out stage: the same targets in bases permuted from the (held-out) seed, as ``heldout_*`` metrics."""
+    report = search_all(candidate, np.random.default_rng([candidate.seed % 2**63, 7]))
+    metrics = {f"heldout_{k}": v for k, v in report.metrics.items() if k == "score" or k.startswith(("rank_", "target_"))}
+    return StageReport(metrics, {"heldout_targets": (report.artifacts or {}).get("targets", "")})
+
+
+def search_all(candidate: Candidate, permute: np.random.Generator | None) -> StageReport:
     source_check(candidate)
     session = ArraySession(candidate)
     metrics: dict[str, float] = {}
@@ -207,7 +234,9 @@ def evaluate(candidate: Candidate) -> StageReport:
     for target in TARGETS:
         start = time.monotonic()
         allowed = max(0.0, target.seconds - debt)
-        run = search_target(session, target, target_seed(candidate.seed, target.dims), mark, allowed)
+        with evaluator_code():
+            exact = permuted_tensor(target.dims, permute) if permute is not None else None
+        run = search_target(session, target, target_seed(candidate.seed, target.dims), mark, allowed, exact)
         wall += time.monotonic() - start
         end = candidate.cpu_seconds()
         spent, mark = end - mark, end
@@ -215,7 +244,7 @@ def evaluate(candidate: Candidate) -> StageReport:
         if run.timed_out:
             rank, note = target.naive, run.note
         else:
-            rank, note = judge(target, run.found)
+            rank, note = judge(target, run.found, exact)
             note += f" ({run.note})" if run.note else ""
         metrics[f"rank_{target.key}"] = float(rank)
         metrics[f"target_{target.key}"] = target_score(target, rank)
