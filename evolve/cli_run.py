@@ -76,7 +76,8 @@ _LLM_FLAGS = ("models", "api_base", "api_key", "max_llm_calls", "max_tokens", "m
 def run(problem_dir: str, **opts: Any) -> None:
     """Evolve the problem in PROBLEM_DIR."""
     from evolve.ray_local import TargetKind, choose_target
-    from evolve.startup import StartupError, connect, preload_modules, warm_workers
+    from evolve.settings import RunSettings
+    from evolve.startup import SeedAhead, StartupError, connect, preload_modules, warm_workers
 
     problem, notes = load_with_notes(problem_dir)
     quiet = opts["quiet"]
@@ -94,6 +95,13 @@ def run(problem_dir: str, **opts: Any) -> None:
     target = choose_target(opts["address"])
     if target.note:
         out.note(target.note)
+    if opts["num_cpus"] and target.kind is not TargetKind.PRIVATE:
+        out.note(f"--num-cpus is for a private instance; {target.describe()} keeps its own CPUs")
+    ahead = None
+    if target.on_this_machine and not opts["resume"] and SeedAhead.applies(problem):
+        # The seed is evaluated here, as a worker on this machine would, while Ray starts or workers warm up.
+        seed = opts["seed"] if opts["seed"] is not None else RunSettings().seed
+        ahead = SeedAhead(problem, probed.config, seed, after=probed.task)
     warming: list[Any] = []
     if target.kind is not TargetKind.PRIVATE:  # joining is cheap: do it now, its workers warm while we check
         try:
@@ -115,7 +123,12 @@ def run(problem_dir: str, **opts: Any) -> None:
         imports.result()
     del warming  # nobody waits for the warm-up tasks: stage tasks queue behind them and find warm workers
     _check_cluster(problem, plan, opts, target, isolation, out)
-    summary = _evolve(plan, mutator, config, sandbox_config, inspection, resume_command, opts, quiet)
+    executor = None
+    if ahead is not None:
+        from evolve.worker import RayStageExecutor
+
+        executor = ahead.attach(RayStageExecutor(plan.problem, sandbox_config))
+    summary = _evolve(plan, mutator, config, sandbox_config, inspection, resume_command, opts, quiet, executor)
     _report(summary, plan, resume_command, out)
 
 
@@ -167,12 +180,18 @@ def _finish_probe(probed: _Probe, plan: Any) -> tuple[Any, str]:
 
 def sandbox_config(problem: Any, require: str | None) -> Any:
     """The problem's ``[sandbox]`` settings (plus ``--sandbox-require``), checked against this host now."""
-    from evolve.sandbox import SandboxConfig, SandboxConfigError, SandboxUnavailable, check_requirement
+    from evolve.sandbox import (
+        ForkServerError,
+        SandboxConfig,
+        SandboxConfigError,
+        SandboxUnavailable,
+        check_requirement,
+    )
 
     try:
         config = SandboxConfig.from_table(problem.sections.get("sandbox"), require=require)
         check_requirement(config)
-    except (SandboxConfigError, SandboxUnavailable) as exc:
+    except (SandboxConfigError, SandboxUnavailable, ForkServerError) as exc:
         raise EvolveError(str(exc)) from None
     return config
 
@@ -249,13 +268,13 @@ def _check_cluster(problem: Any, plan: Any, opts: dict[str, Any], target: Any, i
 
 
 def _evolve(plan: Any, mutator: Any, config: Any, sandbox: Any, inspection: Any, resume_command: str,
-            opts: dict[str, Any], quiet: bool) -> Any:
+            opts: dict[str, Any], quiet: bool, executor: Any = None) -> Any:
     from evolve.archive import ArchiveLockedError
     from evolve.live import make_progress
     from evolve.loop import Evolution, RunRefused
 
     evolution = Evolution(plan.problem, plan.settings, mutator, plan.run_dir, plan.run_id, resume=plan.resume,
-                          progress=make_progress(quiet), sandbox_settings=sandbox,
+                          progress=make_progress(quiet), sandbox_settings=sandbox, executor=executor,
                           accept_damage=opts["accept_damage"], more=opts["more"], overrides=plan.overrides,
                           config=config, inspection=inspection, resume_command=resume_command)
     try:

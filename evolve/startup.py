@@ -53,6 +53,11 @@ class Background(Generic[T]):
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds; whether it is done."""
+        self._thread.join(max(0.0, timeout))
+        return self.done()
+
     def result(self) -> T:
         self._thread.join()
         if self._error is not None:
@@ -138,3 +143,92 @@ def warm_workers(problem: Problem, sandbox_config: Any, concurrency: int | None 
     preload = tuple(getattr(sandbox_config, "preload", ("numpy",)))
     task = ray.remote(_warm_worker).options(num_cpus=stage.cpus, scheduling_strategy="SPREAD", max_retries=0)
     return [task.remote(preload) for _ in range(count)]
+
+
+class _LocalRef:
+    """A stage of the seed evaluated here (``SeedAhead``), standing in for a Ray object ref."""
+
+    __slots__ = ("stage_index",)
+
+    def __init__(self, stage_index: int):
+        self.stage_index = stage_index
+
+
+class SeedAhead:
+    """A stage executor that has the seed's stages evaluated here, in this process's sandbox (what ``evolve eval``
+    does), while Ray starts; every other evaluation goes to the Ray executor given by ``attach``.
+
+    Only for a Ray on this machine and CPU-only stages: the seed's evaluation then runs where a worker would run it,
+    under the same sandbox, with the same evaluation seed; it just does not wait for a Ray worker to start. Each
+    stage is served once: a resubmission (after a lost result) goes to Ray.
+    """
+
+    def __init__(self, problem: Problem, sandbox_config: Any, run_seed: int, after: Background[Any] | None = None):
+        from evolve.types import program_id_for
+
+        code = problem.seed_code()
+        self.program_id = program_id_for(code)
+        self.seed: int | None = None  # the evaluation seed, derived in the thread (evolve.worker imports Ray)
+        self._keyed = threading.Event()
+        self._served: set[int] = set()
+        self._ray: Any = None
+
+        def evaluate() -> list[Any]:
+            try:
+                from evolve.worker import evaluation_seed
+
+                self.seed = evaluation_seed(run_seed, self.program_id)
+            finally:
+                self._keyed.set()
+            from evolve.evaluation import run_stage
+            from evolve.sandbox import sandbox_for_problem
+
+            if after is not None:
+                after.result()  # the host probe: its failure is reported by whoever started it
+            outcomes = []
+            for stage in problem.stages:
+                outcome = run_stage(problem, stage.name, code, self.program_id, self.seed,
+                                    sandbox=sandbox_for_problem(problem, sandbox_config, stage))
+                outcomes.append(outcome)
+                if not outcome.passed:
+                    break
+            return outcomes
+
+        self._outcomes = Background(evaluate, name="evolve-seed-ahead")
+
+    @staticmethod
+    def applies(problem: Problem) -> bool:
+        return all(not stage.gpus and not stage.resources for stage in problem.stages)
+
+    def attach(self, executor: Any) -> SeedAhead:
+        self._ray = executor
+        return self
+
+    def _outcome(self, stage_index: int) -> Any:
+        try:
+            outcomes = self._outcomes.result()
+        except Exception:  # noqa: BLE001 - evaluated here or not, the stage is Ray's to run then
+            return None
+        return outcomes[stage_index] if stage_index < len(outcomes) else None
+
+    def submit(self, stage_index: int, code: str, program_id: str, seed: int) -> Any:
+        if program_id == self.program_id and stage_index not in self._served and self._keyed.wait(60) \
+                and seed == self.seed:
+            self._served.add(stage_index)
+            return _LocalRef(stage_index)
+        return self._ray.submit(stage_index, code, program_id, seed)
+
+    def wait(self, refs: list[Any], timeout: float) -> list[Any]:
+        local = [r for r in refs if isinstance(r, _LocalRef)]
+        remote = [r for r in refs if not isinstance(r, _LocalRef)]
+        if not local:
+            return self._ray.wait(remote, timeout)
+        done = self._outcomes.wait(min(timeout, 0.05) if remote else timeout)
+        ready = local if done else []
+        return ready + (self._ray.wait(remote, 0.0 if ready else timeout) if remote else [])
+
+    def result(self, ref: Any, stage_index: int) -> Any:
+        """The stage outcome; ``None`` (the loop resubmits, to Ray then) if it could not be evaluated here."""
+        if not isinstance(ref, _LocalRef):
+            return self._ray.result(ref, stage_index)
+        return self._outcome(ref.stage_index)
