@@ -33,7 +33,6 @@ from evolve.cli_archive_common import (
 )
 from evolve.cli_archive_export import export, plot, report, write_table
 from evolve.cli_archive_stats import stats, verify
-from evolve.query_model import same_score
 
 if TYPE_CHECKING:  # the query layer (DuckDB, pyarrow) loads only when an archive command runs
     from evolve.query import GridMap, RunArchive
@@ -288,6 +287,8 @@ def lineage(run_dir: str, program_id: str | None, as_json: bool) -> None:
     table = Table(box=None, pad_edge=False)
     for name in ("gen", "program", "iter", "island", "mutator", "status", "score", "change"):
         table.add_column(name, justify="right" if name in ("gen", "iter", "island", "score", "change") else "left")
+    from evolve.query_model import same_score
+
     previous: float | None = None
     for s in steps:
         change = ""

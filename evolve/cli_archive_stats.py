@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from evolve.cli_archive_common import echo_json, fmt, friendly, make_console, open_run, when
-from evolve.query_stats import describe_improvement
 
 
 @click.command()
@@ -17,6 +16,8 @@ from evolve.query_stats import describe_improvement
 @friendly
 def stats(run_dir: str, as_json: bool) -> None:
     """Outcomes, failure rates, coverage, mutator success, LLM tokens and cost, timing of a run."""
+    from evolve.query_stats import describe_improvement
+
     with open_run(run_dir) as archive_:
         summary = archive_.summary()
     if as_json:

@@ -75,9 +75,9 @@ _LLM_FLAGS = ("models", "api_base", "api_key", "max_llm_calls", "max_tokens", "m
 @click.option("--verbose", is_flag=True, help="Show Ray's own start-up messages and warnings.")
 def run(problem_dir: str, **opts: Any) -> None:
     """Evolve the problem in PROBLEM_DIR."""
-    from evolve.ray_local import TargetKind, choose_target
+    from evolve.ray_local import TargetKind, choose_target, prepare_environment
     from evolve.settings import RunSettings
-    from evolve.startup import SeedAhead, StartupError, connect, preload_modules, warm_workers
+    from evolve.startup import LocalFirst
 
     problem, notes = load_with_notes(problem_dir)
     quiet = opts["quiet"]
@@ -93,43 +93,83 @@ def run(problem_dir: str, **opts: Any) -> None:
                                "own (`evolve ray start --dashboard`)")
     probed = _start_probe(problem, opts["sandbox_require"])  # the sandbox's host probe, in a thread from here on
     target = choose_target(opts["address"])
+    prepare_environment(target, opts["verbose"])  # before any thread imports Ray (it reads the environment then)
     if target.note:
         out.note(target.note)
     if opts["num_cpus"] and target.kind is not TargetKind.PRIVATE:
         out.note(f"--num-cpus is for a private instance; {target.describe()} keeps its own CPUs")
-    ahead = None
-    if target.on_this_machine and not opts["resume"] and SeedAhead.applies(problem):
-        # The seed is evaluated here, as a worker on this machine would, while Ray starts or workers warm up.
-        seed = opts["seed"] if opts["seed"] is not None else RunSettings().seed
-        ahead = SeedAhead(problem, probed.config, seed, after=probed.task)
-    warming: list[Any] = []
-    if target.kind is not TargetKind.PRIVATE:  # joining is cheap: do it now, its workers warm while we check
-        try:
-            connect(target, problem, opts["num_cpus"], verbose=opts["verbose"])
-        except StartupError as exc:
-            raise EvolveError(str(exc)) from None
-        warming = _warm(problem, probed.config, warm_workers)
-    plan, inspection, resume_command = _plan(problem, problem_dir, opts, out)
-    mutator = _build_mutator(plan)
-    config = plan.config(mutator)
-    sandbox_config, isolation = _finish_probe(probed, plan)
-    if target.kind is TargetKind.PRIVATE:
-        try:  # the loop's modules are imported while Ray starts
-            imports = connect(target, problem, opts["num_cpus"], dashboard=opts["dashboard"],
-                              verbose=opts["verbose"], meanwhile=preload_modules)
-        except StartupError as exc:
-            raise EvolveError(str(exc)) from None
-        warming = _warm(problem, sandbox_config, warm_workers)
-        imports.result()
-    del warming  # nobody waits for the warm-up tasks: stage tasks queue behind them and find warm workers
+    local = None
+    if target.on_this_machine and LocalFirst.applies(problem):
+        # Evaluations run here, as a worker on this machine would run them, until a Ray worker is ready: the seed
+        # (of a new run) from now on, while Ray starts or workers warm up.
+        seed = None if opts["resume"] else (opts["seed"] if opts["seed"] is not None else RunSettings().seed)
+        local = LocalFirst(problem, probed.config, seed, after=probed.task)
+    # Ray starts (or is joined) as soon as nothing that could refuse the run is left unchecked but what only a
+    # broken host refuses; the plan's and the loop's modules are then imported while Ray's processes start.
+    early = target.kind is not TargetKind.PRIVATE or _nothing_to_refuse(problem, opts, probed.config)
+    started = _start_ray(target, problem, probed.config, opts, early_imports=early) if early else None
+    try:
+        plan, inspection, resume_command = _plan(problem, problem_dir, opts, out)
+        mutator = _build_mutator(plan)
+        config = plan.config(mutator)
+        sandbox_config, isolation = _finish_probe(probed, plan)
+    except BaseException:
+        if started is not None and target.kind is TargetKind.PRIVATE:
+            import ray
+
+            ray.shutdown()  # a refusal after all: stop the instance now rather than at exit
+        raise
+    if started is None:
+        started = _start_ray(target, problem, sandbox_config, opts, early_imports=False)
+    imports, warming = started
+    imports.result()
+    warm_refs = warming.result()  # submitted; stage tasks queue behind them and find warm workers
     _check_cluster(problem, plan, opts, target, isolation, out)
     executor = None
-    if ahead is not None:
+    if local is not None:
         from evolve.worker import RayStageExecutor
 
-        executor = ahead.attach(RayStageExecutor(plan.problem, sandbox_config))
+        executor = local.attach(RayStageExecutor(plan.problem, sandbox_config), warm_refs, plan.problem,
+                                sandbox_config)
     summary = _evolve(plan, mutator, config, sandbox_config, inspection, resume_command, opts, quiet, executor)
+    # Now rather than at exit: Ray's exit hook first sleeps half a second in case workers have errors to print.
+    import ray
+
+    ray.shutdown()
     _report(summary, plan, resume_command, out)
+
+
+def _nothing_to_refuse(problem: Any, opts: dict[str, Any], sandbox: Any) -> bool:
+    """Whether a new private instance may start before the plan and the mutator are checked: a new run (a resume
+    may be refused), in a folder that holds none, with an offline mutator (an LLM endpoint may be down), and no
+    sandbox requirement (the host probe may say it cannot be met)."""
+    from pathlib import Path
+
+    mutator = opts["mutator"] or problem.evolution.mutator
+    taken = opts["run_dir"] is not None and (Path(opts["run_dir"]) / "run.json").exists()
+    return not opts["resume"] and not taken and mutator != "llm" and not sandbox.require
+
+
+def _start_ray(target: Any, problem: Any, sandbox: Any, opts: dict[str, Any],
+               early_imports: bool) -> tuple[Any, Any]:
+    """Start or join Ray; returns the module imports made meanwhile and the submission of warm-up tasks (both
+    ``Background``). A private instance imports what the run still needs while its processes start."""
+    from evolve.ray_local import TargetKind
+    from evolve.startup import LOOP_MODULES, Background, StartupError, connect, preload_modules, warm_workers
+
+    modules = LOOP_MODULES
+    if early_imports:  # the plan and the mutator come after Ray: their modules too
+        mutator = opts["mutator"] or problem.evolution.mutator
+        modules = ("evolve.run_setup", "evolve.mutators", f"evolve.mutators.{mutator}", *LOOP_MODULES)
+    private = target.kind is TargetKind.PRIVATE
+    try:
+        imports = connect(target, problem, opts["num_cpus"], dashboard=opts["dashboard"], verbose=opts["verbose"],
+                          meanwhile=(lambda: preload_modules(modules)) if private else None)
+    except StartupError as exc:
+        raise EvolveError(str(exc)) from None
+    # Submitting asks the cluster for its nodes and registers the task: done beside the work that follows.
+    warming = Background(lambda: _warm(problem, sandbox, warm_workers), name="evolve-warm-up")
+    return imports or Background(lambda: None), warming
 
 
 class _Output:

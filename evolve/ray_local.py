@@ -159,21 +159,25 @@ def choose_target(address: str | None, path: Path | None = None) -> RayTarget:
 
 def init_kwargs(target: RayTarget, num_cpus: int | None, *, dashboard: bool = False,
                 verbose: bool = False) -> dict[str, Any]:
-    """``ray.init`` arguments for ``target``. Sets ``RAY_AUTH_MODE`` in this process where Ray would otherwise warn
-    (a new local instance: the mode Ray picks anyway) or fail (joining our own token-protected cluster)."""
+    """``ray.init`` arguments for ``target`` (call ``prepare_environment`` first)."""
     kwargs: dict[str, Any] = {"logging_level": "INFO" if verbose else "WARNING", "log_to_driver": verbose}
     if target.kind is TargetKind.PRIVATE:
         kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=dashboard)
-        if not verbose:
-            # Ray 2.5x+ enables token auth for a new local instance anyway, and says so in a WARNING on every start
-            # unless the mode is set explicitly.
-            _set_auth_mode("token")
     else:
         kwargs["address"] = target.address
-        if target.cluster is not None and target.cluster.auth_mode:
-            # An explicit address never enables token auth on its own: without this Ray retries for a minute.
-            _set_auth_mode(target.cluster.auth_mode)
     return kwargs
+
+
+def prepare_environment(target: RayTarget, verbose: bool = False) -> None:
+    """Set ``RAY_AUTH_MODE`` where Ray would otherwise warn (a new local instance: the mode Ray picks anyway) or
+    fail (joining our own token-protected cluster: an explicit address never enables token auth, and Ray retries
+    for a minute). Before anything imports Ray: it reads the variable then."""
+    if target.kind is TargetKind.PRIVATE and not verbose:
+        # Ray 2.5x+ enables token auth for a new local instance anyway, and says so in a WARNING on every start
+        # unless the mode is set explicitly.
+        _set_auth_mode("token")
+    elif target.cluster is not None and target.cluster.auth_mode:
+        _set_auth_mode(target.cluster.auth_mode)
 
 
 def _set_auth_mode(mode: str) -> None:

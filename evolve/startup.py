@@ -15,13 +15,16 @@ the LLM client), and on the Ray side a fork server per worker. So:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import dataclasses
 import importlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from evolve.problem import Problem
-from evolve.ray_local import RayTarget, TargetKind, init_kwargs
+from evolve.ray_local import RayTarget, TargetKind, init_kwargs, prepare_environment
 
 T = TypeVar("T")
 
@@ -87,10 +90,13 @@ def connect(target: RayTarget, problem: Problem, num_cpus: int | None = None, *,
     import os
     import sys
 
-    loaded = sys.modules.get("ray")
-    if loaded is not None and loaded.is_initialized():
-        return meanwhile() if meanwhile else None  # a process that already runs Ray (a notebook, a test)
-    kwargs = init_kwargs(target, num_cpus, dashboard=dashboard, verbose=verbose)  # sets what Ray reads on import
+    if "ray" in sys.modules:  # imported already (maybe by another thread: this import then waits for it)
+        import ray
+
+        if ray.is_initialized():
+            return meanwhile() if meanwhile else None  # a process that already runs Ray (a notebook, a test)
+    prepare_environment(target, verbose)
+    kwargs = init_kwargs(target, num_cpus, dashboard=dashboard, verbose=verbose)
     import ray
 
     if target.kind is TargetKind.GIVEN:
@@ -146,89 +152,125 @@ def warm_workers(problem: Problem, sandbox_config: Any, concurrency: int | None 
 
 
 class _LocalRef:
-    """A stage of the seed evaluated here (``SeedAhead``), standing in for a Ray object ref."""
+    """An evaluation made here (``LocalFirst``), standing in for a Ray object ref."""
 
-    __slots__ = ("stage_index",)
+    __slots__ = ("future", "index")
 
-    def __init__(self, stage_index: int):
-        self.stage_index = stage_index
+    def __init__(self, future: cf.Future[Any], index: int | None = None):
+        self.future = future
+        self.index = index  # the seed's stage (its stages are evaluated together, in order); None otherwise
 
 
-class SeedAhead:
-    """A stage executor that has the seed's stages evaluated here, in this process's sandbox (what ``evolve eval``
-    does), while Ray starts; every other evaluation goes to the Ray executor given by ``attach``.
+class LocalFirst:
+    """A stage executor that evaluates here, in this process's sandbox (what ``evolve eval`` does), until a Ray
+    worker is ready, then hands everything to the Ray executor given by ``attach``.
 
-    Only for a Ray on this machine and CPU-only stages: the seed's evaluation then runs where a worker would run it,
-    under the same sandbox, with the same evaluation seed; it just does not wait for a Ray worker to start. Each
-    stage is served once: a resubmission (after a lost result) goes to Ray.
+    A Ray worker takes a second or more to start (an interpreter, Ray, evolve, its fork server), and a new run
+    starts one per CPU: short runs would spend much of their time waiting for them. Meanwhile this process (its
+    fork server already started for the host probe) evaluates: first the seed, begun before Ray is even up, then
+    the first children, one at a time, until the first warm-up task (``warm_workers``) is done. Only for a Ray on
+    this machine and CPU-only stages: an evaluation here runs where a worker would, under the same sandbox and with
+    the same evaluation seed; the trusted evaluator runs in this trusted process instead of a worker's.
     """
 
-    def __init__(self, problem: Problem, sandbox_config: Any, run_seed: int, after: Background[Any] | None = None):
-        from evolve.types import program_id_for
-
-        code = problem.seed_code()
-        self.program_id = program_id_for(code)
-        self.seed: int | None = None  # the evaluation seed, derived in the thread (evolve.worker imports Ray)
-        self._keyed = threading.Event()
-        self._served: set[int] = set()
+    def __init__(self, problem: Problem, sandbox_config: Any, run_seed: int | None,
+                 after: Background[Any] | None = None, slots: int = 1):
+        self._pool = cf.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="evolve-local-eval")
         self._ray: Any = None
+        self._node = ""
+        self._problem, self._config = problem, sandbox_config
+        self._warm_refs: list[Any] = []
+        self._warm = False
+        self._seed: tuple[str, int] | None = None  # (program id, evaluation seed) of the seed evaluated ahead
+        self._seed_future: cf.Future[list[Any]] | None = None
+        self._served: set[int] = set()
+        self._after = after
+        if run_seed is not None:
+            # evolve.worker imports Ray: here, in the caller's thread, rather than beside another import of it.
+            from evolve.types import program_id_for
+            from evolve.worker import evaluation_seed
 
-        def evaluate() -> list[Any]:
-            try:
-                from evolve.worker import evaluation_seed
-
-                self.seed = evaluation_seed(run_seed, self.program_id)
-            finally:
-                self._keyed.set()
-            from evolve.evaluation import run_stage
-            from evolve.sandbox import sandbox_for_problem
-
-            if after is not None:
-                after.result()  # the host probe: its failure is reported by whoever started it
-            outcomes = []
-            for stage in problem.stages:
-                outcome = run_stage(problem, stage.name, code, self.program_id, self.seed,
-                                    sandbox=sandbox_for_problem(problem, sandbox_config, stage))
-                outcomes.append(outcome)
-                if not outcome.passed:
-                    break
-            return outcomes
-
-        self._outcomes = Background(evaluate, name="evolve-seed-ahead")
+            code = problem.seed_code()
+            program_id = program_id_for(code)
+            self._seed = (program_id, evaluation_seed(run_seed, program_id))
+            self._seed_future = self._pool.submit(self._evaluate_seed, problem, sandbox_config, code)
 
     @staticmethod
     def applies(problem: Problem) -> bool:
         return all(not stage.gpus and not stage.resources for stage in problem.stages)
 
-    def attach(self, executor: Any) -> SeedAhead:
-        self._ray = executor
+    def _evaluate_seed(self, problem: Problem, config: Any, code: str) -> list[Any]:
+        assert self._seed is not None
+        if self._after is not None:
+            self._after.result()  # the host probe: its failure is reported by whoever started it
+        outcomes = []
+        for stage in problem.stages:
+            outcome = self._evaluate(problem, config, stage.name, code, *self._seed)
+            outcomes.append(outcome)
+            if not outcome.passed:
+                break
+        return outcomes
+
+    @staticmethod
+    def _evaluate(problem: Problem, config: Any, stage_name: str, code: str, program_id: str, seed: int) -> Any:
+        from evolve.evaluation import run_stage
+        from evolve.sandbox import sandbox_for_problem
+
+        sandbox = sandbox_for_problem(problem, config, problem.stage(stage_name))
+        return run_stage(problem, stage_name, code, program_id, seed, sandbox=sandbox)
+
+    def attach(self, executor: Any, warm_refs: list[Any], problem: Problem, sandbox_config: Any) -> LocalFirst:
+        """From now on: ``executor`` once a warm-up task in ``warm_refs`` is done (never local without them);
+        ``problem`` and ``sandbox_config`` as the run has them (a resume may bring its stored tables)."""
+        import ray
+
+        self._ray, self._warm_refs = executor, list(warm_refs)
+        self._problem, self._config = problem, sandbox_config
+        self._node = ray.get_runtime_context().get_node_id()  # where evaluations made here ran, as Ray names it
         return self
 
-    def _outcome(self, stage_index: int) -> Any:
-        try:
-            outcomes = self._outcomes.result()
-        except Exception:  # noqa: BLE001 - evaluated here or not, the stage is Ray's to run then
-            return None
-        return outcomes[stage_index] if stage_index < len(outcomes) else None
+    def _workers_warm(self) -> bool:
+        if not self._warm:
+            if not self._warm_refs:
+                self._warm = True
+            else:
+                import ray
+
+                ready, _ = ray.wait(self._warm_refs, num_returns=1, timeout=0)
+                self._warm = bool(ready)
+        return self._warm
 
     def submit(self, stage_index: int, code: str, program_id: str, seed: int) -> Any:
-        if program_id == self.program_id and stage_index not in self._served and self._keyed.wait(60) \
-                and seed == self.seed:
+        if self._seed_future is not None and stage_index not in self._served and self._seed == (program_id, seed):
             self._served.add(stage_index)
-            return _LocalRef(stage_index)
-        return self._ray.submit(stage_index, code, program_id, seed)
+            return _LocalRef(self._seed_future, stage_index)
+        if self._workers_warm():
+            return self._ray.submit(stage_index, code, program_id, seed)
+        stage = self._problem.stages[stage_index].name
+        return _LocalRef(self._pool.submit(self._evaluate, self._problem, self._config, stage, code, program_id, seed))
 
     def wait(self, refs: list[Any], timeout: float) -> list[Any]:
         local = [r for r in refs if isinstance(r, _LocalRef)]
         remote = [r for r in refs if not isinstance(r, _LocalRef)]
         if not local:
             return self._ray.wait(remote, timeout)
-        done = self._outcomes.wait(min(timeout, 0.05) if remote else timeout)
-        ready = local if done else []
-        return ready + (self._ray.wait(remote, 0.0 if ready else timeout) if remote else [])
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [r for r in local if r.future.done()]
+            ready += self._ray.wait(remote, 0) if remote else []
+            left = deadline - time.monotonic()
+            if ready or left <= 0:
+                return ready
+            cf.wait([r.future for r in local], timeout=min(left, 0.02) if remote else left,
+                    return_when=cf.FIRST_COMPLETED)
 
     def result(self, ref: Any, stage_index: int) -> Any:
-        """The stage outcome; ``None`` (the loop resubmits, to Ray then) if it could not be evaluated here."""
+        """The stage outcome; ``None`` (the loop resubmits) if it could not be evaluated here."""
         if not isinstance(ref, _LocalRef):
             return self._ray.result(ref, stage_index)
-        return self._outcome(ref.stage_index)
+        try:
+            value = ref.future.result()
+        except Exception:  # noqa: BLE001 - an infrastructure failure here: resubmitted
+            return None
+        outcome = value if ref.index is None else (value[ref.index] if ref.index < len(value) else None)
+        return dataclasses.replace(outcome, node=self._node) if outcome is not None else None

@@ -57,7 +57,7 @@ def test_llm_budget_stops_cleanly_and_the_run_resumes(ray_session, llm_server, t
     first = subprocess.run(evolve_cmd(*base, "--max-llm-calls", "3"), env=env(), capture_output=True, text=True,
                            timeout=240)
     assert first.returncode == 3, first.stdout + first.stderr
-    assert "--max-llm-calls 3" in first.stdout and "resume:" in first.stdout
+    assert "--max-llm-calls 3" in first.stdout and "resume:" in first.stderr  # --quiet: hints on stderr
     stats = json.loads((run_dir / "stats.json").read_text())
     assert stats["stop_reason"] == "mutator_stopped"
     assert json.loads((run_dir / "run.json").read_text())["state"] == "stopped"

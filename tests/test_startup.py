@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from evolve.ray_local import AUTH_ENV, RayTarget, TargetKind, init_kwargs
+from evolve.ray_local import AUTH_ENV, RayTarget, TargetKind, init_kwargs, prepare_environment
 from evolve.startup import Background, preload_modules
 
 
@@ -33,9 +33,11 @@ def test_preloading_imports_and_ignores_what_it_cannot() -> None:
 
 def test_a_private_instance_is_quiet_unless_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(AUTH_ENV, raising=False)
+    prepare_environment(RayTarget(TargetKind.PRIVATE), verbose=True)
     loud = init_kwargs(RayTarget(TargetKind.PRIVATE), 3, verbose=True)
     assert AUTH_ENV not in __import__("os").environ  # Ray then warns, as it does for anyone
     assert loud["logging_level"] == "INFO" and loud["log_to_driver"] is True
+    prepare_environment(RayTarget(TargetKind.PRIVATE))
     quiet = init_kwargs(RayTarget(TargetKind.PRIVATE), 3)
     # The mode Ray picks for a new local instance anyway, set explicitly: no WARNING on every start.
     assert __import__("os").environ[AUTH_ENV] == "token"
@@ -45,6 +47,8 @@ def test_a_private_instance_is_quiet_unless_verbose(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_users_auth_mode_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(AUTH_ENV, "token")
+    monkeypatch.setenv(AUTH_ENV, "disabled")
+    prepare_environment(RayTarget(TargetKind.PRIVATE))
+    assert __import__("os").environ[AUTH_ENV] == "disabled"
     given = init_kwargs(RayTarget(TargetKind.GIVEN, address="10.1.2.3:6379"), None)
     assert given["address"] == "10.1.2.3:6379" and "num_cpus" not in given and "include_dashboard" not in given
