@@ -1,23 +1,30 @@
-"""Start-up cost of ``evolve run problems/circle_packing --iterations 1``, split by phase.
+"""Start-up cost of ``evolve run``: cold (a private Ray started and stopped by the run) and warm (joining the local
+Ray of ``evolve ray start``), next to bare Ray and to OpenEvolve 0.4 on the peer benchmark's folder.
 
-Three measurements, each in fresh processes, repeated (``--repeats``, median reported):
+Cold, 1 iteration (``--repeats`` rounds, median reported; each round runs every measurement once, interleaved, so
+that a change in the machine's load hits them alike):
 
-* the whole command's wall time (``python -m evolve.cli run ... --iterations 1 --quiet``, exit included);
-* a bare ``ray.init(...)`` + ``ray.shutdown()`` with the CLI's own arguments in a fresh interpreter: Ray's own share;
-* the phases, timed in a fresh interpreter that makes the same calls as ``evolve run`` (``evolve/cli.py``), in the
-  same order: imports, problem load, sandbox check (which starts this process's fork server: numpy preload and the
-  host probe), mutator, Ray start, cluster view and banner, the seed's evaluation as a Ray task (a Ray worker starts,
-  and its own fork server), one iteration (mutation and evaluation on the now warm worker), Ray shutdown. The host
-  probe alone is timed again in-process to show its part of the fork server's start.
+* the whole command: ``python -m evolve.cli run problems/circle_packing --iterations 1 --quiet --address local``;
+* bare Ray: ``ray.init(...)`` + ``ray.shutdown()`` in a fresh interpreter with the arguments (and environment) of
+  evolve's private instance: Ray's own share, what evolve cannot beat;
+* the same with Ray's defaults (the dashboard on): what ``include_dashboard=False`` saves;
+* the phases, timed one after the other in a fresh interpreter making the calls ``evolve run`` makes (in the real
+  command the host probe and the loop's imports run beside Ray's start: see ``evolve.startup``).
 
-    python bench/startup.py                 # 3 repeats
-    python bench/startup.py --repeats 5 --problem problems/circle_packing
+``--peer``: 200 iterations (2,000 with ``--long``) of the peer benchmark's OpenEvolve-format folder with its instant
+mock LLM (``mock_llm_server.py --vary``, a free port): OpenEvolve 0.4.0's ``openevolve-run`` (when found), evolve
+cold (``--address local``) and evolve warm (after ``evolve ray start``, with a state file of its own, stopped at the
+end whatever happens; ``--repeats`` warm runs).
+
+    python bench/startup.py                        # cold start-up, 3 rounds
+    python bench/startup.py --peer --long          # plus the side-by-side runs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,59 +33,56 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-PHASES = ("imports", "problem load", "sandbox check (fork server start)", "  of which the host probe", "mutator",
-          "Ray start", "cluster view and banner", "seed evaluation (Ray worker start)", "first iteration",
-          "Ray shutdown")
+PHASES = ("imports", "problem load", "sandbox host probe (driver's fork server)", "plan and mutator", "Ray start",
+          "worker warm-up submitted", "seed evaluation (first worker busy)", "first iteration", "Ray shutdown")
 
 
 def phases_child(problem_dir: str) -> None:
-    """Run in a fresh interpreter: time the calls ``evolve run`` makes, print them as JSON."""
+    """Run in a fresh interpreter: time the calls ``evolve run`` makes, one after the other; print them as JSON."""
     clock = time.perf_counter
     times: dict[str, float] = {}
     start = clock()
     import evolve.cli as cli
-    from evolve.cluster import cluster_view, unmet_requirements
+    from evolve.cli_run import sandbox_config
     from evolve.edits import apply_response
-    from evolve.live import make_progress
-    from evolve.loop import Evolution  # noqa: F401 - imported by `evolve run` (it imports Ray)
+    from evolve.loop import Evolution  # noqa: F401 - imported by `evolve run` (Ray, PyArrow)
     from evolve.mutators import build_mutator
     from evolve.mutators.base import MutationRequest, ProgramView
-    from evolve.sandbox import describe_isolation
-    from evolve.settings import RunSettings
+    from evolve.ray_local import RayTarget, TargetKind
+    from evolve.run_setup import plan_run
+    from evolve.startup import connect, warm_workers
     from evolve.types import program_id_for
     from evolve.worker import RayStageExecutor, evaluation_seed
 
     times["imports"] = clock() - start
 
     start = clock()
-    problem, _ = cli._load_with_notes(problem_dir)
+    problem, _ = cli.load_with_notes(problem_dir)
     times["problem load"] = clock() - start
 
     start = clock()
-    config = cli._sandbox_config(problem, None)
-    times["sandbox check (fork server start)"] = clock() - start
+    config = sandbox_config(problem, None)
+    times["sandbox host probe (driver's fork server)"] = clock() - start
 
     start = clock()
-    settings = RunSettings.for_problem(problem, iterations=1)
-    mutator = build_mutator(settings.mutator, problem, {})
-    make_progress(True)
-    times["mutator"] = clock() - start
+    with tempfile.TemporaryDirectory(prefix="startup-plan-") as tmp:
+        plan = plan_run(problem, resume=False, run_dir=Path(tmp) / "run", archive_root=tmp, given={"iterations": 1})
+    mutator = build_mutator(plan.settings.mutator, problem, {})
+    times["plan and mutator"] = clock() - start
 
     start = clock()
-    ray = cli._init_ray(None, None, problem)
+    connect(RayTarget(TargetKind.PRIVATE), problem)
     times["Ray start"] = clock() - start
 
     start = clock()
-    view = cluster_view()
-    view.describe()
-    unmet_requirements(problem, view)
-    describe_isolation(config)
-    times["cluster view and banner"] = clock() - start
+    warm_workers(problem, config)
+    times["worker warm-up submitted"] = clock() - start
 
     def evaluate(executor: RayStageExecutor, code: str) -> str:
         program_id = program_id_for(code)
-        ref = executor.submit(0, code, program_id, evaluation_seed(settings.seed, program_id))
+        ref = executor.submit(0, code, program_id, evaluation_seed(0, program_id))
         while not executor.wait([ref], 1.0):
             pass
         outcome = executor.result(ref, 0)
@@ -88,77 +92,146 @@ def phases_child(problem_dir: str) -> None:
     executor = RayStageExecutor(problem, config)
     seed_code = problem.seed_code()
     seed_status = evaluate(executor, seed_code)
-    times["seed evaluation (Ray worker start)"] = clock() - start
+    times["seed evaluation (first worker busy)"] = clock() - start
 
     start = clock()
     request = MutationRequest(parent=ProgramView(program_id=program_id_for(seed_code), code=seed_code), iteration=1,
                               seed=1, language=problem.language)
     child = apply_response(seed_code, mutator.propose(request).response).unwrap()
-    child_status = evaluate(executor, child)
+    evaluate(executor, child)
     times["first iteration"] = clock() - start
+
+    import ray
 
     start = clock()
     ray.shutdown()
     times["Ray shutdown"] = clock() - start
-
-    from evolve.sandbox.probe import probe_host
-
-    start = clock()
-    probe_host()
-    times["  of which the host probe"] = clock() - start
-    print(json.dumps({"times": times, "seed": seed_status, "child": child_status}))
+    print(json.dumps({"times": times, "seed": seed_status}))
 
 
-def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def quiet_env(state_file: Path | None = None) -> dict[str, str]:
+    """A user's environment without API keys or user config; no recorded local Ray unless ``state_file``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_") and k != "RAY_AUTH_MODE"}
+    env.update({"PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": "/nonexistent",
+                "EVOLVE_RAY_STATE": str(state_file or Path(tempfile.gettempdir()) / "evolve-bench-no-ray.json")})
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env or quiet_env())
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return elapsed, result
 
 
-BARE_RAY = ("import os, ray; ray.init(address='local', num_cpus=os.cpu_count() or 1, include_dashboard=False, "
+# Ray's own share: exactly the arguments and environment of evolve's private instance (evolve.ray_local).
+BARE_RAY = ("import os; os.environ['RAY_AUTH_MODE'] = 'token'; import ray; "
+            "ray.init(address='local', num_cpus=os.cpu_count() or 1, include_dashboard=False, "
             "logging_level='WARNING', log_to_driver=False); ray.shutdown()")
+RAY_DEFAULTS = ("import os; os.environ['RAY_AUTH_MODE'] = 'token'; import ray; "
+                "ray.init(address='local', num_cpus=os.cpu_count() or 1, logging_level='WARNING', "
+                "log_to_driver=False); ray.shutdown()")
+
+
+def stat(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+
+
+def cold(problem: str, repeats: int) -> None:
+    whole, bare, defaults = [], [], []
+    phases: dict[str, list[float]] = {name: [] for name in PHASES}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
+            seconds, _ = timed([sys.executable, "-m", "evolve.cli", "run", problem, "--iterations", "1",
+                                "--run-dir", str(Path(tmp) / "run"), "--quiet", "--address", "local"])
+            whole.append(seconds)
+        bare.append(timed([sys.executable, "-c", BARE_RAY])[0])
+        defaults.append(timed([sys.executable, "-c", RAY_DEFAULTS])[0])
+        _, result = timed([sys.executable, __file__, "--phases-child", "--problem", problem])
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        if report["seed"] != "ok":
+            raise SystemExit(f"the seed's evaluation ended {report['seed']}")
+        for name, value in report["times"].items():
+            phases[name].append(value)
+    own = [w - b for w, b in zip(whole, bare, strict=True)]
+    print(f"cold start, {repeats} round(s), seconds: median (min–max)\n")
+    print("| measurement | seconds |\n|---|---:|")
+    print(f"| `evolve run ... --iterations 1` (whole command, private Ray) | {stat(whole)} |")
+    print(f"| bare `ray.init()` + `ray.shutdown()`, evolve's arguments | {stat(bare)} |")
+    print(f"| **evolve's own share** (whole command minus bare Ray, per round) | **{stat(own)}** |")
+    print(f"| bare Ray with its defaults (dashboard on) | {stat(defaults)} |")
+    print("| phases, one after the other (in the command, the probe and the imports overlap Ray's start): | |")
+    for name in PHASES:
+        print(f"| &nbsp;&nbsp;{name} | {stat(phases[name])} |")
+
+
+def peer(repeats: int, long: bool, openevolve: Path | None) -> None:
+    from llm_throughput import TOY, Mock, run_openevolve
+
+    rows: list[tuple[str, str]] = []
+    mock = Mock(0.0)
+    work = Path(tempfile.mkdtemp(prefix="startup-peer-"))
+    state = work / "local-ray.json"
+    try:
+        def evolve_run(iterations: int, address: str | None, tag: str) -> float:
+            cmd = [sys.executable, "-m", "evolve.cli", "run", str(TOY), "--mutator", "llm", "--api-base", mock.url,
+                   "--api-key", "bench", "--model", "mock-model", "--iterations", str(iterations), "--run-dir",
+                   str(work / f"evolve-{tag}"), "--quiet"] + (["--address", address] if address else [])
+            seconds, result = timed(cmd, quiet_env(state))
+            if f"({iterations}/{iterations} iterations)" not in result.stdout:
+                raise SystemExit(f"evolve did not finish {iterations} iterations:\n{result.stdout}")
+            return seconds
+
+        sizes = [200] + ([2000] if long else [])
+        for iterations in sizes:
+            if openevolve is not None:
+                row = run_openevolve(openevolve, mock, 0.0, 4, iterations, work)
+                rows.append((f"OpenEvolve 0.4.0, {iterations} iterations", f"{row.wall:.2f}"))
+            cold_runs = [evolve_run(iterations, "local", f"cold-{iterations}-{i}")
+                         for i in range(repeats if iterations == 200 else 1)]
+            rows.append((f"evolve cold (private Ray started and stopped), {iterations} iterations", stat(cold_runs)))
+        seconds, result = timed([sys.executable, "-m", "evolve.cli", "ray", "start"], quiet_env(state))
+        rows.append(("`evolve ray start` (once)", f"{seconds:.2f}"))
+        try:
+            for iterations in sizes:
+                warm = [evolve_run(iterations, None, f"warm-{iterations}-{i}")
+                        for i in range(repeats if iterations == 200 else 1)]
+                rows.append((f"evolve warm (joins `evolve ray start`), {iterations} iterations", stat(warm)))
+        finally:
+            subprocess.run([sys.executable, "-m", "evolve.cli", "ray", "stop"], env=quiet_env(state), cwd=ROOT,
+                           capture_output=True, text=True)
+    finally:
+        mock.close()
+    print(f"\npeer benchmark (openevolve_toy, instant mock LLM, sandbox on), wall seconds of the whole command; "
+          f"evolve: median (min–max) of {repeats} for 200 iterations\n")
+    print("| run | seconds |\n|---|---:|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problem", default=str(ROOT / "problems" / "circle_packing"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peer", action="store_true", help="also the side-by-side runs of the peer benchmark")
+    parser.add_argument("--long", action="store_true", help="with --peer: 2,000 iterations too")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold 1-iteration measurements")
+    parser.add_argument("--openevolve", type=Path, default=next(
+        (p for p in (Path("/work/oe-venv/bin/openevolve-run"), Path("/tmp/oe-venv/bin/openevolve-run")) if p.exists()),
+        None))
     parser.add_argument("--phases-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phases_child:
         phases_child(args.problem)
         return
-    whole, bare, child_wall = [], [], []
-    phases: dict[str, list[float]] = {name: [] for name in PHASES}
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
-            seconds, _ = timed([sys.executable, "-m", "evolve.cli", "run", args.problem, "--iterations", "1",
-                                "--run-dir", str(Path(tmp) / "run"), "--quiet"])
-            whole.append(seconds)
-        bare.append(timed([sys.executable, "-c", BARE_RAY])[0])
-        seconds, result = timed([sys.executable, __file__, "--phases-child", "--problem", args.problem])
-        child_wall.append(seconds)
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-        if report["seed"] != "ok":
-            raise SystemExit(f"the seed's evaluation ended {report['seed']}")
-        for name, value in report["times"].items():
-            phases[name].append(value)
-
-    def row(label: str, values: list[float]) -> str:
-        return f"| {label} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |"
-
-    print(f"median of {args.repeats} run(s), seconds\n")
-    print("| measurement | median | min | max |\n|---|---|---|---|")
-    print(row("`evolve run ... --iterations 1` (whole command)", whole))
-    print(row("bare `ray.init()` + `ray.shutdown()` (fresh interpreter)", bare))
-    print(row("phases process (wall, interpreter start and exit included)", child_wall))
-    for name in PHASES:
-        print(row(name.replace("  ", "&nbsp;&nbsp;"), phases[name]))
-    own = [w - b for w, b in zip(whole, bare, strict=True)]
-    print(f"\nevolve's own share over bare Ray (whole command minus bare Ray): median {statistics.median(own):.2f} s")
+    if not args.no_cold:
+        cold(args.problem, args.repeats)
+    if args.peer:
+        peer(args.repeats, args.long, args.openevolve)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,48 @@
-"""evolve: AlphaEvolve-style algorithm discovery with sandboxed evaluation and a Parquet MAP-Elites archive."""
+"""evolve: AlphaEvolve-style algorithm discovery with sandboxed evaluation and a Parquet MAP-Elites archive.
 
-from evolve.candidate import Candidate, CandidateFailure, CompileError, WrongOutput
-from evolve.evaluation import StageReport
-from evolve.problem import Problem, ProblemError, load_problem
-from evolve.types import StageOutcome, Status, program_id_for
+Every public name is loaded on first use, so ``import evolve`` (and the ``evolve`` command's start) stays light: no
+Ray, DuckDB, NumPy or sandbox until something needs them.
+
+::
+
+    import evolve
+    result = evolve.run("problems/circle_packing", iterations=50)    # a run (starts or joins Ray)
+    archive = evolve.open_archive("archive/circle_packing")           # the one reading API (evolve.query.RunArchive)
+"""
+
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from evolve.api import RunResult, open_archive, run
+    from evolve.candidate import Candidate, CandidateFailure, CompileError, WrongOutput
+    from evolve.evaluation import StageReport
+    from evolve.problem import Problem, ProblemError, load_problem
+    from evolve.query import RunArchive
+    from evolve.types import StageOutcome, Status, program_id_for
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Candidate": "evolve.candidate",
+    "CandidateFailure": "evolve.candidate",
+    "CompileError": "evolve.candidate",
+    "WrongOutput": "evolve.candidate",
+    "StageReport": "evolve.evaluation",
+    "Problem": "evolve.problem",
+    "ProblemError": "evolve.problem",
+    "load_problem": "evolve.problem",
+    "StageOutcome": "evolve.types",
+    "Status": "evolve.types",
+    "program_id_for": "evolve.types",
+    "run": "evolve.api",
+    "open_archive": "evolve.api",
+    "RunResult": "evolve.api",
+    "RunArchive": "evolve.query",
+}
 
 __all__ = [
     "Candidate",
@@ -11,21 +50,28 @@ __all__ = [
     "CompileError",
     "Problem",
     "ProblemError",
+    "RunArchive",
+    "RunResult",
     "StageOutcome",
     "StageReport",
     "Status",
     "WrongOutput",
     "load_problem",
     "open_archive",
-    "run",
     "program_id_for",
+    "run",
 ]
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # noqa: ANN202 - lazy exports keep `import evolve` light (no Ray, DuckDB)
-    if name in ("run", "open_archive"):
-        from evolve import api
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evolve' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'evolve' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]

@@ -4,10 +4,15 @@
 
     import evolve
     result = evolve.run("problems/circle_packing", iterations=50, mutator="tune")
-    archive = result.archive()            # or evolve.open_archive("archive/circle_packing")
+    archive = result.archive()            # or evolve.open_archive("archive/circle_packing"): its newest run
     archive.top(5)                        # list of dicts: program_id, score, status, island, iteration, ...
     print(archive.program(archive.best()["program_id"]).code)
-    archive.history()                     # pyarrow Table, one row per program (to_pandas() if pandas is installed)
+    archive.table()                       # pyarrow Table, one row per program; metrics etc. as maps and structs
+    archive.query("SELECT status, count(*) FROM programs GROUP BY status").fetchall()   # DuckDB SQL
+    archive.to_pandas()                   # pandas DataFrame (pip install 'evolve[pandas]')
+
+``open_archive`` returns an ``evolve.query.RunArchive``: the one reading API (the archive's own readers in
+``evolve.archive`` serve the engine).
 """
 
 from __future__ import annotations
@@ -47,23 +52,18 @@ class RunResult:
 
 
 def open_archive(path: str | Path, include_journal: bool = True) -> RunArchive:
-    """Open a run folder (or ``archive/<problem>`` for its newest run) for queries."""
+    """Open a run folder (or ``archive/<problem>`` for its newest run) for queries: ``top``, ``best``, ``program``,
+    ``lineage``, ``table``, ``history``, ``query`` (DuckDB SQL over the views ``programs``, ``summary`` and
+    ``migrations``), ``to_pandas``. Use it as a context manager, or ``close()`` it."""
     return RunArchive(path, include_journal=include_journal)
 
 
-def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
-    import ray
+def _ensure_ray(address: str | None, num_cpus: int | None, problem: Problem) -> None:
+    """Join or start Ray like ``evolve run`` does (``evolve.ray_local``), unless this process already runs it."""
+    from evolve.ray_local import choose_target
+    from evolve.startup import connect
 
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
-    if address:
-        kwargs["address"] = address
-    else:
-        # "local" starts a private instance even when another cluster on this machine is discoverable.
-        kwargs["address"] = "local"
-        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-    ray.init(**kwargs)
+    connect(choose_target(address), problem, num_cpus)
 
 
 def _problem(problem: str | Path | Problem) -> tuple[Problem, list[str]]:
@@ -108,7 +108,8 @@ def run(
     """Evolve ``problem`` (a folder with ``problem.toml`` or in OpenEvolve format, or a loaded ``Problem``).
 
     ``mutator`` is a name (``"tune"``, ``"scripted"``, ``"llm"``; default: the problem's) or a mutator object.
-    Starts a local Ray instance unless Ray is already initialized or ``ray_address`` names a cluster. ``progress``:
+    Uses the Ray this process already runs; else joins ``ray_address`` (``"local"``: a private instance), else the
+    local Ray of ``evolve ray start`` when one runs, else starts a private instance. ``progress``:
     True shows live progress (a panel on a terminal, lines otherwise), or pass a ``Progress`` object.
     ``llm_options`` takes what ``evolve run`` flags give the LLM mutator (``models``, ``api_base``, ``api_key``,
     ``max_llm_calls``, ``max_tokens``, ``max_cost``).
@@ -140,7 +141,7 @@ def run(
         raise FileExistsError(str(exc)) from None
     chosen = mutator if mutator is not None and not isinstance(mutator, str) else \
         build_mutator(plan.settings.mutator, plan.problem, plan.llm_options)
-    _ensure_ray(ray_address, num_cpus)
+    _ensure_ray(ray_address, num_cpus, plan.problem)
     evolution = Evolution(plan.problem, plan.settings, chosen, plan.run_dir, plan.run_id, resume=plan.resume,
                           progress=_progress(progress), accept_damage=accept_damage, more=more,
                           overrides=plan.overrides, config=plan.config(chosen))

@@ -12,12 +12,25 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from evolve.cli_archive_common import echo_json, fmt, friendly, make_console, open_run, when
+from evolve.cli_archive_common import (
+    SUMMARY_WHERE_COLUMNS,
+    check_island,
+    check_where,
+    echo_json,
+    fmt,
+    friendly,
+    make_console,
+    open_run,
+    when,
+)
 from evolve.cli_archive_export import export, plot, report, write_table
 from evolve.cli_archive_stats import stats, verify
 
@@ -49,11 +62,11 @@ def archive() -> None:
 
 @archive.command("ls")
 @click.argument("root", default="archive", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON list.")
 @friendly
 def ls_command(root: str, as_json: bool) -> None:
     """Runs under ROOT (default ./archive; or one problem folder, or one run) with problem, size, best score and
-    date."""
+    date. The run folder is always shown whole: on a narrow terminal other columns are left out first."""
     from evolve.query import ArchiveRoot
 
     if not Path(root).exists():
@@ -70,16 +83,42 @@ def ls_command(root: str, as_json: bool) -> None:
     if not listings:
         click.echo(f"no runs under {root}")
         return
-    from rich.table import Table
+    rows = [{"problem": r.problem, "run": r.run_id, "programs": f"{r.programs:,}", "best score": fmt(r.best_score),
+             "created": when(r.created_at), "state": r.state, "mutator": r.mutator, "folder": str(r.run_dir)}
+            for r in listings]
+    # A terminal's width (or $COLUMNS); a pipe gets every column, since nothing wraps there.
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() or "COLUMNS" in os.environ else None
+    for line in layout_columns(rows, LS_COLUMNS, width):
+        click.echo(line)
 
-    table = Table(box=None, pad_edge=False)
-    for name, justify in (("problem", "left"), ("run", "left"), ("programs", "right"), ("best score", "right"),
-                          ("created", "left"), ("state", "left"), ("mutator", "left"), ("folder", "left")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in listings:
-        table.add_row(r.problem, r.run_id, f"{r.programs:,}", fmt(r.best_score), when(r.created_at), r.state,
-                      r.mutator, str(r.run_dir))
-    make_console().print(table)
+
+# Columns of `archive ls`, most important first; "folder" (what a user copies) is never cut or dropped.
+LS_COLUMNS = ("folder", "problem", "best score", "programs", "state", "run", "created", "mutator")
+_LS_ORDER = ("problem", "run", "programs", "best score", "created", "state", "mutator", "folder")
+_RIGHT = {"programs", "best score"}
+
+
+def layout_columns(rows: list[dict[str, str]], priority: tuple[str, ...], width: int | None) -> list[str]:
+    """Aligned text lines (header first). When ``width`` is too narrow, the least important columns are dropped,
+    never cut; the first column of ``priority`` always stays whole, even if the line then wraps."""
+    kept = list(priority)
+
+    def widths(columns: list[str]) -> dict[str, int]:
+        return {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+
+    def total(columns: list[str]) -> int:
+        return sum(widths(columns).values()) + 2 * (len(columns) - 1)
+
+    while width is not None and len(kept) > 1 and total(kept) > width:
+        kept.pop()
+    columns = [c for c in _LS_ORDER if c in kept] if set(kept) <= set(_LS_ORDER) else kept
+    sizes = widths(columns)
+
+    def line(values: dict[str, str]) -> str:
+        cells = [values[c].rjust(sizes[c]) if c in _RIGHT else values[c].ljust(sizes[c]) for c in columns]
+        return "  ".join(cells).rstrip()
+
+    return [line({c: c for c in columns}), *(line(r) for r in rows)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,22 +127,42 @@ def ls_command(root: str, as_json: bool) -> None:
 
 @archive.command()
 @click.argument("run_dir")
-@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(min=1), help="Programs to show.")
 @click.option("--island", type=click.IntRange(min=0), help="Only programs bred on this island.")
-@click.option("--where", help="SQL condition over the summary columns, e.g. \"mutator LIKE 'llm:%'\".")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--where", help=f"SQL condition over the columns {', '.join(SUMMARY_WHERE_COLUMNS)}; e.g. "
+              "\"mutator LIKE 'llm:%'\" or \"iteration > 100\".")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 @friendly
 def top(run_dir: str, limit: int, island: int | None, where: str | None, as_json: bool) -> None:
-    """Best programs of RUN_DIR with score, status, island and iteration."""
+    """Best programs of RUN_DIR with score, status, island and iteration (scored programs only: status ok).
+
+    An unknown island or an invalid --where is an error (exit status 1); a valid question with no answer prints
+    why on stderr (exit status 0, and `[]` with --json)."""
     with open_run(run_dir) as archive_:
+        check_island(archive_, island)
+        matching = check_where(archive_, where, "summary", "--where") if where else None
         rows = archive_.top(limit, island=island, where=where)
+    if not rows:
+        click.echo(_why_empty(island, where, matching), err=True)
     if as_json:
         echo_json([{k: v for k, v in r.items() if k != "fitness"} for r in rows])
+        return
+    if not rows:
         return
     click.echo(f"{'rank':>4}  {'program':16}  {'score':>14}  {'status':8}  {'island':>6}  {'iter':>6}  mutator")
     for rank, r in enumerate(rows, 1):
         click.echo(f"{rank:>4}  {r['program_id']:16}  {fmt(r['score']):>14}  {r['status']:8}  {r['island']:>6}  "
                    f"{r['iteration']:>6}  {r['mutator']}")
+
+
+def _why_empty(island: int | None, where: str | None, matching: int | None) -> str:
+    place = f" on island {island}" if island is not None else ""
+    if where and not matching:
+        return f"no program{place} matches --where {where!r}"
+    if where:
+        return (f"{matching} program(s) match --where {where!r}, none of them scored{place}: top ranks scored "
+                f"programs (status ok); `evolve archive export RUN -o FILE.jsonl --where ...` lists every program")
+    return f"no scored program{place} yet"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,14 +227,18 @@ def show(run_dir: str, program_id: str, as_json: bool, no_code: bool, with_promp
     if r.features:
         click.echo(f"features: {json.dumps(r.features, sort_keys=True)}")
     click.echo(f"isolation: {r.isolation or '-'}{'  (evaluator ran in the candidate process)' if r.in_process else ''}")
+    said: set[str] = set()  # the loop copies a failure's message to the stage, the artifacts and the edit error
     if r.edit_error:
         click.echo(f"edit rejected: {r.edit_error}")
+        said.add(r.edit_error.strip())
     if r.stages:
         _section("stages")
         for s in r.stages:
             metrics = ", ".join(f"{k}={fmt(v, '.6g')}" for k, v in sorted(s.get("metrics", {}).items()))
+            message = str(s.get("message") or "").strip()
             click.echo(f"[{s.get('stage')}] {s.get('status')}  {float(s.get('seconds', 0.0)):.3f} s"
-                       f"{'  ' + metrics if metrics else ''}{'  ' + s['message'] if s.get('message') else ''}")
+                       f"{'  ' + metrics if metrics else ''}{'  ' + message if message not in said else ''}")
+            said.add(message)
     if r.llm:
         _section("llm")
         keys = ("model", "mode", "prompt_tokens", "completion_tokens", "tokens", "cost", "latency", "attempts")
@@ -191,6 +254,8 @@ def show(run_dir: str, program_id: str, as_json: bool, no_code: bool, with_promp
         _section(f"prompt: {m['role']}")
         click.echo(m["content"])
     for name, text in r.artifacts.items():
+        if text.strip() in said:
+            continue
         _section(name)
         click.echo(text)
 
@@ -202,7 +267,7 @@ def show(run_dir: str, program_id: str, as_json: bool, no_code: bool, with_promp
 @archive.command()
 @click.argument("run_dir")
 @click.argument("program_id", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the steps (seed first) as a JSON list.")
 @friendly
 def lineage(run_dir: str, program_id: str | None, as_json: bool) -> None:
     """Ancestors of PROGRAM_ID (default: the best program), from the seed down, with the score at each step."""
@@ -222,13 +287,15 @@ def lineage(run_dir: str, program_id: str | None, as_json: bool) -> None:
     table = Table(box=None, pad_edge=False)
     for name in ("gen", "program", "iter", "island", "mutator", "status", "score", "change"):
         table.add_column(name, justify="right" if name in ("gen", "iter", "island", "score", "change") else "left")
+    from evolve.query_model import same_score
+
     previous: float | None = None
     for s in steps:
         change = ""
         if s.score is not None and previous is not None:
             delta = s.score - previous
-            verdict = "better" if delta * sign > 0 else ("worse" if delta * sign < 0 else "")
-            change = f"{delta:+.4g} {verdict}" if delta else "="
+            verdict = "better" if delta * sign > 0 else "worse"
+            change = "=" if same_score(s.score, previous) else f"{delta:+.4g} {verdict}"
         table.add_row(str(s.generation), s.program_id, str(s.iteration), str(s.island), s.mutator or "-",
                       s.status, fmt(s.score), change)
         if s.score is not None:
@@ -251,7 +318,7 @@ def unified_diff(old: str, new: str, old_name: str, new_name: str) -> str:
 @click.argument("run_dir")
 @click.argument("program_a")
 @click.argument("program_b", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print both ids, their scores and the diff as JSON.")
 @friendly
 def diff(run_dir: str, program_a: str, program_b: str | None, as_json: bool) -> None:
     """Unified diff from PROGRAM_A to PROGRAM_B, or from PROGRAM_A's parent to PROGRAM_A."""
@@ -317,12 +384,13 @@ def _bin_label(feature: Any, index: int) -> str:
 @click.option("--x", "x_name", help="Feature for the columns (default: the last feature).")
 @click.option("--y", "y_name", help="Feature for the rows (default: the first feature when there are two or more).")
 @click.option("--ids", is_flag=True, help="Show program ids instead of scores.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print each island's grid (shape, features, occupied cells) as JSON.")
 @friendly
 def map_command(run_dir: str, island: int | None, x_name: str | None, y_name: str | None, ids: bool,
                 as_json: bool) -> None:
     """The MAP-Elites grid of each island as a table: the elite's score in every occupied cell."""
     with open_run(run_dir) as archive_:
+        check_island(archive_, island)
         grids = archive_.grids([island] if island is not None else None)
         direction = archive_.problem.direction
     if as_json:

@@ -96,3 +96,35 @@ def when(seconds: float | None) -> str:
     if not isinstance(seconds, int | float):
         return "-"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+
+# The columns of the ``summary`` view (evolve.query_index.SUMMARY_SELECT) that `top --where` filters on.
+SUMMARY_WHERE_COLUMNS = ("program_id", "parent_id", "island", "iteration", "generation", "status", "score", "fitness",
+                         "cell", "mutator")
+
+
+def check_where(archive: RunArchive, where: str, view: str, option: str) -> int:
+    """How many programs the SQL condition ``where`` selects in ``view``; a clear error (exit status 1) naming the
+    view's columns when DuckDB cannot run it."""
+    from evolve.query import ArchiveQueryError
+
+    try:
+        return int(archive.tuples(f"SELECT count(DISTINCT program_id) FROM {view} WHERE ({where})")[0][0])
+    except ArchiveQueryError as exc:
+        reason = str(exc).removeprefix("query failed: ").strip().splitlines()[0]
+        try:
+            columns = [str(r[0]) for r in archive.tuples(f"DESCRIBE {view}") if r[0] != "file"]
+        except ArchiveQueryError:
+            columns = []
+        raise click.ClickException(f"invalid {option} condition {where!r}: {reason}\n  its columns: "
+                                   f"{', '.join(columns) or '-'}") from None
+
+
+def check_island(archive: RunArchive, island: int | None) -> None:
+    """Exit status 1 with the run's islands when ``island`` is not one of them."""
+    if island is None:
+        return
+    islands = archive.islands()
+    if island not in islands:
+        span = f"{islands[0]}–{islands[-1]}" if len(islands) > 1 else str(islands[0])
+        raise click.ClickException(f"island {island} does not exist in {archive.run_dir}: its islands are {span}")

@@ -12,10 +12,12 @@ from evolve.cli_archive_common import echo_json, fmt, friendly, make_console, op
 
 @click.command()
 @click.argument("run_dir")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every figure (and the loop's own stats.json) as JSON.")
 @friendly
 def stats(run_dir: str, as_json: bool) -> None:
     """Outcomes, failure rates, coverage, mutator success, LLM tokens and cost, timing of a run."""
+    from evolve.query_stats import describe_improvement
+
     with open_run(run_dir) as archive_:
         summary = archive_.summary()
     if as_json:
@@ -32,8 +34,8 @@ def stats(run_dir: str, as_json: bool) -> None:
                f"failure rate {summary['failure_rate']:.1%}  last iteration {summary['last_iteration']}")
     if best:
         click.echo(f"best {fmt(best['score'])} ({best['program_id']}, island {best['island']}, iteration "
-                   f"{best['iteration']})  seed {fmt(seed['score'] if seed else None)}  improvement "
-                   f"{fmt(summary['improvement'], '.6g')}")
+                   f"{best['iteration']})  seed {fmt(seed['score'] if seed else None)}")
+        click.echo(f"improvement: {describe_improvement(summary)}")
     timing = [f"mean evaluation {fmt(summary['mean_eval_seconds'], '.3f')} s",
               f"mean mutation {fmt(summary['mean_mutate_seconds'], '.3f')} s"]
     if summary["span_seconds"] is not None:
@@ -94,7 +96,7 @@ def _print_damage(summary: dict[str, Any]) -> None:
 @click.command()
 @click.argument("run_dir")
 @click.option("--cached", is_flag=True, help="Skip segments verified before (unchanged since); default: read all.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was checked and every damaged file as JSON.")
 @friendly
 def verify(run_dir: str, cached: bool, as_json: bool) -> None:
     """Read every segment, migration file and journal line of RUN_DIR in full, every page checksum checked; list

@@ -31,7 +31,7 @@ def init(folder: str, force: bool) -> None:
 @click.command()
 @click.option("--root", type=click.Path(exists=True, file_okay=False),
               help="Folder of problem folders (default: the problems shipped with evolve).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list.")
 def problems(root: str | None, as_json: bool) -> None:
     """List problem folders (problem.toml or OpenEvolve format) with their score and a one-line summary."""
     folder = Path(root) if root else shipped_problems_dir()

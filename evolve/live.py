@@ -2,7 +2,8 @@
 
 ``make_progress(quiet)`` picks the right one. ``RichProgress`` redraws a small panel a few times per second: budget
 used and remaining (iterations and time), the best score and its program, evaluations per second, work in flight
-per stage, failures by status, MAP-Elites coverage per island, and when an LLM is used its calls, tokens, cost and
+per stage, failures by status and the most frequent failure reasons (messages with their numbers, ids and paths
+normalised away: ``evolve.failures``), MAP-Elites coverage per island, and when an LLM is used its calls, tokens, cost and
 calls in flight (against their adaptive limit), then, once calls fail, failed calls by kind, retries and the time
 since the last good answer.
 Messages from the loop print above the panel. ``close`` leaves the final panel on screen.
@@ -82,6 +83,12 @@ def render_snapshot(s: ProgressSnapshot, title: str = "evolve") -> Panel:
     if s.duplicates:
         outcome.append(f"  duplicates skipped {s.duplicates}", style="dim")
     head.add_row("outcomes", outcome)
+    if s.failures:
+        reasons = Table.grid(padding=(0, 1))
+        for status, reason, count in s.failures:
+            reasons.add_row(Text(f"{count}", style="red"), Text(status, style="red"),
+                            Text(reason or "(no message)", overflow="ellipsis", no_wrap=True))
+        head.add_row("top failures", reasons)
     if s.coverage:
         cover = Table.grid(padding=(0, 1))
         for island, fraction_covered in sorted(s.coverage.items()):

@@ -427,6 +427,7 @@ class Evolution(Breeding, DeterministicBatches, Oversight, RunReporting):
             self._writer().append(record)
         self.db.add(record)
         self.statuses[record.status] += 1
+        self._note_outcome(record)  # failure reasons for the live panel, the best's island for the summary
         if child.code and not child.replayed:  # not an unusable answer, a duplicate or an iteration without answer
             self.evaluated_this_session += 1
         self._oversee(child, record)  # tripwires, held-out check; the target counts once a program is promoted

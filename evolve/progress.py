@@ -25,6 +25,7 @@ class ProgressSnapshot:
     coverage: dict[int, float]  # island -> fraction of occupied cells
     time_limit: float | None = None
     llm: dict[str, Any] = field(default_factory=dict)
+    failures: tuple[tuple[str, str, int], ...] = ()  # the top failure reasons: (status, normalised reason, count)
 
 
 class Progress(Protocol):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +130,11 @@ def _rows(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 class RunArchive:
     """Questions about one run folder. Cheap to create; DuckDB views are built on first use.
 
-    Views: ``programs`` (every column of every row), ``summary`` (per row the small columns plus ``parent_id``,
-    ``llm_cost``, ``llm_tokens``, ``has_prompt`` and ``file``, the segment holding the row), ``migrations`` and
-    ``events`` (``events()`` decodes them). Rows may repeat (see the module docstring).
+    Views: ``programs`` (every column of every row; ``metrics``, ``features`` and ``artifacts`` as maps,
+    ``stages`` as a list of structs), ``programs_raw`` (the same as stored: those columns as JSON text), ``summary``
+    (per row the small columns plus ``parent_id``, ``llm_cost``, ``llm_tokens``, ``has_prompt`` and ``file``, the
+    segment holding the row), ``migrations`` and ``events`` (``events()`` decodes them). Rows may repeat (see the
+    module docstring).
 
     A run writes a segment per 1024 rows, so a million programs are a thousand files, and opening a thousand files
     costs DuckDB most of a second per query. Runs with many segments therefore get an index: the ``summary``
@@ -263,7 +266,8 @@ class RunArchive:
             con.execute(f"CREATE OR REPLACE VIEW {kind.view} AS " + " UNION ALL BY NAME ".join(parts))
 
     def _build_full_view(self) -> None:
-        """``programs``: every column of every row (segments and journal); built when a question needs it."""
+        """``programs_raw``: every column of every row (segments and journal) as stored; ``programs``: the same with
+        the JSON columns as Arrow maps and structs. Built when a question needs them."""
         assert self._con is not None
         con = self._con
         journal = self._journal()[PROGRAMS.name]
@@ -277,7 +281,8 @@ class RunArchive:
         if not parts:
             con.register("programs_empty_full", ARCHIVE_SCHEMA.empty_table())
             parts.append("SELECT * FROM programs_empty_full")
-        con.execute("CREATE OR REPLACE VIEW programs AS " + " UNION ALL BY NAME ".join(parts))
+        con.execute("CREATE OR REPLACE VIEW programs_raw AS " + " UNION ALL BY NAME ".join(parts))
+        con.execute(f"CREATE OR REPLACE VIEW programs AS SELECT * REPLACE ({STRUCTURED_SELECT}) FROM programs_raw")
         self._full = True
 
     # ------------------------------------------------------------------ the index
@@ -344,21 +349,23 @@ class RunArchive:
                 what = f"cannot read {self.run_dir}" if isinstance(exc, duckdb.IOException) else "query failed"
                 raise ArchiveQueryError(f"{what}: {exc}") from None
 
-    def query(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> Any:
-        """Run ``sql`` over the views (see the class docstring), skipping unreadable segments; a DuckDB cursor.
+    def query(self, sql: str, params: Sequence[Any] | None = None, full: bool | None = None) -> Any:
+        """Run ``sql`` over the views (see the class docstring), skipping unreadable segments; a DuckDB cursor
+        (``.arrow()``, ``.df()``, ``.pl()``, ``.fetchall()``).
 
-        ``full`` makes the ``programs`` view (every column) available too.
+        The ``programs`` view (every column) is built when ``sql`` names it (``full`` forces or skips that).
         """
-        return self._attempt(lambda con: con.execute(sql, list(params or [])), full)
+        return self._attempt(lambda con: con.execute(sql, list(params or [])), _needs_full(sql, full))
 
-    def arrow(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> pa.Table:
-        return self._attempt(lambda con: to_arrow(con.sql(sql, params=list(params or []))), full)
+    def arrow(self, sql: str, params: Sequence[Any] | None = None, full: bool | None = None) -> pa.Table:
+        return self._attempt(lambda con: to_arrow(con.sql(sql, params=list(params or []))), _needs_full(sql, full))
 
-    def rows(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> list[dict[str, Any]]:
-        return self._attempt(lambda con: _rows(con.execute(sql, list(params or []))), full)
+    def rows(self, sql: str, params: Sequence[Any] | None = None, full: bool | None = None) -> list[dict[str, Any]]:
+        return self._attempt(lambda con: _rows(con.execute(sql, list(params or []))), _needs_full(sql, full))
 
-    def tuples(self, sql: str, params: Sequence[Any] | None = None, full: bool = False) -> list[tuple[Any, ...]]:
-        return self._attempt(lambda con: con.execute(sql, list(params or [])).fetchall(), full)
+    def tuples(self, sql: str, params: Sequence[Any] | None = None,
+               full: bool | None = None) -> list[tuple[Any, ...]]:
+        return self._attempt(lambda con: con.execute(sql, list(params or [])).fetchall(), _needs_full(sql, full))
 
     # ------------------------------------------------------------------ questions
     def count(self) -> int:
@@ -443,7 +450,7 @@ class RunArchive:
                     return _conform_row(table.slice(0, 1).to_pylist()[0])
             except READ_ERRORS:
                 pass  # compacted or damaged meanwhile: search every segment below
-        table = self.arrow("SELECT * FROM programs WHERE program_id = ? LIMIT 1", [full], full=True)
+        table = self.arrow("SELECT * FROM programs_raw WHERE program_id = ? LIMIT 1", [full], full=True)
         if not table.num_rows:
             raise ProgramNotFound(f"no program {program_id!r} in {self.run_dir}{self._damage_hint()}")
         return table.to_pylist()[0]
@@ -524,10 +531,10 @@ class RunArchive:
                TRY_CAST(json_extract(llm, '$.cost') AS DOUBLE) AS llm_cost,
                TRY_CAST(json_extract(llm, '$.tokens') AS BIGINT) AS llm_tokens,
                coalesce(prompt, '') <> '' AS has_prompt
-        FROM programs
+        FROM programs_raw
     """
 
-    def _details(self) -> str:
+    def details(self) -> str:
         """A temporary table, one row per program, of what plots and statistics need (no code or JSON blobs)."""
         if not self._details_ready:
             self.tuples(f"CREATE OR REPLACE TEMP TABLE details AS {self._DETAILS}", full=True)
@@ -537,26 +544,44 @@ class RunArchive:
     def history(self) -> pa.Table:
         """One row per program in iteration order: id, parent, iteration, island, status, score, fitness, mutator,
         created_at, timings, isolation and LLM cost and tokens."""
-        return self.arrow(f"SELECT * FROM {self._details()} ORDER BY iteration, program_id")
+        return self.arrow(f"SELECT * FROM {self.details()} ORDER BY iteration, program_id")
 
-    def table(self, where: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        """Programs (one row each, iteration order) matching the SQL condition ``where``; all columns by default."""
+    def table(self, where: str | None = None, columns: Sequence[str] | None = None,
+              structured: bool = True) -> pa.Table:
+        """Programs (one row each, iteration order) matching the SQL condition ``where``; all columns by default.
+
+        ``metrics``, ``features`` and ``artifacts`` come as maps, ``stages`` as a list of structs (``structured``);
+        with ``structured=False`` they are the JSON text the archive stores. ``where`` sees the stored columns.
+        ``.to_pandas()`` needs pandas (``pip install 'evolve[pandas]'``); ``polars.from_arrow`` and DuckDB take the
+        table as it is."""
         cols = list(columns or ARCHIVE_SCHEMA.names)
         unknown = [c for c in cols if c not in ARCHIVE_SCHEMA.names]
         if unknown:
             raise ArchiveQueryError(f"unknown column(s) {', '.join(unknown)}; columns are "
                                     f"{', '.join(ARCHIVE_SCHEMA.names)}")
         select = ", ".join(f'"{c}"' for c in cols)
+        if structured:
+            select = ", ".join(f"{STRUCTURED_COLUMNS[c]} AS \"{c}\"" if c in STRUCTURED_COLUMNS else f'"{c}"'
+                               for c in cols)
         condition = f"WHERE ({where})" if where else ""
         return self.arrow(
-            f"SELECT {select} FROM (SELECT * FROM programs {condition} "
+            f"SELECT {select} FROM (SELECT * FROM programs_raw {condition} "
             "QUALIFY row_number() OVER (PARTITION BY program_id ORDER BY iteration) = 1) "
             "ORDER BY iteration, program_id",
             full=True,
         )
 
+    def to_pandas(self, where: str | None = None, columns: Sequence[str] | None = None) -> Any:
+        """``table(where, columns)`` as a pandas DataFrame (pandas is an optional extra: ``evolve[pandas]``)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ImportError("pandas is not installed: pip install 'evolve[pandas]' (or pandas); the archive's "
+                              "tables are pyarrow Tables, which polars.from_arrow and DuckDB also take") from None
+        return self.table(where, columns).to_pandas()
+
     def records(self, where: str | None = None) -> list[ProgramRecord]:
-        return [ProgramRecord.from_row(r) for r in self.table(where).to_pylist()]
+        return [ProgramRecord.from_row(r) for r in self.table(where, structured=False).to_pylist()]
 
     def migrations(self) -> pa.Table:
         return self.arrow("SELECT DISTINCT program_id, from_island, to_island, iteration FROM migrations "
@@ -577,97 +602,17 @@ class RunArchive:
             raise ArchiveQueryError(f"an event's data in {self.run_dir} is not JSON ({exc})") from None
 
     def summary(self) -> dict[str, Any]:
-        """Statistics of the run from its rows, plus what the loop recorded in run.json and stats.json."""
-        statuses = self.status_counts()
-        total = sum(statuses.values())
-        details = self._details()
-        agg = self.rows(
-            f"""
-            SELECT avg(eval_seconds) AS mean_eval_seconds, avg(mutate_seconds) AS mean_mutate_seconds,
-                   max(iteration) AS last_iteration, epoch(min(created_at)) AS first_at,
-                   epoch(max(created_at)) AS last_at,
-                   count(*) FILTER (WHERE in_process) AS in_process,
-                   count(*) FILTER (WHERE has_prompt) AS llm_answers,
-                   sum(llm_tokens) AS llm_tokens, sum(llm_cost) AS llm_cost
-            FROM {details}
-            """
-        )[0]
-        isolation = self.rows(f"SELECT isolation, count(*) AS n FROM {details} "
-                              "WHERE isolation IS NOT NULL AND isolation <> '' GROUP BY isolation ORDER BY n DESC")
-        mutators = self.rows(
-            f"""
-            SELECT c.mutator, count(*) AS children, count(*) FILTER (WHERE c.status = 'ok') AS ok,
-                   count(*) FILTER (WHERE c.fitness > p.fitness) AS improved
-            FROM {details} c LEFT JOIN {details} p ON p.program_id = c.parent_id
-            WHERE c.iteration > 0
-            GROUP BY c.mutator ORDER BY children DESC, c.mutator
-            """
-        )
-        best = self.best()
-        seed = self.seed()
-        coverage = {str(g.island): g.coverage for g in self.grids()}
-        failures = sum(v for k, v in statuses.items() if k not in ("ok", "duplicate"))  # duplicates: not evaluated
-        first, last = agg["first_at"], agg["last_at"]
-        span = float(last - first) if first is not None and last is not None else None
-        improvement = None
-        if best and seed and best["score"] is not None and seed["score"] is not None:
-            improvement = best["score"] - seed["score"]
-        return {
-            "run_dir": str(self.run_dir),
-            "run_id": self.run_id,
-            "problem": self.problem.name,
-            "score_metric": self.problem.score_metric,
-            "direction": self.problem.direction,
-            "state": self.info.get("state", ""),
-            "mutator": self.info.get("mutator", ""),
-            "settings": self.info.get("settings", {}),
-            "created_at": self.info.get("created_at"),
-            "programs": total,
-            "evaluated": total - statuses.get("invalid_edit", 0),
-            "statuses": statuses,
-            "failure_rate": failures / total if total else 0.0,
-            "best": best,
-            "seed": seed,
-            "improvement": improvement,
-            "last_iteration": agg["last_iteration"],
-            "span_seconds": span,
-            "mean_eval_seconds": agg["mean_eval_seconds"],
-            "mean_mutate_seconds": agg["mean_mutate_seconds"],
-            "in_process": int(agg["in_process"] or 0),
-            "isolation": {r["isolation"]: int(r["n"]) for r in isolation},
-            "coverage": coverage,
-            "mutators": [
-                {"mutator": r["mutator"] or "", "children": int(r["children"]), "ok": int(r["ok"]),
-                 "improved": int(r["improved"])} for r in mutators
-            ],
-            "llm": {"answers": int(agg["llm_answers"] or 0), "tokens": int(agg["llm_tokens"] or 0),
-                    "cost": float(agg["llm_cost"] or 0.0)},
-            "loop": self.run_stats,
-            "bad_files": [str(p) for p, _ in self.bad_files],
-            "damage": [d.to_dict() | {"description": d.describe()} for d in self.damage],
-            "lost": self.info.get("lost") or {"iterations": [], "count": 0, "unknown_rows": 0, "files": []},
-        }
+        """Statistics of the run from its rows, plus what the loop recorded in run.json and stats.json (see
+        ``evolve.query_stats.run_summary``)."""
+        from evolve.query_stats import run_summary
+
+        return run_summary(self)
 
     def listing(self) -> RunListing:
         """A line for ``evolve archive ls``: counts rows (duplicates included) rather than deduplicating."""
-        try:
-            programs = self.rows_stored()
-        except ArchiveQueryError:
-            programs = 0
-        best_score = self.run_stats.get("best_score")
-        best_program = self.run_stats.get("best_program")
-        if best_score is None and programs:
-            try:
-                best = self.best()
-            except ArchiveQueryError:
-                best = None
-            if best is not None:
-                best_score, best_program = best["score"], best["program_id"]
-        return RunListing(run_dir=self.run_dir, run_id=self.run_id, problem=self.problem.name, programs=programs,
-                          best_score=best_score, best_program=best_program,
-                          created_at=self.info.get("created_at"), state=str(self.info.get("state", "")),
-                          mutator=str(self.info.get("mutator", "")),
-                          bad_files=tuple(str(p) for p, _ in self.bad_files))
+        from evolve.query_stats import run_listing
+
+        return run_listing(self)
 
     def _damage_hint(self) -> str:
         if not self.bad_files and not self.damage:
@@ -678,6 +623,22 @@ class RunArchive:
 
 def _conform_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row.get(name) for name in ARCHIVE_SCHEMA.names}
+
+
+_STAGE_STRUCT = ("STRUCT(stage VARCHAR, status VARCHAR, seconds DOUBLE, message VARCHAR, metrics MAP(VARCHAR, "
+                 "DOUBLE), artifacts MAP(VARCHAR, VARCHAR), isolation VARCHAR, in_process BOOLEAN, node VARCHAR)[]")
+# The archive stores these as JSON text (its Parquet format is fixed); readers get Arrow maps and structs.
+STRUCTURED_COLUMNS = {
+    name: f"TRY_CAST(NULLIF({name}, '')::JSON AS {kind})"
+    for name, kind in (("metrics", "MAP(VARCHAR, DOUBLE)"), ("features", "MAP(VARCHAR, DOUBLE)"),
+                       ("artifacts", "MAP(VARCHAR, VARCHAR)"), ("stages", _STAGE_STRUCT))
+}
+STRUCTURED_SELECT = ", ".join(f"{sql} AS {name}" for name, sql in STRUCTURED_COLUMNS.items())
+_PROGRAMS_RE = re.compile(r"\bprograms(_raw)?\b", re.IGNORECASE)
+
+
+def _needs_full(sql: str, full: bool | None) -> bool:
+    return bool(_PROGRAMS_RE.search(sql)) if full is None else full
 
 @dataclass(frozen=True)
 class ArchiveRoot:

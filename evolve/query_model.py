@@ -172,3 +172,12 @@ def unravel(cell: int, shape: tuple[int, ...]) -> tuple[int, ...]:
         coords.append(cell % size)
         cell //= size
     return tuple(reversed(coords))
+
+
+SCORE_REL_TOL = 1e-9  # scores this close are the same score (float noise, e.g. a sum taken in another order)
+SCORE_ABS_TOL = 1e-12
+
+
+def same_score(a: float, b: float) -> bool:
+    """Whether two scores differ only by floating-point noise (``+4.4e-16`` is not an improvement)."""
+    return math.isclose(a, b, rel_tol=SCORE_REL_TOL, abs_tol=SCORE_ABS_TOL)

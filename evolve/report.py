@@ -22,8 +22,11 @@ from pygments.util import ClassNotFound
 
 from evolve.archive import PROBLEM_SNAPSHOT
 from evolve.cli_archive import unified_diff
+from evolve.failures import summarise_failures
 from evolve.plots import figures, png_bytes
 from evolve.query import RunArchive
+from evolve.query_model import same_score
+from evolve.query_stats import describe_improvement
 from evolve.ui.pictures import picture_for
 
 CSS = """
@@ -106,7 +109,7 @@ def _overview(summary: dict[str, Any]) -> str:
         ("best score", f'<span id="best-score">{_e(_num(best["score"]) if best else "-")}</span>'
          + (f' <code id="best-program">{_e(best["program_id"])}</code>' if best else "")),
         ("seed score", _e(_num(seed["score"]) if seed else "-")),
-        ("improvement", _e(_num(summary["improvement"], ".6g"))),
+        ("improvement", f'<span id="improvement">{_e(describe_improvement(summary))}</span>'),
         ("mean evaluation", _e(f"{_num(summary['mean_eval_seconds'], '.3f')} s")),
         ("coverage", _e(", ".join(f"island {i}: {c:.0%}" for i, c in summary["coverage"].items()))),
         ("isolation", _e(", ".join(f"{k} ({v})" for k, v in summary["isolation"].items()) or "-")),
@@ -182,7 +185,7 @@ def _lineage(archive: RunArchive, program_id: str) -> str:
     previous: float | None = None
     for s in steps:
         change = ""
-        if s.score is not None and previous is not None and s.score != previous:
+        if s.score is not None and previous is not None and not same_score(s.score, previous):
             better = (s.score - previous) * archive.problem.sign > 0
             change = f'<span class="{"good" if better else "bad"}">{s.score - previous:+.4g}</span>'
         rows.append([str(s.generation), f"<code>{_e(s.program_id)}</code>", str(s.iteration), _e(s.mutator or "-"),
@@ -191,6 +194,20 @@ def _lineage(archive: RunArchive, program_id: str) -> str:
             previous = s.score
     return _table(["generation", "program", "iteration", "mutator", "status", "score", "change"], rows,
                   {0, 2, 5, 6})
+
+
+def _failures(archive: RunArchive, top: int = 3) -> str:
+    """The most frequent failure reasons (status and normalised message), each with an example program."""
+    found = summarise_failures(archive)
+    if not found.failed:
+        return '<p class="muted">no program failed</p>'
+    rows = [[_e(g.count), _e(f"{g.count / found.failed:.0%}"), _e(g.status), _e(g.reason),
+             f"<code>{_e(g.example_id)}</code>"] for g in found.top(top)]
+    more = len(found.groups) - top
+    note = (f'<p class="muted">{found.failed} of {found.programs} programs failed, in {len(found.groups)} group(s)'
+            + (f"; {more} more: <code>evolve archive failures {_e(archive.run_dir)}</code>" if more > 0 else "")
+            + "</p>")
+    return note + _table(["programs", "of failed", "status", "reason", "example"], rows, {0, 1})
 
 
 def _settings(archive: RunArchive) -> str:
@@ -223,6 +240,7 @@ def build_report(archive: RunArchive, top: int = 5) -> str:
     sections.append(_lineage(archive, best["program_id"]) if best else '<p class="muted">no scored program</p>')
     sections += ['<h2 id="outcomes">Outcomes</h2>',
                  _table(["status", "programs"], [[_e(k), _e(v)] for k, v in summary["statuses"].items()], {1})]
+    sections += ['<h2 id="failures">Top failure reasons</h2>', _failures(archive)]
     sections += ['<h2 id="costs">Costs</h2>', _costs(summary)]
     sections += ['<h2 id="settings">Settings</h2>', _settings(archive)]
     if summary["bad_files"]:

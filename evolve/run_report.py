@@ -3,10 +3,11 @@ the final summary. A mixin of ``Evolution``, which provides the attributes decla
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
     from evolve.problem import Problem
     from evolve.records import Child
     from evolve.resume import Lost
+    from evolve.schema import ProgramRecord
     from evolve.settings import RunSettings
+
+
+_NOT_FAILED = ("ok", "duplicate")  # as evolve.failures.NOT_FAILED: scored, or identical and never evaluated
 
 
 class StopReason(StrEnum):
@@ -52,8 +57,40 @@ class RunSummary:
     notes: tuple[str, ...] = ()  # what the resume found and did (torn journal tails, damage accepted, ...)
 
 
+TOP_FAILURES = 3  # failure reasons the live panel shows
+
+
+@dataclass
+class OutcomeNotes:
+    """What the driver remembers of integrated rows besides the database: failures by (status, normalised reason)
+    and the island the best row was bred on."""
+
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)
+    best_key: tuple[float, int, str] | None = None  # the database's order: the smallest key is the best
+    best_island: int = 0
+
+    def add(self, record: ProgramRecord) -> None:
+        if record.status not in _NOT_FAILED:
+            from evolve.failures import failure_message, normalise_message  # not before the first failure
+
+            reason = normalise_message(failure_message({"artifacts": record.artifacts, "stages": record.stages,
+                                                        "edit_error": record.edit_error}))
+            self.failures[(record.status, reason)] += 1
+        if record.fitness is not None:
+            key = (-record.fitness, record.iteration, record.program_id)
+            if self.best_key is None or key < self.best_key:
+                self.best_key, self.best_island = key, record.island
+
+    def top_failures(self, n: int) -> tuple[tuple[str, str, int], ...]:
+        return tuple((status, reason, count) for (status, reason), count in self.failures.most_common(n))
+
+
 class RunReporting:
-    """Mixin of ``Evolution``: run.json, stats.json, progress snapshots and the summary."""
+    """Mixin of ``Evolution``: run.json, stats.json, progress snapshots and the summary.
+
+    ``_note_outcome`` (called by the loop for every integrated row) keeps what the summary and the live panel need
+    beyond the database: failures counted by status and normalised reason, and the island the best program was bred
+    on (the database knows where elites live now, which migration changes)."""
 
     problem: Problem
     settings: RunSettings
@@ -81,6 +118,35 @@ class RunReporting:
     _state: str
     _accepted: list[Any]
     notes: list[str]
+
+    @property
+    def _outcomes(self) -> OutcomeNotes:
+        # Started on first use: ``Evolution.__init__`` belongs to the loop.
+        notes = self.__dict__.get("_outcome_notes")
+        if notes is None:
+            notes = self.__dict__["_outcome_notes"] = OutcomeNotes()
+        return notes
+
+    def _note_outcome(self, record: ProgramRecord) -> None:
+        """Count a failed row's reason; remember where the best row so far was bred."""
+        self._outcomes.add(record)
+
+    def _top_failures(self) -> tuple[tuple[str, str, int], ...]:
+        """This session's most frequent failure reasons: (status, normalised reason, count)."""
+        return self._outcomes.top_failures(TOP_FAILURES)
+
+    def _bred_island(self, best: ProgramView) -> int:
+        """The island ``best`` was bred on (what its archive row and ``evolve archive top`` say)."""
+        notes = self._outcomes
+        if notes.best_key is not None and notes.best_key[2] == best.program_id:
+            return notes.best_island
+        try:  # the best was found by an earlier session: its row says
+            from evolve.query import RunArchive
+
+            with RunArchive(self.run_dir, verify=False) as archive:
+                return int(archive.program(best.program_id).island)
+        except Exception:  # noqa: BLE001 - an unreadable archive: where it lives now is the best answer left
+            return best.island
 
     def _write_run_info(self, state: RunState) -> None:
         info = dict(self._info)
@@ -153,6 +219,7 @@ class RunReporting:
             coverage=dict(enumerate(stats.coverage_per_island)),
             time_limit=self.settings.time_limit,
             llm=mutator_stats.get("totals", {}) if isinstance(mutator_stats.get("totals"), dict) else {},
+            failures=self._top_failures(),
         )
 
     def _mutator_stats(self) -> dict[str, Any]:
@@ -173,6 +240,9 @@ class RunReporting:
             "budget": self.settings.iterations,
             "lost": self.lost.to_info(),
             "duplicates_this_session": self.duplicates,
+            "evaluated_this_session": self.evaluated_this_session,
+            "top_failures_this_session": [{"status": st, "reason": why, "count": n}
+                                          for st, why, n in self._top_failures()],
             "statuses": dict(self.statuses),
             "best_score": best.score if best else None,
             "best_program": best.program_id if best else None,
@@ -182,6 +252,9 @@ class RunReporting:
         }
 
     def _summary(self) -> RunSummary:
+        best = self.db.best()
+        if best is not None:
+            best = dataclasses.replace(best, island=self._bred_island(best))
         return RunSummary(
             run_dir=self.run_dir,
             run_id=self.run_id,
@@ -189,7 +262,7 @@ class RunReporting:
             message=self.stop_message,
             done=self.done,
             budget=self.settings.iterations,
-            best=self.db.best(),
+            best=best,
             seed_score=self.seed_score,
             elapsed=time.monotonic() - self.started,
             statuses=dict(self.statuses),

@@ -5,6 +5,7 @@ engine's own readers."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -233,11 +234,13 @@ def test_stats_counts_outcomes_costs_and_improvement(toy) -> None:
     stats = ok_json("stats", str(run_dir))
     assert stats["programs"] == 9 and stats["evaluated"] == 8
     assert stats["statuses"] == {"ok": 6, "invalid_edit": 1, "runtime_error": 1, "wrong_output": 1}
-    assert stats["best"]["program_id"] == data["best"].program_id and stats["improvement"] == -9.0
+    # A minimized loss going from 9 (seed) to 0 (best) improved by +9, not -9.
+    assert stats["best"]["program_id"] == data["best"].program_id and stats["improvement"] == 9.0
     assert stats["llm"] == {"answers": 1, "tokens": 120, "cost": 0.0015}
     assert {m["mutator"] for m in stats["mutators"]} == {"scripted", "llm:tiny"}
     text = invoke("stats", str(run_dir)).stdout
     assert "failure rate 33.3%" in text and "runtime_error" in text and "llm: 1 calls, 120 tokens" in text
+    assert "improvement: +9 (the best scores 9 lower than the seed; minimize)" in text
 
 
 def test_export_program_and_filtered_archive(toy, tmp_path: Path) -> None:
@@ -414,3 +417,113 @@ def test_real_run_top_and_map_agree_with_the_engine(real_run: Path) -> None:
     assert stats["programs"] == table.num_rows and stats["state"] == "finished"
     shown = ok_json("show", str(real_run), best)
     assert shown["code"] and shown["stages"][0]["stage"] == "main"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the first hour of use found misleading (issue 13): each through the command line
+
+
+def test_wrong_island_is_an_error_naming_the_runs_islands(toy) -> None:
+    run_dir, _ = toy
+    for args in (("top", "--island", "9"), ("map", "--island", "7")):
+        result = invoke(args[0], str(run_dir), *args[1:])
+        assert result.exit_code == 1, args
+        assert f"island {args[2]} does not exist" in result.output and "islands are 0–1" in result.output
+
+
+def test_unknown_status_is_a_usage_error(toy, tmp_path: Path) -> None:
+    run_dir, _ = toy
+    result = invoke("export", str(run_dir), "-o", str(tmp_path / "x.csv"), "--status", "okk")
+    assert result.exit_code == 2 and "okk" in result.output and "wrong_output" in result.output
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_top_says_why_it_is_empty(toy) -> None:
+    run_dir, _ = toy
+    unscored = invoke("top", str(run_dir), "--where", "status = 'wrong_output'")
+    assert unscored.exit_code == 0 and unscored.stdout == ""
+    assert "1 program(s) match --where" in unscored.stderr and "none of them scored" in unscored.stderr
+    nothing = invoke("top", str(run_dir), "--where", "mutator = 'nobody'", "--json")
+    assert nothing.exit_code == 0 and json.loads(nothing.stdout) == []
+    assert "no program matches --where" in nothing.stderr
+
+
+def test_invalid_where_is_an_error_listing_the_columns(toy, tmp_path: Path) -> None:
+    run_dir, _ = toy
+    result = invoke("top", str(run_dir), "--where", "scor > 1")
+    assert result.exit_code == 1 and "invalid --where condition 'scor > 1'" in result.output
+    assert "its columns:" in result.output and "score" in result.output and "mutator" in result.output
+    exported = invoke("export", str(run_dir), "-o", str(tmp_path / "x.jsonl"), "--where", "nonsense(")
+    assert exported.exit_code == 1 and "invalid export --where condition" in exported.output
+    assert "edit_error" in exported.output  # export filters on every stored column
+    help_text = invoke("top", "--help").output
+    assert all(column in help_text for column in ("program_id", "parent_id", "generation", "fitness", "cell"))
+
+
+def test_export_jsonl_from_the_suffix(toy, tmp_path: Path) -> None:
+    run_dir, data = toy
+    for name in ("all.jsonl", "all.ndjson"):
+        report = ok_json("export", str(run_dir), "-o", str(tmp_path / name))
+        assert report["format"] == "jsonl" and report["rows"] == 9
+        lines = (tmp_path / name).read_text().splitlines()
+        items = [json.loads(line) for line in lines]
+        assert len(items) == 9 and items[0]["metrics"] == {"loss": 9.0} and items[0]["stages"][0]["stage"] == "main"
+    empty = invoke("export", str(run_dir), "-o", str(tmp_path / "none.jsonl"), "--status", "timeout")
+    assert empty.exit_code == 0 and (tmp_path / "none.jsonl").read_text() == ""
+    assert "no program matches --status timeout" in empty.stderr
+
+
+def test_show_says_a_failure_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "toy" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "problem.toml").write_text(PROBLEM_TOML)
+    write_run_info(run_dir, {"run_id": "r", "problem": "toy", "state": "finished", "settings": {"islands": 1}})
+    seed = make_record(program(0.0), 0, None, loss=9.0)
+    message = "circle 3 leaves the unit square by 0.05"
+    # As the loop records a failed stage: its message in the stage, in the artifacts, and nowhere else.
+    failed = make_record(program(2.0), 1, seed, status="wrong_output", artifacts={"message": message})
+    stages = [dict(failed.stages[0], message=message)]
+    failed = dataclasses.replace(failed, stages=stages)
+    edit = "identical to program abc (already archived or being evaluated)"
+    twin = make_record("", 2, seed, status="duplicate", edit_error=edit, artifacts={"message": edit},
+                       stages=[{"stage": "edit", "status": "duplicate", "message": edit, "metrics": {},
+                                "artifacts": {}, "seconds": 0.0}])
+    with ArchiveWriter(run_dir, "r") as writer:
+        for record in (seed, failed, twin):
+            writer.append(record)
+    for record, text in ((failed, message), (twin, edit)):
+        shown = invoke("show", str(run_dir), record.program_id).stdout
+        assert shown.count(text) == 1, shown
+
+
+def test_lineage_and_stats_ignore_float_noise(tmp_path: Path) -> None:
+    run_dir = tmp_path / "toy" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "problem.toml").write_text(PROBLEM_TOML)
+    write_run_info(run_dir, {"run_id": "r", "problem": "toy", "state": "finished", "settings": {"islands": 1}})
+    seed = make_record(program(1.0), 0, None, loss=0.3)
+    noise = make_record(program(1.0, "# same sum, other order"), 1, seed, loss=0.1 + 0.2)  # 0.30000000000000004
+    better = make_record(program(1.25), 2, noise, loss=0.25)
+    with ArchiveWriter(run_dir, "r") as writer:
+        for record in (seed, noise, better):
+            writer.append(record)
+    assert noise.score != seed.score  # the archive keeps the noise; the tools must not call it a change
+    text = invoke("lineage", str(run_dir), noise.program_id).stdout
+    assert "better" not in text and "worse" not in text and "=" in text.splitlines()[-1]
+    assert "better" in invoke("lineage", str(run_dir), better.program_id).stdout
+    (scripted,) = ok_json("stats", str(run_dir))["mutators"]
+    assert scripted["children"] == 2 and scripted["improved"] == 1
+
+
+def test_ls_never_cuts_the_run_folder(tmp_path: Path) -> None:
+    root = tmp_path / "a-long-archive-root-folder-name-that-users-copy" / "archive"
+    run_dir = root / "toy" / "20261207-000000-abcd"
+    write_toy_run(run_dir)
+    result = CliRunner(env={"COLUMNS": "60"}).invoke(archive, ["ls", str(root)], catch_exceptions=False)
+    header, row = result.stdout.splitlines()
+    assert str(run_dir) in row  # whole, even though the line is wider than 60 columns
+    assert header.split()[0] == "folder" and "mutator" not in header  # other columns dropped first
+    wide = CliRunner(env={"COLUMNS": "400"}).invoke(archive, ["ls", str(root)], catch_exceptions=False).stdout
+    assert wide.splitlines()[0].split() == ["problem", "run", "programs", "best", "score", "created", "state",
+                                            "mutator", "folder"]
+    assert str(run_dir) in wide

@@ -57,7 +57,7 @@ def test_llm_budget_stops_cleanly_and_the_run_resumes(ray_session, llm_server, t
     first = subprocess.run(evolve_cmd(*base, "--max-llm-calls", "3"), env=env(), capture_output=True, text=True,
                            timeout=240)
     assert first.returncode == 3, first.stdout + first.stderr
-    assert "--max-llm-calls 3" in first.stdout and "resume:" in first.stdout
+    assert "--max-llm-calls 3" in first.stdout and "resume:" in first.stderr  # --quiet: hints on stderr
     stats = json.loads((run_dir / "stats.json").read_text())
     assert stats["stop_reason"] == "mutator_stopped"
     assert json.loads((run_dir / "run.json").read_text())["state"] == "stopped"
@@ -91,3 +91,37 @@ def test_ctrl_c_stops_cleanly_with_a_resume_hint(ray_session, tmp_path: Path) ->
     assert json.loads((run_dir / "run.json").read_text())["state"] == "stopped"
     recorded = read_programs(run_dir).table.num_rows
     assert recorded >= 20 and not list((run_dir / "journal").glob("*.jsonl"))  # all flushed to segments
+
+
+def test_quiet_private_run_two_lines_no_ray_noise_and_the_islands_agree(llm_server, tmp_path: Path) -> None:
+    """`--address local` starts (and stops) a private Ray: Ray's token-auth WARNING must not show, `--quiet` prints
+    one summary line and the best score and id, the island named is the one `archive top` names, and identical
+    children (never evaluated) do not count as evaluations."""
+    from .test_loop import write_tiny_problem
+
+    # Every answer makes the same child of the seed: after the first, identical children (duplicates); children of
+    # that child do not contain the SEARCH text (rejected edits).
+    llm_server.responder = lambda body: server_lib.Reply(
+        content="<<<<<<< SEARCH\nA = 1.0\n=======\nA = 2.0\n>>>>>>> REPLACE")
+    tiny = write_tiny_problem(tmp_path / "tiny")
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        evolve_cmd("run", str(tiny), "--mutator", "llm", "--model", "fast", "--api-base", llm_server.url,
+                   "--api-key", "test", "--iterations", "12", "--concurrency", "2", "--run-dir", str(run_dir),
+                   "--address", "local", "--num-cpus", "1", "--quiet"),
+        env={**env(), "EVOLVE_RAY_STATE": str(tmp_path / "no-local-ray.json")}, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary, best = result.stdout.splitlines()
+    assert summary.startswith("stopped: all 12 iterations done after ") and summary.endswith(f"archive {run_dir}")
+    assert "WARNING" not in result.stderr and "Token authentication" not in result.stderr
+    program, island = re.fullmatch(r"best score: [\d.]+ \(program (\w+), island (\d+)\)", best).groups()
+    top = subprocess.run(evolve_cmd("archive", "top", str(run_dir), "-n", "1", "--json"), env=env(),
+                         capture_output=True, text=True, timeout=120)
+    (first,) = json.loads(top.stdout)
+    assert first["program_id"] == program and first["island"] == int(island)
+    stats = json.loads((run_dir / "stats.json").read_text())
+    rows = read_programs(run_dir).table.to_pylist()
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("duplicate") >= 1
+    assert stats["evaluated_this_session"] == sum(s not in ("duplicate", "invalid_edit") for s in statuses) == 2

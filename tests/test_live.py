@@ -111,3 +111,13 @@ def test_line_fallback_writes_plain_lines() -> None:
     progress.close()
     line = out.getvalue()
     assert "iter 40/100" in line and "\x1b[" not in line
+
+
+def test_panel_shows_the_top_failure_reasons() -> None:
+    reasons = (("wrong_output", "circle <n> leaves the unit square by <n>", 12),
+               ("timeout", "stage 'validate' exceeded <n> s", 3))
+    text = render(snapshot(failures=reasons))
+    assert "top failures" in text
+    assert "12 wrong_output circle <n> leaves the unit square by <n>" in text
+    assert "3  timeout" in text or "3 timeout" in text
+    assert "top failures" not in render(snapshot())  # nothing failed: no row

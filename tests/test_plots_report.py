@@ -140,3 +140,22 @@ def test_report_renders_in_headless_chromium(toy, tmp_path: Path) -> None:
         assert f">{heading}</h2>" in dom
     # The hostile program is shown as text: no script element came from it.
     assert dom.count("<script>") == 1
+
+
+def test_report_shows_the_improvement_signed_and_the_top_failure_reasons(toy, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from evolve.cli_archive import archive
+
+    run_dir, data = toy
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(archive, ["report", str(run_dir), "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0
+    shown = PageText(out.read_text())
+    # The toy minimizes a loss from 9 (seed) to 0 (best): an improvement of +9.
+    assert "+9 (the best scores 9 lower than the seed; minimize)" in shown.text
+    assert "Top failure reasons" in shown.text
+    # Three failures of three statuses (each stage says "failed"): three groups, each with its example program.
+    for status, key in (("runtime_error", "bad"), ("invalid_edit", "invalid")):
+        assert status in shown.text and data[key].program_id in shown.text
+    assert "3 of 10 programs failed, in 3 group(s)" in shown.text

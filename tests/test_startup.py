@@ -1,0 +1,54 @@
+"""The fast start's pieces (``evolve.startup``, ``evolve.ray_local.init_kwargs``) without starting Ray."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from evolve.ray_local import AUTH_ENV, RayTarget, TargetKind, init_kwargs, prepare_environment
+from evolve.startup import Background, preload_modules
+
+
+def test_background_returns_its_value_or_raises_its_error() -> None:
+    started = threading.Event()
+
+    def work() -> int:
+        started.set()
+        return 42
+
+    task = Background(work)
+    assert task.result() == 42 and started.is_set() and task.done()
+    failing = Background(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result()
+
+
+def test_preloading_imports_and_ignores_what_it_cannot() -> None:
+    preload_modules(("json", "no_such_module_here")).result()
+    import sys
+
+    assert "json" in sys.modules
+
+
+def test_a_private_instance_is_quiet_unless_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    prepare_environment(RayTarget(TargetKind.PRIVATE), verbose=True)
+    loud = init_kwargs(RayTarget(TargetKind.PRIVATE), 3, verbose=True)
+    assert AUTH_ENV not in __import__("os").environ  # Ray then warns, as it does for anyone
+    assert loud["logging_level"] == "INFO" and loud["log_to_driver"] is True
+    prepare_environment(RayTarget(TargetKind.PRIVATE))
+    quiet = init_kwargs(RayTarget(TargetKind.PRIVATE), 3)
+    # The mode Ray picks for a new local instance anyway, set explicitly: no WARNING on every start.
+    assert __import__("os").environ[AUTH_ENV] == "token"
+    assert quiet == {"logging_level": "WARNING", "log_to_driver": False, "address": "local", "num_cpus": 3,
+                     "include_dashboard": False}
+    assert init_kwargs(RayTarget(TargetKind.PRIVATE), 3, dashboard=True)["include_dashboard"] is True
+
+
+def test_a_users_auth_mode_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUTH_ENV, "disabled")
+    prepare_environment(RayTarget(TargetKind.PRIVATE))
+    assert __import__("os").environ[AUTH_ENV] == "disabled"
+    given = init_kwargs(RayTarget(TargetKind.GIVEN, address="10.1.2.3:6379"), None)
+    assert given["address"] == "10.1.2.3:6379" and "num_cpus" not in given and "include_dashboard" not in given
