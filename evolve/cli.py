@@ -34,7 +34,7 @@ def main() -> None:
 def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, as_json: bool) -> None:
     """Evaluate PROGRAM against the problem's stages here, without Ray, and print every stage's outcome."""
     from evolve.evaluation import run_stage
-    from evolve.types import Status, program_id_for
+    from evolve.types import StageOutcome, Status, program_id_for
     from evolve.worker import evaluation_seed
 
     problem = load(problem_dir)
@@ -68,8 +68,14 @@ def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, 
         returned = {k for r in results for k in r.get("metrics", {})}
         problems = [m.describe() for m in missing_metrics(problem, returned)]
         failed = bool(problems)
+    verdict = None  # every visible stage passed: the held-out stages, the re-evaluations and the standing
+    if not failed and not stages and len(results) == len(problem.stages) and all(r["status"] == "ok" for r in results):
+        from evolve.oversight.verdict import eval_verdict
+
+        verdict = eval_verdict(problem, code, program_id, [StageOutcome.from_dict(r) for r in results], seed, gpu)
     if as_json:
-        click.echo(json.dumps({"program_id": program_id, "stages": results, "problems": problems}, indent=2))
+        click.echo(json.dumps({"program_id": program_id, "stages": results, "problems": problems,
+                               "verdict": verdict.to_dict() if verdict else None}, indent=2))
     else:
         for item in results:
             click.echo(f"[{item['stage']}] {item['status']}  {item.get('message', '')}".rstrip())
@@ -82,6 +88,8 @@ def eval_command(problem_dir: str, program: str, stages: str | None, seed: int, 
                                       for line in text.splitlines()[-40:]))
         for line in problems:
             click.echo(f"problem.toml: {line}")
+        for line in verdict.lines() if verdict else []:
+            click.echo(line)
     if failed:
         sys.exit(1)
 
@@ -99,12 +107,18 @@ def _register_commands() -> None:
     from evolve.cli_archive import archive
     from evolve.cli_extra import init, problems
     from evolve.cli_failures import failures
+    from evolve.cli_oversight import COMMANDS as OVERSIGHT_COMMANDS
     from evolve.cli_ray import ray_group
+    from evolve.cli_sandbox import sandbox
     from evolve.cli_steer import steer
+    from evolve.cli_strategies import strategies
     from evolve.cli_ui import ui
 
     archive.add_command(failures)
-    for command in (archive, init, problems, ray_group, run, steer, ui):
+    archive.add_command(strategies)
+    for command in OVERSIGHT_COMMANDS:  # approve, reject, release, audit
+        archive.add_command(command)
+    for command in (archive, init, problems, ray_group, run, sandbox, steer, ui):
         main.add_command(command)
 
 

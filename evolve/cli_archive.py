@@ -33,6 +33,7 @@ from evolve.cli_archive_common import (
 )
 from evolve.cli_archive_export import export, plot, report, write_table
 from evolve.cli_archive_stats import stats, verify
+from evolve.oversight.read import STANDING_CHOICES
 
 if TYPE_CHECKING:  # the query layer (DuckDB, pyarrow) loads only when an archive command runs
     from evolve.query import GridMap, RunArchive
@@ -131,32 +132,44 @@ def layout_columns(rows: list[dict[str, str]], priority: tuple[str, ...], width:
 @click.option("--island", type=click.IntRange(min=0), help="Only programs bred on this island.")
 @click.option("--where", help=f"SQL condition over the columns {', '.join(SUMMARY_WHERE_COLUMNS)}; e.g. "
               "\"mutator LIKE 'llm:%'\" or \"iteration > 100\".")
+@click.option("--standing", type=click.Choice(STANDING_CHOICES), help="Only programs of this standing (default: "
+              "promoted, the run's trusted best; 'all' for every program).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 @friendly
-def top(run_dir: str, limit: int, island: int | None, where: str | None, as_json: bool) -> None:
-    """Best programs of RUN_DIR with score, status, island and iteration (scored programs only: status ok).
+def top(run_dir: str, limit: int, island: int | None, where: str | None, standing: str | None,
+        as_json: bool) -> None:
+    """Best programs of RUN_DIR with score, standing, status, island and iteration (scored programs only: status
+    ok; by default only promoted ones, the run's trusted best).
 
     An unknown island or an invalid --where is an error (exit status 1); a valid question with no answer prints
     why on stderr (exit status 0, and `[]` with --json)."""
+    from evolve.oversight.read import top_rows
+
     with open_run(run_dir) as archive_:
         check_island(archive_, island)
         matching = check_where(archive_, where, "summary", "--where") if where else None
-        rows = archive_.top(limit, island=island, where=where)
+        answer = top_rows(archive_, limit, standing, island=island, where=where)
+    rows = answer.rows
+    if answer.note:
+        click.echo(f"note: {answer.note}", err=True)
     if not rows:
-        click.echo(_why_empty(island, where, matching), err=True)
+        click.echo(_why_empty(island, where, matching, answer.standing), err=True)
     if as_json:
         echo_json([{k: v for k, v in r.items() if k != "fitness"} for r in rows])
         return
     if not rows:
         return
-    click.echo(f"{'rank':>4}  {'program':16}  {'score':>14}  {'status':8}  {'island':>6}  {'iter':>6}  mutator")
+    click.echo(f"{'rank':>4}  {'program':16}  {'score':>14}  {'standing':11}  {'status':8}  {'island':>6}  "
+               f"{'iter':>6}  mutator")
     for rank, r in enumerate(rows, 1):
-        click.echo(f"{rank:>4}  {r['program_id']:16}  {fmt(r['score']):>14}  {r['status']:8}  {r['island']:>6}  "
-                   f"{r['iteration']:>6}  {r['mutator']}")
+        click.echo(f"{rank:>4}  {r['program_id']:16}  {fmt(r['score']):>14}  {r['standing']:11}  {r['status']:8}  "
+                   f"{r['island']:>6}  {r['iteration']:>6}  {r['mutator']}")
 
 
-def _why_empty(island: int | None, where: str | None, matching: int | None) -> str:
+def _why_empty(island: int | None, where: str | None, matching: int | None, standing: str = "all") -> str:
     place = f" on island {island}" if island is not None else ""
+    if standing != "all":
+        place += f" with standing {standing} (--standing all lists every scored program)"
     if where and not matching:
         return f"no program{place} matches --where {where!r}"
     if where:
@@ -216,8 +229,13 @@ def show(run_dir: str, program_id: str, as_json: bool, no_code: bool, with_promp
             return
         r = archive_.program(program_id)
         language = archive_.problem.language
+        from evolve.oversight.read import decision_lines
+
+        oversight = decision_lines(archive_, r.program_id)  # its standing, and a person's decision if any
     click.echo(f"program {r.program_id}  status {r.status}  score {r.score}  island {r.island}  "
                f"iteration {r.iteration}  mutator {r.mutator}")
+    for line in oversight:
+        click.echo(line)
     click.echo(f"parent: {r.parent_id or '(none: seed)'}")
     if len(r.parent_ids) > 1:
         click.echo(f"inspirations: {', '.join(r.parent_ids[1:])}")

@@ -96,11 +96,12 @@ def write_table(table: Any, path: Path, fmt: str) -> None:
 @click.option("--max-score", type=float, help="Keep only programs scoring at most this.")
 @click.option("--where", help="Extra SQL condition over the archive columns.")
 @click.option("--columns", help="Comma-separated columns (default: all).")
+@click.option("--approved", is_flag=True, help="Only programs a person approved (evolve archive approve).")
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @friendly
 def export(run_dir: str, program_id: str | None, output: str | None, fmt: str | None, statuses: tuple[str, ...],
            min_score: float | None, max_score: float | None, where: str | None, columns: str | None,
-           as_json: bool) -> None:
+           approved: bool, as_json: bool) -> None:
     """Write one program's code to a file, or the archive (filtered) to CSV, JSON, JSON Lines or Parquet.
 
     An export that matches no program writes an empty file and says so (exit status 0): the question was valid."""
@@ -123,9 +124,13 @@ def export(run_dir: str, program_id: str | None, output: str | None, fmt: str | 
         path = Path(output)
         fmt = format_for(path, fmt)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-        condition = _export_where(statuses, min_score, max_score, where)
         if where:
             check_where(archive_, where, "programs_raw", "export --where")
+        if approved:
+            from evolve.oversight.read import approved_where
+
+            where = f"({approved_where(archive_)})" + (f" AND ({where})" if where else "")
+        condition = _export_where(statuses, min_score, max_score, where)
         table = archive_.table(condition, cols, structured=False)
     write_table(table, path, fmt)
     if as_json:

@@ -24,6 +24,8 @@ EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by Ctrl-C
 _SETTING_FLAGS = ("iterations", "concurrency", "islands", "migration_interval", "mutator", "seed", "time_limit",
                   "target_score", "batch_size")
 _LLM_FLAGS = ("models", "api_base", "api_key", "max_llm_calls", "max_tokens", "max_cost")
+_SEARCH_FLAGS = ("parent_selection", "mutation_mix", "adaptive", "novelty", "novelty_threshold", "strategies_every",
+                 "scratchpad_every")
 
 
 @click.command()
@@ -70,6 +72,20 @@ _LLM_FLAGS = ("models", "api_base", "api_key", "max_llm_calls", "max_tokens", "m
 @click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), help="Stop at this LLM cost, USD.")
 @click.option("--sandbox-require", help="Refuse to start unless candidates get these sandbox layers "
               "(e.g. 'full', or 'pidns+netns+landlock'); overrides [sandbox] require.")
+@click.option("--parent-selection", type=click.Choice(["rank", "weighted", "power"]),
+              help="How parents are picked ([search] parent_selection; default rank).")
+@click.option("--mutation-mix", help="Kinds of mutation and their weights, e.g. diff=0.6,full=0.3,crossover=0.1 "
+              "([search] mutation_mix; default: the mutator's own mode).")
+@click.option("--adaptive/--no-adaptive", default=None,
+              help="Adapt exploitation and mutation kind per island ([search.adaptive]).")
+@click.option("--novelty", type=click.Choice(["off", "minhash", "embedding"]),
+              help="Reject near-copies before evaluation ([search.novelty]; default off).")
+@click.option("--novelty-threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="Similarity at or above which a child is not_novel (default 0.98).")
+@click.option("--strategies-every", type=click.IntRange(min=0),
+              help="Co-evolve prompt strategies, a new one every N iterations (0: off; llm mutator).")
+@click.option("--scratchpad-every", type=click.IntRange(min=0),
+              help="Rewrite the search's notes every K iterations (0: off; llm mutator).")
 @click.option("--quiet", is_flag=True, help="Print one summary line and the best score and program id, nothing else "
               "(errors still go to stderr).")
 @click.option("--verbose", is_flag=True, help="Show Ray's own start-up messages and warnings.")
@@ -256,11 +272,27 @@ def _plan(problem: Any, problem_dir: str, opts: dict[str, Any], out: _Output) ->
                         llm_options={k: opts[k] for k in _LLM_FLAGS})
     except RunRefused as exc:
         raise EvolveError(str(exc)) from None
+    _apply_search_flags(plan, opts)
     for note in plan.notes:
         out.note(note)
     resume_command = f"evolve run {problem_dir} --resume --run-dir {plan.run_dir}"
     inspection = _inspect_before_start(plan.run_dir, opts["accept_damage"], resume_command) if plan.resume else None
     return plan, inspection, resume_command
+
+
+def _apply_search_flags(plan: Any, opts: dict[str, Any]) -> None:
+    """The ``[search]`` table (the run's own on --resume) with the search flags on top; refused when invalid."""
+    import dataclasses
+
+    from evolve.search.settings import SearchConfigError, resolve_search_settings, search_section_with_flags
+
+    try:
+        table = search_section_with_flags(plan.problem.sections.get("search"), {k: opts[k] for k in _SEARCH_FLAGS})
+        plan.search_settings = resolve_search_settings(table)
+    except SearchConfigError as exc:
+        raise EvolveError(str(exc)) from None
+    if table:
+        plan.problem = dataclasses.replace(plan.problem, sections={**plan.problem.sections, "search": table})
 
 
 def _inspect_before_start(run_dir: Path, accept_damage: bool, resume_command: str) -> Any:
@@ -276,11 +308,18 @@ def _inspect_before_start(run_dir: Path, accept_damage: bool, resume_command: st
 
 def _build_mutator(plan: Any) -> Any:
     from evolve.mutators import build_mutator
+    from evolve.search.engine import check_search
+    from evolve.search.settings import SearchConfigError
 
     try:
-        return build_mutator(plan.settings.mutator, plan.problem, plan.llm_options)
+        mutator = build_mutator(plan.settings.mutator, plan.problem, plan.llm_options)
     except Exception as exc:  # noqa: BLE001 - endpoint probes and bad settings end here with their message
         raise EvolveError(f"cannot start the {plan.settings.mutator} mutator: {exc}") from None
+    try:
+        check_search(plan.search_settings, mutator)
+    except SearchConfigError as exc:
+        raise EvolveError(str(exc)) from None
+    return mutator
 
 
 def _check_cluster(problem: Any, plan: Any, opts: dict[str, Any], target: Any, isolation: str, out: _Output) -> None:

@@ -56,9 +56,10 @@ def cluster_view() -> ClusterView:
 
 
 def unmet_requirements(problem: Problem, view: ClusterView) -> list[str]:
-    """Why the problem's stages could never be scheduled on this cluster (empty when they can)."""
+    """Why the problem's stages (held-out ones included) could never be scheduled on this cluster (empty when they
+    can)."""
     problems: list[str] = []
-    for stage in problem.stages:
+    for stage in problem.all_stages:
         need = {"CPU": stage.cpus, "GPU": stage.gpus, **stage.resources}
         if view.fits(need):
             continue

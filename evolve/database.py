@@ -294,6 +294,7 @@ class ProgramDatabase:
         self._status_counts: Counter[str] = Counter()
         self._attempts: dict[str, deque[Attempt]] = {}  # only for current elites
         self._harmonic: list[float] = [0.0]  # _harmonic[n] = H(n), grown on demand
+        self.version = 0  # counts changes of any grid (evolve.search caches island views on it)
 
     # -- adding -------------------------------------------------------------------------------------------------
 
@@ -335,6 +336,7 @@ class ProgramDatabase:
         status, dethroned = self._islands[island].place(elite)
         if status is AddStatus.NOT_IMPROVED:
             return status
+        self.version += 1
         elite.islands.add(island)
         self._elites[elite.program_id] = elite
         if dethroned is not None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve.query import RunArchive
-from evolve.types import Status
+from evolve.types import NOT_FAILURES, Status
 
 # Outcomes that are not failures: scored programs, and identical children that were never evaluated.
-NOT_FAILED = (Status.OK.value, Status.DUPLICATE.value)
+NOT_FAILED = NOT_FAILURES  # from evolve.types: ok, duplicate, not_novel
 MESSAGE_LIMIT = 200  # characters kept of a normalised reason
 
 _PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:[\w.\-~]*/)+[\w.\-]+")  # a/b/c.py, /tmp/x/program.py

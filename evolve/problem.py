@@ -305,7 +305,7 @@ def _non_negative(value: float) -> str | None:
 
 _TOP_KEYS = {
     "name", "description", "seed", "evaluator", "language", "score", "features", "stages", "limits",
-    "evolution", "read_paths", "llm", "sandbox", "prompt", "ui", "oversight",
+    "evolution", "read_paths", "llm", "sandbox", "prompt", "ui", "oversight", "search",
 }
 
 
@@ -360,10 +360,18 @@ def parse_problem(root: Path, data: dict[str, Any]) -> Problem:
         if not isinstance(rel, str) or not (root / rel).exists():
             c.error(f"read_paths[{i}]", f"{rel!r} does not exist in {root}")
     _check_ui(c, data, root)
-    sections = {k: data[k] for k in ("llm", "sandbox", "prompt", "ui") if k in data}
+    sections = {k: data[k] for k in ("llm", "sandbox", "prompt", "ui", "search") if k in data}
     for key, value in sections.items():
         if not isinstance(value, dict):
             c.error(key, "expected a table")
+    if isinstance(sections.get("search"), dict):
+        from evolve.search.settings import SearchConfigError, resolve_search_settings
+
+        try:
+            resolve_search_settings(sections["search"])
+        except SearchConfigError as exc:
+            for where, message in exc.errors:  # "problem.toml [search.novelty].threshold" -> "search.novelty.threshold"
+                c.error(where.removeprefix("problem.toml ").replace("[", "").replace("]", ""), message)
 
     if seed_file is not None and (root / seed_file).is_file():
         seed_error = seed_syntax_error(root / seed_file, language)

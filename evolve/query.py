@@ -413,8 +413,10 @@ class RunArchive:
             limit *= 4  # the head held duplicates: look further
 
     def best(self) -> dict[str, Any] | None:
-        found = self.top(1)
-        return found[0] if found else None
+        """The run's best: the best promoted program (evolve.oversight); for a run without standings, the fittest."""
+        from evolve.oversight.read import best_row
+
+        return best_row(self)
 
     def seed(self) -> dict[str, Any] | None:
         rows = self.rows(f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM summary WHERE iteration = 0 "

@@ -118,4 +118,4 @@ def replayed_child(child: Child, row: dict[str, Any]) -> None:
 
 def queued_for_evaluation(record: ProgramRecord) -> bool:
     """Whether the live run evaluated this child (so its id was in flight while its batch was proposed)."""
-    return record.status not in (Status.INVALID_EDIT.value, Status.DUPLICATE.value)
+    return Status(record.status).evaluated

@@ -27,6 +27,7 @@ from evolve.plots import figures, png_bytes
 from evolve.query import RunArchive
 from evolve.query_model import same_score
 from evolve.query_stats import describe_improvement
+from evolve.search.listing import strategies_html
 from evolve.ui.pictures import picture_for
 
 CSS = """
@@ -238,10 +239,13 @@ def build_report(archive: RunArchive, top: int = 5) -> str:
         '<p class="muted">no scored program</p>']
     sections.append('<h2 id="lineage">Lineage of the best program</h2>')
     sections.append(_lineage(archive, best["program_id"]) if best else '<p class="muted">no scored program</p>')
+    from evolve.oversight.html import oversight_html  # standings, best promoted, decisions, audit trail
+    sections += ['<h2 id="oversight">Oversight</h2>', oversight_html(archive)]
     sections += ['<h2 id="outcomes">Outcomes</h2>',
                  _table(["status", "programs"], [[_e(k), _e(v)] for k, v in summary["statuses"].items()], {1})]
     sections += ['<h2 id="failures">Top failure reasons</h2>', _failures(archive)]
     sections += ['<h2 id="costs">Costs</h2>', _costs(summary)]
+    sections.append(strategies_html(archive))  # strategies and scratchpad notes; "" for a run without them
     sections += ['<h2 id="settings">Settings</h2>', _settings(archive)]
     if summary["bad_files"]:
         sections.append('<h2 id="warnings">Warnings</h2><ul>' + "".join(

@@ -45,6 +45,7 @@ class RunPlan:
     sandbox_require: str | None = None
     llm_options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    search_settings: Any = None  # the resolved [search] table with the run's flags (evolve.search.settings)
 
     def config(self, mutator: Any) -> RunConfig:
         """What run.json keeps to continue the run (after the mutator is built: its resolved LLM settings)."""

@@ -76,3 +76,33 @@ def problem_copy(tmp_path: Path):
 
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_run_audits(tmp_path_factory):
+    """`evolve archive audit RUN --json` must work on every run the suite makes (issue 14's acceptance): after the
+    session, audit each run folder under the session's temporary directory."""
+    yield
+    import json
+
+    from click.testing import CliRunner
+
+    from evolve.cli_oversight import audit_command
+    from evolve.run_info import is_run_dir
+
+    base = tmp_path_factory.getbasetemp()
+    failures = []
+    for folder, subdirs, _ in os.walk(base):
+        path = Path(folder)
+        if not is_run_dir(path):
+            continue
+        subdirs.clear()  # a run's own folders hold no runs
+        result = CliRunner().invoke(audit_command, [str(path), "--json"])
+        try:
+            json.loads(result.stdout)
+        except ValueError:
+            failures.append(f"{path}: exit {result.exit_code}: {result.output[-300:]}")
+            continue
+        if result.exit_code != 0:
+            failures.append(f"{path}: exit {result.exit_code}: {result.output[-300:]}")
+    assert not failures, "audit failed on runs the suite made:\n" + "\n".join(failures)

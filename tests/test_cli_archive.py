@@ -155,7 +155,7 @@ def test_top_ranks_by_fitness_and_keeps_its_columns(toy) -> None:
     only_island_1 = ok_json("top", str(run_dir), "--island", "1")
     assert {r["island"] for r in only_island_1} == {1}
     text = invoke("top", str(run_dir)).stdout.splitlines()
-    assert text[0].split() == ["rank", "program", "score", "status", "island", "iter", "mutator"]
+    assert text[0].split() == ["rank", "program", "score", "standing", "status", "island", "iter", "mutator"]
     assert text[1].split()[:2] == ["1", data["best"].program_id]
     assert len(text) == 1 + 6  # the ok programs only
 
@@ -404,8 +404,9 @@ def test_real_run_top_and_map_agree_with_the_engine(real_run: Path) -> None:
     table = read_programs(real_run).table
     rows = [r for r in table.to_pylist() if r["fitness"] is not None]
     rows.sort(key=lambda r: (-r["fitness"], r["iteration"], r["program_id"]))
-    top = ok_json("top", str(real_run), "-n", "5")
+    top = ok_json("top", str(real_run), "-n", "5", "--standing", "all")  # by default: promoted programs only
     assert [r["program_id"] for r in top] == [r["program_id"] for r in rows[:5]]
+    assert ok_json("top", str(real_run), "-n", "1")[0]["program_id"] == rows[0]["program_id"]  # the best, promoted
     db = ProgramDatabase.rebuild(table, read_migrations(real_run), n_islands=2, grid_shape=(5,))
     for grid in ok_json("map", str(real_run)):
         assert {c["cell"]: c["program_id"] for c in grid["cells"]} == db.grid(grid["island"])

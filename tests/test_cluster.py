@@ -224,8 +224,9 @@ def _view(*nodes: dict[str, float]) -> ClusterView:
 
 def test_gpu_stage_refused_on_a_cluster_without_gpus() -> None:
     problem = load_problem(PROBLEMS / "matmul")
-    (reason,) = unmet_requirements(problem, _view({"CPU": 0.0}, {"CPU": 8.0}))
+    reason, heldout = unmet_requirements(problem, _view({"CPU": 0.0}, {"CPU": 8.0}))
     assert "'bench'" in reason and "GPU=1" in reason and "no GPU" in reason and "evolve eval" in reason
+    assert "'heldout'" in heldout  # held-out stages are checked too: oversight runs them on the same cluster
     assert unmet_requirements(problem, _view({"CPU": 0.0}, {"CPU": 8.0}, {"CPU": 1.0, "GPU": 1.0})) == []
 
 

@@ -1,7 +1,5 @@
 """People's side of oversight: ``evolve archive approve | reject | release | audit``, ``evolve eval``'s verdict, the
-report's Oversight section, and the reading functions the other archive commands use. Hooks that live in files of
-other modules (evolve/cli.py, cli_archive.py, cli_archive_export.py, report.py) are marked xfail(strict) until
-they are merged."""
+report's Oversight section, ``archive top`` and ``show``, and the reading functions the archive commands use."""
 
 from __future__ import annotations
 
@@ -23,8 +21,6 @@ from evolve.types import program_id_for
 from tests.oversight_problem.programs import MEMORISER, honest
 
 from .test_oversight_runs import PROBLEM, code_of, in_order, local_run, pid_of
-
-HOOK = "needs the oversight hook in {} (see the oversight report)"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +87,6 @@ def test_audit_of_a_run_recorded_before_oversight(tmp_path: Path) -> None:
 # ---- hooks in files other engineers own ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=HOOK.format("evolve/cli.py eval_command"))
 def test_evolve_eval_prints_the_standing_line() -> None:
     from evolve.cli import main
 
@@ -101,14 +96,12 @@ def test_evolve_eval_prints_the_standing_line() -> None:
     assert "standing: promoted" in result.output and "held-out heldout_score = " in result.output
 
 
-@pytest.mark.xfail(strict=True, reason=HOOK.format("evolve/cli.py _register_commands"))
 def test_the_commands_are_registered_in_the_archive_group() -> None:
     from evolve.cli_archive import archive
 
     assert {"approve", "reject", "release", "audit"} <= set(archive.commands)
 
 
-@pytest.mark.xfail(strict=True, reason=HOOK.format("evolve/cli_archive.py top and show"))
 def test_top_lists_promoted_programs_by_default_and_show_prints_the_decision(run_dir: Path) -> None:
     from evolve.cli_archive import show, top
 
@@ -120,7 +113,6 @@ def test_top_lists_promoted_programs_by_default_and_show_prints_the_decision(run
     assert "standing: overfit" in shown.output
 
 
-@pytest.mark.xfail(strict=True, reason=HOOK.format("evolve/report.py build_report"))
 def test_the_report_has_an_oversight_section(run_dir: Path, tmp_path: Path) -> None:
     from evolve.report import write_report
 

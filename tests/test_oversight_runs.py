@@ -281,7 +281,6 @@ def test_decisions_survive_a_kill_and_a_resume_and_export_the_approved(tmp_path:
     assert kinds.count("approval") == 2 and kinds.count("rejection") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="needs `export --approved` in evolve/cli_archive_export.py (oversight report)")
 def test_export_approved_writes_only_approved_programs(tmp_path: Path) -> None:
     from evolve.cli_archive_export import export
 

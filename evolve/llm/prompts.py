@@ -140,7 +140,10 @@ def fmt_number(value: float | None) -> str:
     return f"{value:.6g}"
 
 
-HIDDEN_METRIC_PREFIX = "heldout_"  # held-out evaluations measure generalisation; showing them would leak the test set
+# Held-out stages are a role now (evolve.oversight): their metrics live in the run's events and never reach a row, so
+# no prompt can show them. Rows written before that (the optimizer's old held-out stage) still carry heldout_* metrics;
+# this filter keeps a resumed old run from showing them. Remove it once such runs no longer matter.
+HIDDEN_METRIC_PREFIX = "heldout_"
 
 
 def fmt_metrics(metrics: Mapping[str, float], first: str) -> str:

@@ -32,10 +32,11 @@ def problem():
 
 @pytest.fixture(scope="module")
 def seed_metrics(problem) -> dict[str, float]:
-    from evolve.evaluation import evaluate_locally
+    from evolve.evaluation import evaluate_locally, run_cascade
 
     code = problem.seed_code()
     outcomes = evaluate_locally(problem, code, program_id_for(code), SEED)
+    outcomes += run_cascade(problem, problem.heldout_stages, code, program_id_for(code), SEED)  # role = "heldout"
     assert all(o.status is Status.OK for o in outcomes), outcomes
     return {k: v for o in outcomes for k, v in o.metrics.items()}
 
