@@ -30,6 +30,7 @@ _EXPORTS = {
     "Candidate": "evolve.candidate",
     "CandidateFailure": "evolve.candidate",
     "CompileError": "evolve.candidate",
+    "EvaluatorError": "evolve.candidate",
     "WrongOutput": "evolve.candidate",
     "StageReport": "evolve.evaluation",
     "Problem": "evolve.problem",
@@ -42,12 +43,15 @@ _EXPORTS = {
     "open_archive": "evolve.api",
     "RunResult": "evolve.api",
     "RunArchive": "evolve.query",
+    "read_events": "evolve.archive",
+    "read_programs": "evolve.archive",
 }
 
 __all__ = [
     "Candidate",
     "CandidateFailure",
     "CompileError",
+    "EvaluatorError",
     "Problem",
     "ProblemError",
     "RunArchive",
@@ -59,6 +63,8 @@ __all__ = [
     "load_problem",
     "open_archive",
     "program_id_for",
+    "read_events",
+    "read_programs",
     "run",
 ]
 __version__ = "0.1.0"

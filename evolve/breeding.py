@@ -73,7 +73,8 @@ class Breeding:
         # A person's pins, bans and notes (evolve ui, evolve steer), read from RUN/steering.jsonl at most once a
         # second; a resumed run reads the whole log again, so steering survives resume.
         self.steering = DriverSteering(self.run_dir, key=lambda v: v.program_id, load=self._breedable_view,
-                                       report=self.progress.message)
+                                       report=self.progress.message,
+                                       breedable=lambda pid: not self.db.is_excluded(pid))
         self._init_search()
 
     def _init_search(self) -> None:

@@ -101,7 +101,7 @@ def _print_damage(summary: dict[str, Any]) -> None:
 def verify(run_dir: str, cached: bool, as_json: bool) -> None:
     """Read every segment, migration file and journal line of RUN_DIR in full, every page checksum checked; list
     what does not read back and what it held. Exit status 1 when something is damaged."""
-    from evolve.segments import MIGRATIONS_DIR, SEGMENTS_DIR, segment_files
+    from evolve.segments import EVENTS_DIR, MIGRATIONS_DIR, SEGMENTS_DIR, segment_files
 
     with open_run(run_dir, verify=False) as archive_:
         damage = archive_.check_files(use_cache=cached)
@@ -109,21 +109,24 @@ def verify(run_dir: str, cached: bool, as_json: bool) -> None:
         archive_.bad_files.clear()  # listed below, with what they held: no separate warning
         archive_.damage = []
         lost = archive_.info.get("lost") or {}
-        checked = {sub: len(segment_files(archive_.run_dir / sub)) for sub in (SEGMENTS_DIR, MIGRATIONS_DIR)}
+        checked = {sub: len(segment_files(archive_.run_dir / sub)) for sub in (SEGMENTS_DIR, MIGRATIONS_DIR, EVENTS_DIR)}
         where = archive_.run_dir
     if as_json:
         echo_json({"run_dir": str(where), "ok": not damage, "files": checked, "programs": programs,
                    "damage": [d.to_dict() | {"description": d.describe()} for d in damage], "lost": lost})
     elif not damage:
         click.echo(f"{where}: every file reads back ({checked[SEGMENTS_DIR]} segment(s), "
-                   f"{checked[MIGRATIONS_DIR]} migration file(s), journals; {programs:,} programs)")
+                   f"{checked[MIGRATIONS_DIR]} migration file(s), {checked[EVENTS_DIR]} events file(s), journals; "
+                   f"{programs:,} programs)")
     else:
         click.echo(f"{where}: {len(damage)} damaged file(s); {programs:,} programs read back:")
         for item in damage:
             click.echo(f"  - {item.describe()}")
+        consequence = ("their iterations are recorded as lost" if any(d.table == "programs" for d in damage)
+                       else "no iteration is lost: the files hold no program rows")
         click.echo("Nothing was changed. To continue the run: restore the files from a backup and resume, or resume "
                    f"with `evolve run PROBLEM --resume --run-dir {where} --accept-damage` (the damaged files go to "
-                   f"{where / 'damaged'}/ and their iterations are recorded as lost).")
+                   f"{where / 'damaged'}/; {consequence}).")
     if lost.get("count") and not as_json:
         click.echo(f"lost earlier (accepted): {lost['count']} iteration(s)")
     if damage:

@@ -175,7 +175,7 @@ class RunReporting:
             info["stop_message"] = self.stop_message
             if self.failure:
                 info["failure"] = self.failure
-        if self.lost.count:
+        if self.lost.count or self.lost.files:  # an events file moved aside costs no iteration, but is recorded
             info["lost"] = self.lost.to_info()
         with archive_io(self.run_dir / RUN_INFO):
             if first:

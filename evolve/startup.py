@@ -249,6 +249,14 @@ class LocalFirst:
         stage = self._problem.stages[stage_index].name
         return _LocalRef(self._pool.submit(self._evaluate, self._problem, self._config, stage, code, program_id, seed))
 
+    def submit_stage(self, stage: Any, code: str, program_id: str, seed: int) -> Any:
+        """A stage outside the cascade (oversight's held-out stages and re-evaluations): always a Ray task (they
+        queue behind the warm-up there; ``wait`` takes local and Ray refs together)."""
+        return self._ray.submit_stage(stage, code, program_id, seed)
+
+    def stage_result(self, ref: Any, stage: Any) -> Any:
+        return self._ray.stage_result(ref, stage)
+
     def wait(self, refs: list[Any], timeout: float) -> list[Any]:
         local = [r for r in refs if isinstance(r, _LocalRef)]
         remote = [r for r in refs if not isinstance(r, _LocalRef)]

@@ -360,15 +360,18 @@ class DriverSteering(Generic[V]):
 
     ``views`` are the driver's program objects (``ProgramView``); ``key`` gives a view's id. ``load(program_id)``
     returns the view of a pinned program, or None if it cannot breed (asked once per pin: from the database when
-    it is an elite, else from the archive). ``report`` receives one line per damaged log line, once.
+    it is an elite, else from the archive). ``report`` receives one line per damaged log line, once. ``breedable``
+    is asked at every draw whether a pinned program may be a parent now (oversight excludes overfit, quarantined and
+    pending programs: a pin does not override that).
     """
 
     def __init__(self, run_dir: str | Path, key: Callable[[V], str], load: Callable[[str], V | None],
                  report: Callable[[str], None] = lambda _: None, min_interval: float = POLL_SECONDS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, breedable: Callable[[str], bool] = lambda _: True):
         self.log = SteeringLog(run_dir, min_interval=min_interval, clock=clock)
         self.key = key
         self.load = load
+        self.breedable = breedable
         self.report = report
         self._pinned: dict[str, V] = {}
         self._reported = 0
@@ -398,7 +401,8 @@ class DriverSteering(Generic[V]):
             drawn[self.key(view)] = view
             return self.key(view)
 
-        chosen = choose_parent(sample_id, state, rng, pinned_available=self._pinned.keys())
+        available = [pid for pid in self._pinned if self.breedable(pid)]
+        chosen = choose_parent(sample_id, state, rng, pinned_available=available)
         if chosen is not None:
             return drawn.get(chosen) or self._pinned[chosen]
         return next((v for v in fallback() if self.key(v) not in state.banned), None)

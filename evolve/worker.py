@@ -8,6 +8,7 @@ infrastructure failures surface as Ray errors, which the driver resubmits.
 from __future__ import annotations
 
 import hashlib
+import socket
 from typing import Any
 
 import ray
@@ -16,7 +17,7 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 from evolve.cluster import localize
 from evolve.evaluation import run_stage
 from evolve.problem import Problem, StageSpec
-from evolve.sandbox import Sandbox, SandboxConfig, sandbox_for_problem
+from evolve.sandbox import ForkServerError, Sandbox, SandboxConfig, SandboxUnavailable, sandbox_for_problem
 from evolve.types import StageOutcome, Status
 
 
@@ -44,8 +45,15 @@ def make_stage_sandbox(problem: Problem, stage: StageSpec, sandbox_settings: San
 def _evaluate_stage(problem: Problem, stage_name: str, code: str, program_id: str, seed: int,
                     sandbox_settings: Any) -> dict[str, Any]:
     problem = localize(problem)
-    sandbox = make_stage_sandbox(problem, problem.stage(stage_name), sandbox_settings)
-    outcome = run_stage(problem, stage_name, code, program_id, seed, sandbox=sandbox)
+    try:
+        sandbox = make_stage_sandbox(problem, problem.stage(stage_name), sandbox_settings)
+    except (SandboxUnavailable, ForkServerError) as exc:
+        # A node below the run's sandbox floor (one that joined after the start-up check, or lost a layer): the
+        # infrastructure's fault, never the candidate's or the evaluator's, and said with the node's name.
+        outcome = StageOutcome(stage=stage_name, status=Status.SYSTEM_ERROR,
+                               message=f"node {socket.gethostname()} cannot run candidates: {exc}"[:2000])
+    else:
+        outcome = run_stage(problem, stage_name, code, program_id, seed, sandbox=sandbox)
     data = outcome.to_dict()
     try:
         data["node"] = ray.get_runtime_context().get_node_id()

@@ -52,3 +52,35 @@ def test_a_users_auth_mode_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     assert __import__("os").environ[AUTH_ENV] == "disabled"
     given = init_kwargs(RayTarget(TargetKind.GIVEN, address="10.1.2.3:6379"), None)
     assert given["address"] == "10.1.2.3:6379" and "num_cpus" not in given and "include_dashboard" not in given
+
+
+def test_local_first_answers_every_call_the_ray_executor_answers() -> None:
+    """The loop and oversight call the executor they are given; LocalFirst stands in for RayStageExecutor, so it
+    must take every call (oversight's held-out stages go through ``submit_stage``/``stage_result``)."""
+    from evolve.startup import LocalFirst
+    from evolve.worker import RayStageExecutor
+
+    public = {name for name in vars(RayStageExecutor) if not name.startswith("_") and callable(
+        getattr(RayStageExecutor, name))}
+    assert public and public <= {name for name in dir(LocalFirst) if not name.startswith("_")}
+
+
+def test_local_first_hands_stages_outside_the_cascade_to_ray() -> None:
+    from evolve.startup import LocalFirst
+
+    calls: list[tuple[str, object]] = []
+
+    class FakeRay:
+        def submit_stage(self, stage: object, code: str, program_id: str, seed: int) -> str:
+            calls.append(("submit_stage", stage))
+            return "ref"
+
+        def stage_result(self, ref: object, stage: object) -> str:
+            calls.append(("stage_result", ref))
+            return "outcome"
+
+    local = LocalFirst.__new__(LocalFirst)
+    local._ray = FakeRay()
+    assert local.submit_stage("heldout", "code", "p", 1) == "ref"
+    assert local.stage_result("ref", "heldout") == "outcome"
+    assert calls == [("submit_stage", "heldout"), ("stage_result", "ref")]

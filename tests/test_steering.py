@@ -302,3 +302,19 @@ def test_driver_steering_bundles_poll_pins_bans_and_damage_reports(tmp_path: Pat
     assert driver.inspirations(state, [views["a"], views["b"], views["p"]], 1) == (views["b"],)
     driver.poll()
     assert len(reports) == 1  # damage is reported once
+
+
+def test_a_pin_never_overrides_oversight_exclusion(tmp_path: Path) -> None:
+    """A pinned program the database excludes (overfit, quarantined, being checked) is no parent while excluded."""
+    from evolve.steering import DriverSteering
+
+    views = {"a": {"id": "a"}, "p": {"id": "p"}}
+    excluded = {"p"}
+    driver = DriverSteering(tmp_path, key=lambda v: v["id"], load=views.get, breedable=lambda pid: pid not in excluded)
+    append_action(tmp_path, act("pin", "p"))  # type: ignore[arg-type]
+    state = driver.poll()
+    rng = np.random.default_rng(3)
+    assert {driver.parent(state, lambda: views["a"], rng)["id"] for _ in range(200)} == {"a"}
+    excluded.clear()  # promoted after all: the pin applies again
+    picks = [driver.parent(state, lambda: views["a"], rng)["id"] for _ in range(200)]
+    assert 0.3 < picks.count("p") / 200 < 0.9
