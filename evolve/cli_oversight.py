@@ -37,7 +37,7 @@ def _report(recorded: Any, as_json: bool) -> None:
 
 _BY = click.option("--by", required=True, help="Who decides (recorded with the decision).")
 _NOTE = click.option("--note", default="", help="Why (recorded with the decision).")
-_JSON = click.option("--json", "as_json", is_flag=True)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the record (or the trail) as JSON.")
 
 
 @click.command()

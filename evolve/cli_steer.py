@@ -78,7 +78,7 @@ def note(run: Path, text: tuple[str, ...], who: str | None) -> None:
 
 
 @steer.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the steering state as JSON.")
 @click.pass_obj
 def show(run: Path, as_json: bool) -> None:
     """Show what is pinned, banned and noted, and any damaged line of the steering log."""

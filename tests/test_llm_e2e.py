@@ -33,7 +33,7 @@ def test_llm_run_records_prompts_answers_tokens_and_children(ray_session, llm_se
     result = evolve_cli([
         "run", str(PROBLEMS / "circle_packing"), "--mutator", "llm", "--model", "fast", "--model", "strong",
         "--api-base", llm_server.url, "--api-key", "test", "--iterations", "12", "--concurrency", "3",
-        "--run-dir", str(run_dir), "--address", address, "--quiet",
+        "--run-dir", str(run_dir), "--address", address,
     ])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "llm: " in result.stdout and "unusable answers" in result.stdout and "  fast: " in result.stdout
@@ -79,7 +79,7 @@ def garbage_run(server: server_lib.ChatServer, address: str, tmp_path: Path, *ar
     run_dir = tmp_path / "run"
     result = evolve_cli(["run", str(PROBLEMS / "circle_packing"), "--mutator", "llm", "--model", "fast",
                          "--api-base", server.url, "--api-key", "test", "--run-dir", str(run_dir),
-                         "--address", address, "--quiet", *args], extra_env={"EVOLVE_CONFIG": str(config)})
+                         "--address", address, *args], extra_env={"EVOLVE_CONFIG": str(config)})
     return result, run_dir
 
 
