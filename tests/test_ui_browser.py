@@ -321,3 +321,111 @@ def test_steering_from_the_browser_changes_what_the_running_driver_does(ray_sess
     pinned_share = sum(1 for r in later if r["parent_ids"] and r["parent_ids"][0] == other) / len(later)
     assert pinned_share >= 0.3  # pinned: chosen with probability 0.5 (evolve.steering.PIN_PROBABILITY)
     assert all("NOTE-7f3a" in (r["prompt"] or "") for r in later if r["prompt"])
+
+
+# ---- oversight and search strategies (tests/test_ui_oversight.py builds the run) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def checked_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    from .test_ui_oversight import write_oversight_run
+
+    base = tmp_path_factory.mktemp("uichecked")
+    root = base / "archive"
+    data = write_oversight_run(root / "oversight" / "run-o")
+    with UIServer(root, token=TOKEN, poll_seconds=0.5) as server:
+        yield {"url": server.url, "root": root, "data": data, "shots": base / "screenshots"}
+
+
+def no_script_ran(page) -> None:  # type: ignore[no-untyped-def]
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("img[src='x']").count() == 0
+
+
+def test_run_page_shows_best_promoted_standings_oversight_and_strategies(page, checked_site) -> None:
+    from .test_ui_oversight import HOSTILE
+
+    data = checked_site["data"]
+    ready(page, f"{checked_site['url']}/run/oversight~run-o")
+    assert page.inner_text("#f-best-label") == "best promoted"
+    assert page.get_attribute("#f-best", "data-id") == data["best"]
+    assert page.is_visible("#f-visible-box") and page.get_attribute("#f-visible", "data-id") == data["memoriser"]
+    # The best-programs table lists promoted programs by default, like `evolve archive top`.
+    assert page.input_value("#top-standing") == "promoted"
+    top = page.locator("#top tbody tr")
+    assert top.first.get_attribute("data-id") == data["best"]
+    assert {top.nth(i).get_attribute("data-standing") for i in range(top.count())} == {"promoted"}
+    assert "approved" in top.first.inner_text()
+    page.select_option("#top-standing", "overfit")
+    page.wait_for_selector(f"#top tbody tr[data-id='{data['memoriser']}'][data-standing='overfit']")
+    assert page.locator("#top tbody tr").count() == 1
+    # The tree marks the overfit program.
+    assert page.locator(f"#tree-svg g.node.st-overfit[data-id='{data['memoriser']}']").count() == 1
+    # The Oversight panel: the audit trail, most recent first, programs linked, steering included.
+    audit = page.locator("#audit tbody tr")
+    total = int(page.evaluate("document.body.dataset.audit"))
+    assert audit.count() == min(25, total) >= 8 and f"{total} entries, most recent first" in page.inner_text("#audit-page")
+    kinds = [audit.nth(i).get_attribute("data-kind") for i in range(audit.count())]
+    assert {"steering", "approval", "overfit"} <= set(kinds)
+    assert "promoted 3, overfit 1" in page.inner_text("#oversight-summary")
+    overfit = page.locator("#audit tbody tr[data-kind='overfit']").first
+    assert overfit.locator("a.pid").get_attribute("href").endswith(data["memoriser"])
+    assert "falls" in overfit.inner_text() and "allowance" in overfit.inner_text()
+    assert HOSTILE in page.inner_text("#audit")  # the steering note and the decision note, as text
+    shot(page, checked_site, "oversight", page.locator("#oversight-section"))
+    # Strategies and scratchpad notes.
+    assert page.is_visible("#strategies-section")
+    assert page.locator("#strategies tbody tr").count() == 2
+    assert page.locator("#strategies tbody tr[data-id='st-2'] b").count() == 1  # active: bold
+    assert HOSTILE in page.inner_text("#strategies") or HOSTILE in page.text_content("#strategies")
+    assert HOSTILE in page.text_content("#scratchpad")
+    shot(page, checked_site, "strategies", page.locator("#strategies-section"))
+    no_script_ran(page)
+    shot(page, checked_site, "run-checked")
+    assert page.errors == []
+
+
+def test_program_page_shows_standing_verdict_and_decision(page, checked_site) -> None:
+    from .test_ui_oversight import HOSTILE
+
+    data = checked_site["data"]
+    ready(page, f"{checked_site['url']}/run/oversight~run-o/program/{data['best']}")
+    assert page.inner_text("#standing") == "promoted" and page.inner_text("#decision-badge") == "approved"
+    assert page.inner_text("#decision-by") == "ana" and HOSTILE in page.inner_text("#decision-note")
+    assert len(page.inner_text("#decision-sha")) == 64
+    verdict = page.inner_text("#verdict")
+    assert "held-out" in verdict and "allowance" in verdict and "re-evaluations" in verdict
+    no_script_ran(page)
+    shot(page, checked_site, "program-checked", page.locator("#oversight"))
+    ready(page, f"{checked_site['url']}/run/oversight~run-o/program/{data['memoriser']}")
+    assert page.inner_text("#standing") == "overfit" and "falls" in page.inner_text("#standing-reasons")
+    assert page.errors == []
+
+
+def test_programs_list_filters_by_standing(page, checked_site) -> None:
+    data = checked_site["data"]
+    ready(page, f"{checked_site['url']}/run/oversight~run-o")
+    page.goto(f"{checked_site['url']}/run/oversight~run-o/programs")
+    page.select_option("#standing-filter", "overfit")
+    page.click("form.controls button[type=submit]")
+    page.wait_for_url("**standing=overfit**")
+    rows = page.locator("#programs tbody tr")
+    assert rows.count() == 1 and data["memoriser"] in rows.first.inner_text() and "overfit" in rows.first.inner_text()
+    shot(page, checked_site, "programs-overfit")
+    assert page.errors == []
+
+
+def test_a_decision_recorded_while_the_page_is_open_appears(page, checked_site) -> None:
+    from evolve.oversight.decisions import decide
+    from evolve.query import RunArchive
+
+    data = checked_site["data"]
+    ready(page, f"{checked_site['url']}/run/oversight~run-o")
+    before = int(page.evaluate("document.body.dataset.audit"))
+    with RunArchive(data["run_dir"]) as archive:
+        other = next(r["program_id"] for r in archive.top(5) if r["program_id"] not in (data["best"], data["memoriser"]))
+    decide(data["run_dir"], other, "rejected", "cy", note="not general")
+    page.wait_for_function(f"() => Number(document.body.dataset.audit) > {before}", timeout=30_000)
+    first = page.locator("#audit tbody tr").first
+    assert first.get_attribute("data-kind") == "rejection" and "rejected by cy: not general" in first.inner_text()
+    assert page.errors == []

@@ -3,8 +3,9 @@
 In time order: promotions, held-out disagreements, flaky re-evaluations, tripwires, quarantines and releases,
 approvals and rejections (from the run's events); the way each session stopped (``run.json``, ``stats.json``),
 changes of the sandbox level candidates ran under (the rows' ``isolation`` column) and damage (files moved to
-``damaged/``, iterations recorded as lost, damage found and not yet handled). Each entry names its program, when
-there is one, and carries the numbers that triggered it.
+``damaged/``, iterations recorded as lost, damage found and not yet handled) and people's steering (each pin, ban and
+note of ``steering.jsonl``; a damaged line of it is listed as damage, never dropped). Each entry names its program,
+when there is one, and carries the numbers that triggered it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _STANDING_ENTRY = {"promoted": "promotion", "overfit": "overfit", "flaky": "flak
 class AuditEntry:
     at: float  # epoch seconds
     kind: str  # promotion, overfit, flaky, quarantine, standing, heldout_disagreement, flaky_reevaluation, tripwire,
-    #            release, approval, rejection, stop, sandbox_level, damage
+    #            release, approval, rejection, stop, sandbox_level, damage, steering
     program_id: str
     summary: str
     numbers: dict[str, Any] = field(default_factory=dict)
@@ -145,9 +146,42 @@ def _isolation_changes(archive: RunArchive) -> list[AuditEntry]:
     return entries
 
 
-def audit(archive: RunArchive) -> list[AuditEntry]:
-    """Every entry of the run's audit trail, oldest first."""
+def steering_entries(run_dir: str | os.PathLike[str]) -> list[AuditEntry]:
+    """Each action of the run's steering log (who pinned, banned or noted what, when, from where), and each damaged
+    line of it as damage (the driver ignored it; it says so here too)."""
+    from evolve.steering import read_state, steering_path
+
+    path = steering_path(run_dir)
+    if not path.is_file():
+        return []
+    state = read_state(run_dir)
+    entries = []
+    for action in state.actions:
+        who = action.who or "someone unnamed"
+        via = f" via {action.source}" if action.source else ""
+        what = f"{action.action.value} by {who}{via}" + (f": {action.text}" if action.text else "")
+        entries.append(AuditEntry(action.at, "steering", action.program_id, what,
+                                  {k: v for k, v in action.to_json().items() if k != "at"}))
+    at = os.path.getmtime(path)
+    for bad in state.damaged:
+        entries.append(AuditEntry(at, "damage", "", f"steering.jsonl line {bad.line} ignored: {bad.reason}",
+                                  bad.to_json()))
+    entries += [AuditEntry(at, "damage", "", f"steering.jsonl: {warning}", {}) for warning in state.warnings]
+    return entries
+
+
+def program_entries(archive: RunArchive, program_id: str) -> list[AuditEntry]:
+    """The audit entries recorded in the run's events about one program, oldest first."""
+    rows = run_events(archive, program_id=program_id)
+    return [e for e in (_event_entry(row) for row in rows) if e is not None]
+
+
+def audit(archive: RunArchive, sandbox_levels: bool = True) -> list[AuditEntry]:
+    """Every entry of the run's audit trail, oldest first. ``sandbox_levels=False`` leaves out the sandbox level
+    changes, the one part that reads every program row (a fraction of a second per million)."""
     entries = [e for e in (_event_entry(row) for row in run_events(archive)) if e is not None]
     entries += _run_entries(archive)
-    entries += _isolation_changes(archive)
+    entries += steering_entries(archive.run_dir)
+    if sandbox_levels:
+        entries += _isolation_changes(archive)
     return sorted(entries, key=lambda e: e.at)

@@ -41,6 +41,7 @@ from evolve.ui.data import (
     RunSource,
     RunStore,
 )
+from evolve.ui.oversight import STANDINGS
 from evolve.ui.pictures import picture_for
 
 HERE = Path(__file__).parent
@@ -157,16 +158,16 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
 
     def run_page(request: Request) -> Response:
         src = source(request)
-        return page(request, "run.html", key=src.key, run=src.header())
+        return page(request, "run.html", key=src.key, run=src.header(), standings=STANDINGS)
 
     def programs_page(request: Request) -> Response:
         src = source(request)
         q = request.query_params
         island = int(q["island"]) if q.get("island", "").lstrip("-").isdigit() else None
         data = src.programs(page=_int(q.get("page"), 0), per_page=50, status=q.get("status", ""), island=island,
-                            order=q.get("order", "recent"))
+                            order=q.get("order", "recent"), standing=q.get("standing", ""))
         return page(request, "programs.html", key=src.key, run=src.overview(), data=data, status=q.get("status", ""),
-                    island=island, order=q.get("order", "recent"))
+                    island=island, order=q.get("order", "recent"), standing=data["standing"], standings=STANDINGS)
 
     def program_page(request: Request) -> Response:
         src = source(request)
@@ -195,7 +196,7 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
         return page(request, "program.html", key=src.key, run=over, r=record, detail=detail, parent=parent,
                     code=code_html(record.code, language), parent_diff=parent_diff, other_id=other_id,
                     other_diff=other_diff, other_error=other_error, messages=prompt_messages(record.prompt),
-                    picture=pic, llm=record.llm)
+                    picture=pic, llm=record.llm, oversight=src.program_oversight(record.program_id))
 
     def picture(request: Request) -> Response:
         src = source(request)
@@ -243,7 +244,12 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
         elif part == "programs":
             island = int(q["island"]) if q.get("island", "").lstrip("-").isdigit() else None
             data = src.programs(page=_int(q.get("page"), 0), per_page=_int(q.get("per_page"), 20),
-                                status=q.get("status", ""), island=island, order=q.get("order", "recent"))
+                                status=q.get("status", ""), island=island, order=q.get("order", "recent"),
+                                standing=q.get("standing", ""))
+        elif part == "audit":
+            data = src.audit(page=_int(q.get("page"), 0), per_page=_int(q.get("per_page"), 25))
+        elif part == "strategies":
+            data = src.strategies()
         elif part == "steering":
             data = steering(src).poll().to_json()
         else:

@@ -12,13 +12,11 @@ segments and journal rows are seen) and drops the cached answers; otherwise answ
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from evolve.oversight.read import decisions
 from evolve.query import (
     AmbiguousProgram,
     ArchiveQueryError,
@@ -36,7 +35,9 @@ from evolve.query import (
     resolve_run,
 )
 from evolve.schema import ProgramRecord
+from evolve.ui import oversight as ov
 from evolve.ui.reasons import failure_reason, json_field, normalise_message
+from evolve.ui.versions import fingerprint, last_write, steering_mark
 
 __all__ = [
     "AmbiguousProgram", "ArchiveQueryError", "ProgramNotFound", "RunNotFound", "RunSource", "RunStore",
@@ -86,43 +87,6 @@ class ProgramDetail:
     children_total: int
 
 
-def _fingerprint(run_dir: Path) -> str:
-    """Changes whenever the run's rows can have changed; a few ``listdir``/``stat`` calls."""
-    parts: list[str] = []
-    for sub in ("segments", "migrations"):
-        try:
-            names = sorted(n for n in os.listdir(run_dir / sub) if n.endswith(".parquet") and not n.startswith("."))
-        except OSError:
-            names = []
-        parts.append(hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest())
-    try:
-        with os.scandir(run_dir / "journal") as entries:
-            parts += sorted(f"{e.name}:{e.stat().st_size}" for e in entries if e.name.endswith(".jsonl"))
-    except OSError:
-        pass
-    for name in ("run.json", "stats.json"):
-        try:
-            st = os.stat(run_dir / name)
-            parts.append(f"{name}:{st.st_mtime_ns}:{st.st_size}")
-        except OSError:
-            parts.append(f"{name}:-")
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
-
-
-def _last_write(run_dir: Path) -> float | None:
-    """Newest modification time among the run's journal, newest segment and stats file."""
-    times = []
-    with suppress(OSError), os.scandir(run_dir / "journal") as entries:
-        times += [e.stat().st_mtime for e in entries if e.name.endswith(".jsonl")]
-    with suppress(OSError, ValueError):  # segment names sort in write order: the newest is the last
-        newest = max(n for n in os.listdir(run_dir / "segments") if n.endswith(".parquet") and n[0] != ".")
-        times.append(os.stat(run_dir / "segments" / newest).st_mtime)
-    for name in ("stats.json", "run.json"):
-        with suppress(OSError):
-            times.append(os.stat(run_dir / name).st_mtime)
-    return max(times) if times else None
-
-
 class RunSource:
     """One run folder. Thread-safe: questions about one run are answered one at a time.
 
@@ -144,7 +108,7 @@ class RunSource:
         self.last_used = 0.0
 
     def version(self) -> str:
-        return _fingerprint(self.run_dir)
+        return fingerprint(self.run_dir)
 
     @contextmanager
     def archive(self) -> Iterator[RunArchive]:
@@ -216,7 +180,7 @@ class RunSource:
                 "programs": found.programs, "best_score": _finite(found.best_score),
                 "best_program": found.best_program, "created_at": found.created_at, "mutator": found.mutator,
                 "bad_files": list(found.bad_files)})
-        return {**self._listing[1], "last_write": _last_write(self.run_dir)}
+        return {**self._listing[1], "last_write": last_write(self.run_dir)}
 
     def header(self) -> dict[str, Any]:
         """What a page title needs, from the run's metadata files only (no query): a page shows at once."""
@@ -241,21 +205,57 @@ class RunSource:
                 "state": str(a.info.get("state", "")), "mutator": str(a.info.get("mutator", "")),
                 "created_at": a.info.get("created_at"), "settings": a.info.get("settings", {}),
                 "programs": sum(statuses.values()), "statuses": statuses, "islands": a.islands(),
-                "best": self._best(a), "seed": a.seed(), "last_iteration": last,
+                "best": self._best(a), "best_visible": self._fittest(a), "seed": a.seed(), "last_iteration": last,
+                "standings": ov.standing_counts(self._standings(a), sum(statuses.values())),
+                "oversight": bool(self._standings(a)), "strategies": self._has_strategies(a),
                 "features": [{"name": f.name, "min": f.min, "max": f.max, "bins": f.bins} for f in p.features],
                 "bad_files": [str(path) for path, _ in a.bad_files],
                 "loop": {k: v for k, v in a.run_stats.items() if isinstance(v, int | float | str)},
             })
 
         out = dict(self.cached(("overview",), compute))
-        out["last_write"] = _last_write(self.run_dir)
+        out["last_write"] = last_write(self.run_dir)
         out["version"] = self._version
         return out
 
     def _best(self, a: RunArchive) -> dict[str, Any] | None:
+        """The run's best as the CLI and the report mean it (``evolve.oversight.read.best_row``): the fittest
+        promoted program; for a run recorded before oversight (no standings), the fittest program."""
+        known = self._standings(a)
+        if not known:
+            return self._fittest(a)
+        promoted = [pid for pid, s in known.items() if s == "promoted"]
+        if not promoted:
+            return None
+        return self._fittest(a, f"program_id IN ({', '.join('?' * len(promoted))})", promoted)
+
+    def _fittest(self, a: RunArchive, where: str = "TRUE", params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self._dicts(a, "SELECT program_id, score, fitness, status, island, iteration, generation, mutator "
-                              "FROM {S} WHERE fitness IS NOT NULL ORDER BY fitness DESC, iteration LIMIT 1")
-        return rows[0] if rows else None
+                              f"FROM {{S}} WHERE fitness IS NOT NULL AND {where} ORDER BY fitness DESC, iteration "
+                              "LIMIT 1", params)
+        return _safe(rows[0]) if rows else None
+
+    # -- oversight and strategies (evolve.ui.oversight) ----------------------------------------------------------
+
+    def _standings(self, a: RunArchive) -> dict[str, str]:
+        return self._memo(a, ("standings",), ov.standing_map)
+
+    def _has_strategies(self, a: RunArchive) -> bool:
+        return self._memo(a, ("has_strategies",), lambda _: bool(a.events(kinds=["strategy", "scratchpad"])))
+
+    def audit(self, page: int = 0, per_page: int = 25) -> dict[str, Any]:
+        page, per_page = max(0, page), min(200, max(1, per_page))
+
+        def compute(a: RunArchive) -> dict[str, Any]:
+            return _safe(ov.audit_page(a, sum(self._statuses(a).values()), page, per_page))
+
+        return self.cached(("audit", page, per_page, steering_mark(self.run_dir)), compute)
+
+    def program_oversight(self, program_id: str) -> dict[str, Any]:
+        return self.cached(("program_oversight", program_id), lambda a: _safe(ov.program_oversight(a, program_id)))
+
+    def strategies(self) -> dict[str, Any]:
+        return self.cached(("strategies",), lambda a: _safe(ov.strategies_view(a)))
 
     def progress(self) -> dict[str, Any]:
         """Scored programs (a sample of at most ``MAX_POINTS``) and the best score so far (binned, exact at bin
@@ -310,6 +310,7 @@ class RunSource:
 
         def compute(a: RunArchive) -> list[dict[str, Any]]:
             out = []
+            known = self._standings(a)
             for grid in a.grids():
                 dims = len(grid.features)
                 xi, yi = (dims - 1, 0) if dims >= 2 else (0 if dims else None, None)
@@ -321,7 +322,7 @@ class RunSource:
                     if held is None or e.fitness > held["fitness"]:
                         cells[(x, y)] = {"x": x, "y": y, "program_id": e.program_id, "score": _finite(e.score),
                                          "fitness": _finite(e.fitness), "iteration": e.iteration,
-                                         "cell": e.cell}
+                                         "cell": e.cell, "standing": known.get(e.program_id, "candidate")}
                 out.append({"island": grid.island, "coverage": grid.coverage, "n_cells": grid.n_cells,
                             "elites": len(grid.elites), "x": _axis(grid.features, xi), "y": _axis(grid.features, yi),
                             "width": grid.shape[xi] if xi is not None else 1,
@@ -385,8 +386,11 @@ class RunSource:
         return rows[:sample], journal
 
     def programs(self, page: int = 0, per_page: int = 50, status: str = "", island: int | None = None,
-                 order: str = "recent") -> dict[str, Any]:
+                 order: str = "recent", standing: str = "") -> dict[str, Any]:
+        """A page of programs, each with its standing and any person's decision; ``standing`` keeps one standing
+        (``evolve archive top --standing``)."""
         page, per_page = max(0, page), min(200, max(1, per_page))
+        standing = standing if standing in ov.STANDINGS else ""
         conditions, params = ["TRUE"], []
         if status:
             conditions.append("status = ?")
@@ -398,15 +402,24 @@ class RunSource:
         where = " AND ".join(conditions)
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            total = int(self._sql(a, f"SELECT count(*) FROM {{S}} WHERE {where}", params)[0][0])
+            known = self._standings(a)
+            kept = ov.standing_condition(known, standing)
+            full = f"{where} AND ({kept[0]})" if kept else where
+            args = [*params, *(kept[1] if kept else [])]
+            total = int(self._sql(a, f"SELECT count(*) FROM {{S}} WHERE {full}", args)[0][0])
             rows = self._dicts(a, f"SELECT program_id, parent_id, island, iteration, generation, status, score, "
-                                  f"mutator FROM {{S}} WHERE {where} ORDER BY {sort}, program_id LIMIT ? OFFSET ?",
-                               [*params, per_page, page * per_page])
+                                  f"mutator FROM {{S}} WHERE {full} ORDER BY {sort}, program_id LIMIT ? OFFSET ?",
+                               [*args, per_page, page * per_page])
             seen: set[str] = set()
             unique = [r for r in rows if not (r["program_id"] in seen or seen.add(r["program_id"]))]
-            return _safe({"page": page, "per_page": per_page, "total": total, "rows": unique})
+            made = self._memo(a, ("decisions",), decisions) if known else {}
+            for r in unique:
+                r["standing"] = known.get(r["program_id"], "candidate")
+                r["decision"] = made[r["program_id"]].decision if r["program_id"] in made else ""
+            return _safe({"page": page, "per_page": per_page, "total": total, "rows": unique,
+                          "standing": standing, "oversight": bool(known)})
 
-        return self.cached(("programs", page, per_page, status, island, order), compute)
+        return self.cached(("programs", page, per_page, status, island, order, standing), compute)
 
     # -- genealogy -----------------------------------------------------------------------------------------------
 
@@ -485,8 +498,10 @@ class RunSource:
             for row in out:
                 if row["parent_id"]:
                     shown[row["parent_id"]] = shown.get(row["parent_id"], 0) + 1
+            known = self._standings(a)
             for row in out:
                 row["hidden"] = max(0, row["children"] - shown.get(row["program_id"], 0))
+                row["standing"] = known.get(row["program_id"], "candidate")
             on_best = bool(best_chain) and path[-1] == best_chain[-1]
             return {"root": root_id, "nodes": out, "best_path": path if on_best else [],
                     "best": best["program_id"] if best else None, "ancestors": ancestors,
@@ -617,7 +632,7 @@ class RunStore:
             except ArchiveQueryError as exc:
                 out.append({"key": source.key, "run_id": source.run_dir.name, "problem": "", "state": "unreadable",
                             "programs": 0, "best_score": None, "best_program": None, "created_at": None,
-                            "error": str(exc), "last_write": _last_write(source.run_dir)})
+                            "error": str(exc), "last_write": last_write(source.run_dir)})
         return sorted(out, key=lambda r: (-(r.get("created_at") or 0), r["key"]))
 
     def close(self) -> None:

@@ -46,6 +46,13 @@ def failure_reason(status: str, edit_error: str, artifacts: dict[str, Any], stag
 
 
 def json_field(text: Any, default: Any) -> Any:
+    """A column that is JSON text in older archives and a decoded map or list in newer ones, as ``default``'s type
+    (a map read through pyarrow arrives as ``(key, value)`` pairs)."""
+    if isinstance(default, dict) and isinstance(text, list) and all(isinstance(p, tuple) and len(p) == 2
+                                                                     for p in text):
+        return dict(text)
+    if isinstance(text, type(default)):
+        return text
     try:
         value = json.loads(text) if isinstance(text, str) and text else default
     except ValueError:

@@ -134,8 +134,9 @@ const Charts = (() => {
       if (opts.direction === 'minimize') t = 1 - t;
       const rect = svg('rect', {
         x: m.l + c.x * cell, y: m.t + (map.height - 1 - c.y) * cell, width: cell - 1, height: cell - 1,
-        fill: UI.viridis(t), class: 'cell', 'data-id': c.program_id, 'data-x': c.x, 'data-y': c.y,
-      }, svg('title', { text: `${c.program_id}: ${fmt(c.score)} (iteration ${c.iteration})` }));
+        fill: UI.viridis(t), class: `cell st-${c.standing || 'candidate'}`, 'data-id': c.program_id, 'data-x': c.x, 'data-y': c.y,
+        'data-standing': c.standing || 'candidate',
+      }, svg('title', { text: `${c.program_id}: ${fmt(c.score)} (iteration ${c.iteration}; ${c.standing || 'candidate'})` }));
       rect.addEventListener('click', () => { window.location.href = UI.programUrl(opts.run, c.program_id); });
       root.appendChild(rect);
     }

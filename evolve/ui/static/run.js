@@ -6,26 +6,45 @@
   const { el, clear, fmt, getJSON } = UI;
   const run = UI.runKey();
   const api = (part, query) => `/api/run/${encodeURIComponent(run)}/${part}${query ? `?${query}` : ''}`;
-  const state = { version: null, steering: null, loadMs: 0, loadedAt: 0, treeRoot: '', recentPage: 0, hiddenIslands: new Set(), overview: null, progress: null, tree: null, hiddenStatuses: new Set() };
+  const state = { version: null, steering: null, loadMs: 0, loadedAt: 0, treeRoot: '', recentPage: 0, auditPage: 0, topStanding: null, hiddenIslands: new Set(), overview: null, progress: null, tree: null, hiddenStatuses: new Set() };
 
   function row(cells) { return el('tr', {}, ...cells.map((c) => (c instanceof Node ? el('td', {}, c) : el('td', { text: c })))); }
   function numCell(v) { return el('td', { class: 'num', text: fmt(v) }); }
 
-  function programRows(tbody, rows) {
+  function standingCell(p) {
+    const cell = el('td', { class: 'standing-cell' }, el('span', { class: `standing st-${p.standing || 'candidate'}`, text: p.standing || 'candidate' }));
+    if (p.decision) cell.appendChild(el('span', { class: `decision d-${p.decision}`, text: p.decision }));
+    return cell;
+  }
+
+  function programRows(tbody, rows, empty) {
     clear(tbody);
     for (const p of rows) {
-      tbody.appendChild(el('tr', { 'data-id': p.program_id }, el('td', {}, UI.link(run, p.program_id)), numCell(p.score),
-        el('td', {}, UI.statusBadge(p.status)), numCell(p.island), numCell(p.iteration), el('td', { text: p.mutator || '' })));
+      tbody.appendChild(el('tr', { 'data-id': p.program_id, 'data-standing': p.standing || 'candidate' }, el('td', {}, UI.link(run, p.program_id)),
+        numCell(p.score), el('td', {}, UI.statusBadge(p.status)), numCell(p.island), numCell(p.iteration),
+        el('td', { text: p.mutator || '' }), standingCell(p)));
     }
-    if (!rows.length) tbody.appendChild(row(['none yet']));
+    if (!rows.length) tbody.appendChild(row([empty || 'none yet']));
   }
 
   function facts(o) {
     document.getElementById('f-state').textContent = o.state || '-';
     document.getElementById('f-programs').textContent = String(o.programs);
+    // "Best" means best promoted, as in the CLI and the report; the fittest of all is shown beside it when it differs.
     const best = document.getElementById('f-best');
-    best.textContent = o.best ? fmt(o.best.score) : '-';
-    if (o.best) best.setAttribute('href', UI.programUrl(run, o.best.program_id));
+    document.getElementById('f-best-label').textContent = o.oversight ? 'best promoted' : 'best';
+    best.textContent = o.best ? fmt(o.best.score) : (o.oversight ? 'none promoted yet' : '-');
+    if (o.best) best.setAttribute('href', UI.programUrl(run, o.best.program_id)); else best.removeAttribute('href');
+    if (o.best) best.dataset.id = o.best.program_id;
+    const fittest = o.best_visible;
+    const differs = o.oversight && fittest && (!o.best || fittest.program_id !== o.best.program_id);
+    document.getElementById('f-visible-box').hidden = !differs;
+    if (differs) {
+      const link = document.getElementById('f-visible');
+      link.textContent = fmt(fittest.score);
+      link.setAttribute('href', UI.programUrl(run, fittest.program_id));
+      link.dataset.id = fittest.program_id;
+    }
     document.getElementById('f-seed').textContent = o.seed ? fmt(o.seed.score) : '-';
     document.getElementById('f-last').textContent = o.last_iteration === null ? '-' : String(o.last_iteration);
     const write = document.getElementById('f-write');
@@ -125,6 +144,72 @@
     Steer.panel(run, await getJSON(api('steering')));
   }
 
+  async function loadTop() {
+    const standing = document.getElementById('top-standing').value;
+    const top = await getJSON(api('programs', `order=best&per_page=10&status=ok&standing=${encodeURIComponent(standing)}`));
+    programRows(document.querySelector('#top tbody'), top.rows, standing ? `no ${standing} program` : 'none yet');
+  }
+
+  function auditRow(e) {
+    const program = e.program_id ? UI.link(run, e.program_id, e.program_id) : document.createTextNode('-');
+    const numbers = Object.keys(e.numbers || {}).length ? JSON.stringify(e.numbers) : '';
+    const summary = el('td', { class: 'summary', text: e.summary });
+    if (numbers) summary.appendChild(el('div', { class: 'muted numbers', text: numbers.length > 400 ? `${numbers.slice(0, 400)}…` : numbers }));
+    return el('tr', { 'data-kind': e.kind, 'data-id': e.program_id || '' }, el('td', { text: UI.when(e.at) }),
+      el('td', {}, el('span', { class: `standing audit-${e.kind}`, text: e.kind })), el('td', {}, program), summary);
+  }
+
+  async function loadAudit() {
+    const data = await getJSON(api('audit', `page=${state.auditPage}&per_page=25`));
+    const tbody = clear(document.querySelector('#audit tbody'));
+    for (const e of data.entries) tbody.appendChild(auditRow(e));
+    if (!data.entries.length) tbody.appendChild(row(['nothing recorded']));
+    const counts = Object.entries(data.standings).filter(([s, n]) => n && s !== 'candidate').map(([s, n]) => `${s} ${n}`);
+    const made = Object.entries(data.decisions).filter(([, n]) => n).map(([d, n]) => `${d} ${n}`);
+    document.getElementById('oversight-summary').textContent = data.decided
+      ? `standings: ${counts.join(', ')} (every other program is a candidate: never checked)${made.length ? `; decisions: ${made.join(', ')}` : ''}`
+      : 'no standings recorded: no program of this run has been checked on held-out data (or the run is older than oversight).';
+    const pages = Math.max(1, Math.ceil(data.total / data.per_page));
+    document.getElementById('audit-page').textContent = `${data.total} entries, most recent first; page ${data.page + 1} of ${pages}`;
+    document.getElementById('audit-prev').disabled = data.page === 0;
+    document.getElementById('audit-next').disabled = data.page + 1 >= pages;
+    document.getElementById('audit-note').textContent = data.sandbox_levels ? ''
+      : 'Sandbox level changes are left out on a run this large: evolve archive audit RUN lists them.';
+    document.body.dataset.audit = String(data.total);
+  }
+
+  function paramsText(s) {
+    const parts = [];
+    if (Object.keys(s.params || {}).length) parts.push(JSON.stringify(s.params));
+    if ((s.ignored || []).length) parts.push(`dropped: ${s.ignored.join('; ')}`);
+    return parts.join(' ');
+  }
+
+  async function loadStrategies() {
+    const data = await getJSON(api('strategies'));
+    const section = document.getElementById('strategies-section');
+    section.hidden = !(data.strategies.length || data.scratchpad.length || data.failed);
+    if (section.hidden) return;
+    document.getElementById('strategies-note').textContent = data.strategies.length
+      ? `fitness: share of children that beat their parent, shrunk toward the run's rate (${fmt(data.base_rate, 3)}); active strategies in bold.${data.failed ? ` ${data.failed} generation(s) gave no usable strategy.` : ''}`
+      : 'no strategies';
+    const tbody = clear(document.querySelector('#strategies tbody'));
+    for (const s of data.strategies) {
+      const name = el(s.active ? 'b' : 'span', { text: s.id });
+      const text = el('details', {}, el('summary', { text: s.text.length > 90 ? `${s.text.slice(0, 90)}…` : s.text }), el('pre', { text: s.text }));
+      tbody.appendChild(el('tr', { 'data-id': s.id, class: s.active ? 'active' : '' }, el('td', {}, name), el('td', { text: s.parent || '' }),
+        numCell(s.iteration), numCell(s.children), numCell(s.improved), el('td', { class: 'num', text: s.fitness.toFixed(3) }),
+        el('td', { text: paramsText(s) }), el('td', {}, text)));
+    }
+    const pad = clear(document.getElementById('scratchpad'));
+    data.scratchpad.forEach((n, i) => {
+      const head = el('summary', { text: `iteration ${n.iteration}` });
+      if (!n.adopted) head.appendChild(el('span', { class: 'bad', text: ` (not adopted: ${n.error || 'empty'})` }));
+      pad.appendChild(el('details', { open: i === 0 ? 'open' : null, class: 'notes' }, head, el('pre', { text: n.notes })));
+    });
+    if (!data.scratchpad.length) pad.appendChild(el('p', { class: 'muted', text: 'no scratchpad notes' }));
+  }
+
   async function loadAll() {
     state.overview = await getJSON(api('overview'));
     facts(state.overview);
@@ -132,16 +217,19 @@
     if (islandSelect.options.length === 1) {
       for (const i of state.overview.islands) islandSelect.appendChild(el('option', { value: i, text: String(i) }));
     }
-    const [progress, outcomes, maps, failures, top] = await Promise.all([
+    if (state.topStanding === null) {  // like evolve archive top: promoted programs by default, once there are standings
+      state.topStanding = state.overview.oversight ? 'promoted' : '';
+      document.getElementById('top-standing').value = state.topStanding;
+    }
+    const [progress, outcomes, maps, failures] = await Promise.all([
       getJSON(api('progress')), getJSON(api('outcomes')), getJSON(api('maps')), getJSON(api('failures')),
-      getJSON(api('programs', 'order=best&per_page=10&status=ok')),
+      loadTop(), loadAudit(), state.overview.strategies ? loadStrategies() : null,
     ]);
     state.progress = progress;
     drawProgress();
     drawOutcomes(outcomes);
     drawMaps(maps);
     drawFailures(failures);
-    programRows(document.querySelector('#top tbody'), top.rows);
     await Promise.all([loadTree(), loadRecent()]);
   }
 
@@ -161,6 +249,7 @@
       document.body.dataset.programs = String(state.overview.programs); // every view now shows this many
     }
     if (version.steering !== state.steering) {
+      if (state.steering !== null) await loadAudit(); // each steering action is an entry of the audit trail
       await loadSteering();
       state.steering = version.steering;
       document.body.dataset.steering = String(version.steering);
@@ -176,6 +265,9 @@
     document.getElementById('tree-best').addEventListener('change', drawTree);
     document.getElementById('tree-limit').addEventListener('change', () => loadTree());
     document.getElementById('tree-reset').addEventListener('click', () => loadTree(''));
+    document.getElementById('top-standing').addEventListener('change', () => loadTop());
+    document.getElementById('audit-prev').addEventListener('click', () => { state.auditPage = Math.max(0, state.auditPage - 1); loadAudit(); });
+    document.getElementById('audit-next').addEventListener('click', () => { state.auditPage += 1; loadAudit(); });
     document.getElementById('recent-prev').addEventListener('click', () => { state.recentPage = Math.max(0, state.recentPage - 1); loadRecent(); });
     document.getElementById('recent-next').addEventListener('click', () => { state.recentPage += 1; loadRecent(); });
     try {

@@ -58,11 +58,11 @@ const Tree = (() => {
       const scored = n.score !== null && n.status === 'ok';
       const radius = Math.min(14, 3.5 + 1.8 * Math.sqrt(n.children));
       const g = svg('g', {
-        class: `node${onPath.has(n.program_id) ? ' best-path' : ''}${n.program_id === data.best ? ' best' : ''}${shown ? '' : ' faded'}`,
-        'data-id': n.program_id, 'data-status': n.status, 'data-island': n.island, transform: `translate(${x(n)},${y(n)})`,
+        class: `node${onPath.has(n.program_id) ? ' best-path' : ''}${n.program_id === data.best ? ' best' : ''}${shown ? '' : ' faded'} st-${n.standing || 'candidate'}`,
+        'data-id': n.program_id, 'data-status': n.status, 'data-standing': n.standing || 'candidate', 'data-island': n.island, transform: `translate(${x(n)},${y(n)})`,
       });
       g.appendChild(svg('circle', { r: radius, fill: scored ? UI.viridis(t) : '#fff', stroke: scored ? '#333' : UI.statusColor(n.status), 'stroke-width': scored ? 0.8 : 2 }));
-      g.appendChild(svg('title', { text: `${n.program_id} · ${n.status} · score ${fmt(n.score)} · island ${n.island} · iteration ${n.iteration} · ${n.children} children` }));
+      g.appendChild(svg('title', { text: `${n.program_id} · ${n.status} · score ${fmt(n.score)} · island ${n.island} · iteration ${n.iteration} · ${n.children} children · ${n.standing || 'candidate'}` }));
       g.addEventListener('click', (event) => {
         if (event.shiftKey) opts.expand(n.program_id);
         else window.location.href = UI.programUrl(opts.run, n.program_id);
