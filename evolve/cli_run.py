@@ -96,6 +96,9 @@ def run(problem_dir: str, **opts: Any) -> None:
     from evolve.startup import LocalFirst
 
     problem, notes = load_with_notes(problem_dir)
+    # A caller that already holds a Ray connection (a notebook, a test, `evolve.run`) keeps it: only a connection
+    # this command made is shut down here.
+    ours = not _ray_connected()
     quiet = opts["quiet"]
     out = _Output(quiet)
     for note in notes:
@@ -130,7 +133,7 @@ def run(problem_dir: str, **opts: Any) -> None:
         config = plan.config(mutator)
         sandbox_config, isolation = _finish_probe(probed, plan)
     except BaseException:
-        if started is not None and target.kind is TargetKind.PRIVATE:
+        if started is not None and target.kind is TargetKind.PRIVATE and ours:
             import ray
 
             ray.shutdown()  # a refusal after all: stop the instance now rather than at exit
@@ -140,7 +143,7 @@ def run(problem_dir: str, **opts: Any) -> None:
     imports, warming = started
     imports.result()
     warm_refs = warming.result()  # submitted; stage tasks queue behind them and find warm workers
-    _check_cluster(problem, plan, opts, target, isolation, out)
+    _check_cluster(problem, plan, opts, target, isolation, out, ours)
     executor = None
     if local is not None:
         from evolve.worker import RayStageExecutor
@@ -148,11 +151,17 @@ def run(problem_dir: str, **opts: Any) -> None:
         executor = local.attach(RayStageExecutor(plan.problem, sandbox_config), warm_refs, plan.problem,
                                 sandbox_config)
     summary = _evolve(plan, mutator, config, sandbox_config, inspection, resume_command, opts, quiet, executor)
-    # Now rather than at exit: Ray's exit hook first sleeps half a second in case workers have errors to print.
-    import ray
+    if ours:
+        # Now rather than at exit: Ray's exit hook first sleeps half a second in case workers have errors to print.
+        import ray
 
-    ray.shutdown()
+        ray.shutdown()
     _report(summary, plan, resume_command, out)
+
+
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")  # not imported: not connected (and importing it here would slow the start)
+    return bool(ray is not None and ray.is_initialized())
 
 
 def _nothing_to_refuse(problem: Any, opts: dict[str, Any], sandbox: Any) -> bool:
@@ -200,6 +209,10 @@ class _Output:
 
     def note(self, text: str) -> None:
         click.echo(f"note: {text}", err=self.quiet)
+
+    def kept(self, text: str) -> None:
+        """A line a user must see even with --quiet (on stderr then): what a resume changed."""
+        click.echo(text, err=self.quiet)
 
 
 class _Probe:
@@ -322,16 +335,18 @@ def _build_mutator(plan: Any) -> Any:
     return mutator
 
 
-def _check_cluster(problem: Any, plan: Any, opts: dict[str, Any], target: Any, isolation: str, out: _Output) -> None:
+def _check_cluster(problem: Any, plan: Any, opts: dict[str, Any], target: Any, isolation: str, out: _Output,
+                   ours: bool = True) -> None:
     from evolve.cluster import cluster_view, unmet_requirements
 
     view = cluster_view()
     out.line(f"{view.describe()}: {target.describe()}")
     unmet = unmet_requirements(problem, view)
     if unmet:
-        import ray
+        if ours:
+            import ray
 
-        ray.shutdown()
+            ray.shutdown()
         raise EvolveError("the cluster cannot run this problem:\n  - " + "\n  - ".join(unmet))
     settings = plan.settings
     concurrency = settings.concurrency or f"auto ({view.default_concurrency()}, follows the cluster)"
@@ -341,7 +356,7 @@ def _check_cluster(problem: Any, plan: Any, opts: dict[str, Any], target: Any, i
              f"islands {settings.islands}")
     if plan.overrides:
         changed = ", ".join(f"{k} {v['stored']!r} -> {v['given']!r}" for k, v in plan.overrides.items())
-        out.line(f"resume: the run's stored settings, except {changed}")
+        out.kept(f"resume: the run's stored settings, except {changed}")
     out.line(isolation)
     out.line(f"archive: {plan.run_dir}")
 

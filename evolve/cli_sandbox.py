@@ -55,7 +55,9 @@ def check_cluster(address: str, table: dict[str, Any] | None, require: str | Non
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ours = not ray.is_initialized()  # a caller's connection (a notebook, a test) is used and kept
+    if ours:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         remote = ray.remote(num_cpus=0)(check_here)
         nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
@@ -63,7 +65,8 @@ def check_cluster(address: str, table: dict[str, Any] | None, require: str | Non
                 .remote(table, require, node) for node in nodes]
         return list(ray.get(refs, timeout=300))
     finally:
-        ray.shutdown()
+        if ours:
+            ray.shutdown()
 
 
 @click.group()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from evolve.problem import Problem, load_problem
 from evolve.resume import RunRefused
 from evolve.settings import RunSettings
 
+from .conftest import REPO
 from .test_loop import program_sequence, write_tiny_problem
 
 pytestmark = pytest.mark.ray
@@ -141,3 +145,31 @@ def test_without_a_search_table_nothing_is_wrapped_or_recorded(tmp_path: Path) -
     evolution = Evolution(load_problem(write_tiny_problem(tmp_path / "tiny")), RunSettings(), mutator,
                           tmp_path / "run", "run", executor=object())  # type: ignore[arg-type]
     assert evolution.mutator is mutator and evolution.search is None
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update({"PYTHONPATH": str(REPO), "XDG_CONFIG_HOME": "/nonexistent"})
+    return subprocess.run([sys.executable, "-m", "evolve.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+def test_search_flags_on_evolve_run_are_used_kept_and_refused_clearly(ray_session, tmp_path: Path) -> None:
+    folder = write_tiny_problem(tmp_path / "tiny")
+    address = ray_session.get_runtime_context().gcs_address
+    run_dir = tmp_path / "run"
+    result = _cli("run", str(folder), "--run-dir", str(run_dir), "--address", address, "--iterations", "6",
+                  "--islands", "1", "--parent-selection", "power", "--mutation-mix", "diff=0.5,crossover=0.5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    stored = json.loads((run_dir / "run.json").read_text())["search"]
+    assert stored["parent_selection"] == "power" and stored["mutation_mix"] == {"diff": 0.5, "crossover": 0.5}
+    children = [r for r in read_programs(run_dir).table.to_pylist() if r["iteration"] > 0]
+    assert children and all(json.loads(r["llm"])["search"]["policy"] == "power" for r in children)
+    # A choice the mutator cannot honour, and a bad value: one clear message each, exit 1, no run folder.
+    refused = _cli("run", str(folder), "--run-dir", str(tmp_path / "no1"), "--address", address,
+                   "--strategies-every", "5")
+    assert refused.returncode == 1 and "need(s) the llm mutator" in refused.stderr
+    assert not (tmp_path / "no1" / "run.json").exists()
+    bad = _cli("run", str(folder), "--run-dir", str(tmp_path / "no2"), "--address", address,
+               "--mutation-mix", "diff=oops")
+    assert bad.returncode == 1 and "--mutation-mix" in bad.stderr and "Traceback" not in bad.stderr
