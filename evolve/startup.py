@@ -250,12 +250,17 @@ class LocalFirst:
         return _LocalRef(self._pool.submit(self._evaluate, self._problem, self._config, stage, code, program_id, seed))
 
     def submit_stage(self, stage: Any, code: str, program_id: str, seed: int) -> Any:
-        """A stage outside the cascade (oversight's held-out stages and re-evaluations): always a Ray task (they
-        queue behind the warm-up there; ``wait`` takes local and Ray refs together)."""
-        return self._ray.submit_stage(stage, code, program_id, seed)
+        """Any stage by its spec (oversight's held-out stages and re-evaluations): here too until a worker is
+        warm (a short run's first check, the seed's, would otherwise wait for one), then a Ray task."""
+        if stage.gpus or stage.resources or self._workers_warm():
+            return self._ray.submit_stage(stage, code, program_id, seed)
+        return _LocalRef(self._pool.submit(self._evaluate, self._problem, self._config, stage.name, code, program_id,
+                                           seed))
 
     def stage_result(self, ref: Any, stage: Any) -> Any:
-        return self._ray.stage_result(ref, stage)
+        if not isinstance(ref, _LocalRef):
+            return self._ray.stage_result(ref, stage)
+        return self._local_result(ref)
 
     def wait(self, refs: list[Any], timeout: float) -> list[Any]:
         local = [r for r in refs if isinstance(r, _LocalRef)]
@@ -276,6 +281,9 @@ class LocalFirst:
         """The stage outcome; ``None`` (the loop resubmits) if it could not be evaluated here."""
         if not isinstance(ref, _LocalRef):
             return self._ray.result(ref, stage_index)
+        return self._local_result(ref)
+
+    def _local_result(self, ref: _LocalRef) -> Any:
         try:
             value = ref.future.result()
         except Exception:  # noqa: BLE001 - an infrastructure failure here: resubmitted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -65,7 +66,7 @@ def test_local_first_answers_every_call_the_ray_executor_answers() -> None:
     assert public and public <= {name for name in dir(LocalFirst) if not name.startswith("_")}
 
 
-def test_local_first_hands_stages_outside_the_cascade_to_ray() -> None:
+def test_local_first_hands_stages_outside_the_cascade_to_ray_once_warm() -> None:
     from evolve.startup import LocalFirst
 
     calls: list[tuple[str, object]] = []
@@ -79,8 +80,13 @@ def test_local_first_hands_stages_outside_the_cascade_to_ray() -> None:
             calls.append(("stage_result", ref))
             return "outcome"
 
+    from evolve.problem import StageSpec
+
     local = LocalFirst.__new__(LocalFirst)
-    local._ray = FakeRay()
-    assert local.submit_stage("heldout", "code", "p", 1) == "ref"
-    assert local.stage_result("ref", "heldout") == "outcome"
-    assert calls == [("submit_stage", "heldout"), ("stage_result", "ref")]
+    local._ray, local._warm = FakeRay(), True
+    heldout = StageSpec(name="heldout", function="heldout", role="heldout")
+    assert local.submit_stage(heldout, "code", "p", 1) == "ref"
+    assert local.stage_result("ref", heldout) == "outcome"
+    assert calls == [("submit_stage", heldout), ("stage_result", "ref")]
+    local._warm = False  # before a worker is warm, a CPU stage is evaluated here; a GPU stage still goes to Ray
+    assert local.submit_stage(dataclasses.replace(heldout, gpus=1.0), "code", "p", 1) == "ref"

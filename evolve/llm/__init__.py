@@ -5,26 +5,27 @@ See ``evolve/llm/README.md`` for the ``[llm]`` and ``[prompt]`` tables and the p
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from evolve.llm.budget import Budget, BudgetExhausted, BudgetLimit, Usage
-from evolve.llm.choice import ModelChooser
-from evolve.llm.client import CallFailed, ChatAnswer, ChatClient, EndpointDown
-from evolve.llm.failures import FailureKind, MalformedAnswer
-from evolve.llm.limiter import AdaptiveLimiter
-from evolve.llm.probe import EndpointError, ProbeReport, probe
-from evolve.llm.prompts import PromptBuilder, PromptSettings, resolve_prompt_settings
-from evolve.llm.settings import (
-    LLMConfigError,
-    LLMSettings,
-    ModelSpec,
-    default_user_config_path,
-    resolve_llm_settings,
-)
-
 if TYPE_CHECKING:
+    from evolve.llm.settings import LLMSettings
     from evolve.mutators.llm import LLMMutator
     from evolve.problem import Problem
+
+# Names load on first use: the client pulls in the openai package (most of a second to import), which a run with
+# an offline mutator never needs, though the loop imports this package's prompts and settings.
+_LAZY = {
+    "Budget": "budget", "BudgetExhausted": "budget", "BudgetLimit": "budget", "Usage": "budget",
+    "ModelChooser": "choice",
+    "CallFailed": "client", "ChatAnswer": "client", "ChatClient": "client", "EndpointDown": "client",
+    "FailureKind": "failures", "MalformedAnswer": "failures",
+    "AdaptiveLimiter": "limiter",
+    "EndpointError": "probe", "ProbeReport": "probe", "probe": "probe",
+    "PromptBuilder": "prompts", "PromptSettings": "prompts", "resolve_prompt_settings": "prompts",
+    "LLMConfigError": "settings", "LLMSettings": "settings", "ModelSpec": "settings",
+    "default_user_config_path": "settings", "resolve_llm_settings": "settings",
+}
 
 
 def build_llm_mutator(settings: LLMSettings, problem: Problem | None = None) -> LLMMutator:
@@ -39,7 +40,13 @@ def __getattr__(name: str) -> Any:
         from evolve.mutators.llm import LLMMutator
 
         return LLMMutator
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"evolve.llm.{_LAZY[name]}"), name)
     raise AttributeError(name)
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
 
 
 __all__ = [
