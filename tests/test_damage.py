@@ -304,6 +304,7 @@ def test_damaged_events_segment_is_refused_then_moved_and_costs_no_iteration(run
 
     verify = archive_cli("verify", str(run))
     assert verify.exit_code == 1 and victim.name in verify.output and "3 event(s)" in verify.output
+    assert "no iteration is lost" in verify.output and "recorded as lost" not in verify.output
     out = assert_refused_untouched(run, tiny, victim.name, "note-0, note-1, note-2")
     assert "iteration(s)" not in out.split("Choices:")[0]  # the damage holds no iteration of the budget
     assert "no iteration is lost" in out and "count against the budget" not in out
@@ -311,6 +312,8 @@ def test_damaged_events_segment_is_refused_then_moved_and_costs_no_iteration(run
     resume_accepting(run, tiny)
     moved = run / "damaged" / "events" / victim.name
     assert moved.read_bytes() == data and not victim.exists()
+    lost = json.loads((run / "run.json").read_text())["lost"]  # the file is on record, at no cost in iterations
+    assert lost["count"] == 0 and [f["file"] for f in lost["files"]] == [f"events/{victim.name}"]
     note = json.loads(moved.with_name(moved.name + ".note.json").read_text())
     assert note["table"] == "events" and note["event_ids"] == ids[:3]
     assert_no_iteration_lost(run, readable, f"events/{victim.name}")
