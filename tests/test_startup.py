@@ -90,3 +90,14 @@ def test_local_first_hands_stages_outside_the_cascade_to_ray_once_warm() -> None
     assert calls == [("submit_stage", heldout), ("stage_result", "ref")]
     local._warm = False  # before a worker is warm, a CPU stage is evaluated here; a GPU stage still goes to Ray
     assert local.submit_stage(dataclasses.replace(heldout, gpus=1.0), "code", "p", 1) == "ref"
+
+
+def test_the_loop_does_not_import_the_llm_client() -> None:
+    """A run with an offline mutator never pays for the openai package (most of a second to import)."""
+    import subprocess
+    import sys
+
+    code = "import sys, evolve.loop, evolve.llm; assert 'openai' not in sys.modules, 'openai imported'; " \
+           "from evolve.llm import ChatClient; assert 'openai' in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -14,18 +14,21 @@ if TYPE_CHECKING:
     from evolve.problem import Problem
 
 # Names load on first use: the client pulls in the openai package (most of a second to import), which a run with
-# an offline mutator never needs, though the loop imports this package's prompts and settings.
-_LAZY = {
-    "Budget": "budget", "BudgetExhausted": "budget", "BudgetLimit": "budget", "Usage": "budget",
-    "ModelChooser": "choice",
-    "CallFailed": "client", "ChatAnswer": "client", "ChatClient": "client", "EndpointDown": "client",
-    "FailureKind": "failures", "MalformedAnswer": "failures",
-    "AdaptiveLimiter": "limiter",
-    "EndpointError": "probe", "ProbeReport": "probe", "probe": "probe",
-    "PromptBuilder": "prompts", "PromptSettings": "prompts", "resolve_prompt_settings": "prompts",
-    "LLMConfigError": "settings", "LLMSettings": "settings", "ModelSpec": "settings",
-    "default_user_config_path": "settings", "resolve_llm_settings": "settings",
+# an offline mutator never needs, though the loop imports this package's prompts and settings. Name -> module, as
+# in ``evolve/__init__.py``.
+_EXPORTS = {
+    **dict.fromkeys(("Budget", "BudgetExhausted", "BudgetLimit", "Usage"), "evolve.llm.budget"),
+    "ModelChooser": "evolve.llm.choice",
+    **dict.fromkeys(("CallFailed", "ChatAnswer", "ChatClient", "EndpointDown"), "evolve.llm.client"),
+    **dict.fromkeys(("FailureKind", "MalformedAnswer"), "evolve.llm.failures"),
+    "AdaptiveLimiter": "evolve.llm.limiter",
+    **dict.fromkeys(("EndpointError", "ProbeReport", "probe"), "evolve.llm.probe"),
+    **dict.fromkeys(("PromptBuilder", "PromptSettings", "resolve_prompt_settings"), "evolve.llm.prompts"),
+    **dict.fromkeys(("LLMConfigError", "LLMSettings", "ModelSpec", "default_user_config_path",
+                     "resolve_llm_settings"), "evolve.llm.settings"),
+    "LLMMutator": "evolve.mutators.llm",  # which imports this package: loaded only when asked for
 }
+__all__ = sorted([*_EXPORTS, "build_llm_mutator"])
 
 
 def build_llm_mutator(settings: LLMSettings, problem: Problem | None = None) -> LLMMutator:
@@ -36,43 +39,13 @@ def build_llm_mutator(settings: LLMSettings, problem: Problem | None = None) -> 
 
 
 def __getattr__(name: str) -> Any:
-    if name == "LLMMutator":
-        from evolve.mutators.llm import LLMMutator
-
-        return LLMMutator
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"evolve.llm.{_LAZY[name]}"), name)
-    raise AttributeError(name)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evolve.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def __dir__() -> list[str]:
     return list(__all__)
-
-
-__all__ = [
-    "AdaptiveLimiter",
-    "Budget",
-    "BudgetExhausted",
-    "BudgetLimit",
-    "CallFailed",
-    "ChatAnswer",
-    "ChatClient",
-    "EndpointDown",
-    "EndpointError",
-    "FailureKind",
-    "LLMConfigError",
-    "LLMMutator",
-    "LLMSettings",
-    "MalformedAnswer",
-    "ModelChooser",
-    "ModelSpec",
-    "ProbeReport",
-    "PromptBuilder",
-    "PromptSettings",
-    "Usage",
-    "build_llm_mutator",
-    "default_user_config_path",
-    "probe",
-    "resolve_llm_settings",
-    "resolve_prompt_settings",
-]
