@@ -244,10 +244,7 @@ class LocalFirst:
         if self._seed_future is not None and stage_index not in self._served and self._seed == (program_id, seed):
             self._served.add(stage_index)
             return _LocalRef(self._seed_future, stage_index)
-        if self._workers_warm():
-            return self._ray.submit(stage_index, code, program_id, seed)
-        stage = self._problem.stages[stage_index].name
-        return _LocalRef(self._pool.submit(self._evaluate, self._problem, self._config, stage, code, program_id, seed))
+        return self.submit_stage(self._problem.stages[stage_index], code, program_id, seed)
 
     def submit_stage(self, stage: Any, code: str, program_id: str, seed: int) -> Any:
         """Any stage by its spec (oversight's held-out stages and re-evaluations): here too until a worker is
@@ -258,9 +255,15 @@ class LocalFirst:
                                            seed))
 
     def stage_result(self, ref: Any, stage: Any) -> Any:
+        """The stage outcome; ``None`` (the caller resubmits) if it could not be evaluated here."""
         if not isinstance(ref, _LocalRef):
             return self._ray.stage_result(ref, stage)
-        return self._local_result(ref)
+        try:
+            value = ref.future.result()
+        except Exception:  # noqa: BLE001 - an infrastructure failure here: resubmitted
+            return None
+        outcome = value if ref.index is None else (value[ref.index] if ref.index < len(value) else None)
+        return dataclasses.replace(outcome, node=self._node) if outcome is not None else None
 
     def wait(self, refs: list[Any], timeout: float) -> list[Any]:
         local = [r for r in refs if isinstance(r, _LocalRef)]
@@ -278,15 +281,4 @@ class LocalFirst:
                     return_when=cf.FIRST_COMPLETED)
 
     def result(self, ref: Any, stage_index: int) -> Any:
-        """The stage outcome; ``None`` (the loop resubmits) if it could not be evaluated here."""
-        if not isinstance(ref, _LocalRef):
-            return self._ray.result(ref, stage_index)
-        return self._local_result(ref)
-
-    def _local_result(self, ref: _LocalRef) -> Any:
-        try:
-            value = ref.future.result()
-        except Exception:  # noqa: BLE001 - an infrastructure failure here: resubmitted
-            return None
-        outcome = value if ref.index is None else (value[ref.index] if ref.index < len(value) else None)
-        return dataclasses.replace(outcome, node=self._node) if outcome is not None else None
+        return self.stage_result(ref, self._problem.stages[stage_index])
