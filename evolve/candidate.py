@@ -118,10 +118,9 @@ def encode_value(value: Any) -> Any:
 
 
 def reply_limits(sandbox: Sandbox) -> ReplyLimits:
-    """The sandbox config's caps on one reply (``max_reply_depth`` read with a default until the config has it)."""
+    """The sandbox config's caps on one reply."""
     config = sandbox.config
-    return ReplyLimits(max_bytes=config.max_reply_mb * 1024 * 1024,
-                       max_depth=int(getattr(config, "max_reply_depth", channel.DEFAULT_MAX_DEPTH)))
+    return ReplyLimits(max_bytes=config.max_reply_mb * 1024 * 1024, max_depth=config.max_reply_depth)
 
 
 class Candidate:

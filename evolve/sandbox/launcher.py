@@ -39,7 +39,6 @@ from evolve.sandbox.policy import (
     candidate_env,
     files_for,
     plan_spawn,
-    scratch_mb,
 )
 from evolve.sandbox.scratch import (
     SCRATCH_PREFIX,
@@ -357,13 +356,6 @@ class SandboxProcess:
         self.monitor.close()
 
 
-@dataclass
-class _Scratch:
-    """What the trusted side keeps for one scratch dir: the leases its candidate holds."""
-
-    lease: leases.Lease
-
-
 _swept: set[int] = set()
 
 
@@ -394,7 +386,7 @@ class Sandbox:
             if self.cgroup is not None:
                 cgroups.sweep_orphaned(self.cgroup)
         self.warm = self.config.warm and self.server.hello.warm_ok
-        self._scratches: dict[Path, _Scratch] = {}
+        self._scratches: dict[Path, leases.Lease] = {}  # scratch dir -> the leases its candidate holds
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -432,36 +424,35 @@ class Sandbox:
         owner = os.getuid() if lease.uid is None else lease.uid
         try:
             if Layer.SCRATCHFS in self.layers:
-                mount_scratch(work, scratch_mb(self.limits), owner)
+                mount_scratch(work, self.limits.scratch_mb, owner)
             elif lease.uid is not None:
                 os.chown(work, owner, owner)
         except OSError as exc:
             lease.release()
             remove_tree(parent)
             raise SandboxSetupError(f"sandbox setup failed: scratch dir: {exc}") from None
-        with self._lock:
-            self._scratches[work] = _Scratch(lease)
-        self.server.track(work, lease_fds=lease.fds)  # the server removes it, and holds the leases, if we die
+        self._register(work, lease)
         return work
+
+    def _register(self, scratch: Path, lease: leases.Lease) -> None:
+        with self._lock:
+            self._scratches[scratch] = lease
+        self.server.track(scratch, lease_fds=lease.fds)  # the server removes it, and holds the leases, if we die
 
     def remove_scratch(self, scratch: Path) -> None:
         """Remove the dir (its processes must be gone) and release its leases."""
         with self._lock:
-            entry = self._scratches.pop(Path(scratch), None)
+            lease = self._scratches.pop(Path(scratch), None)
         base = Path(scratch).parent if Path(scratch).name == "work" else Path(scratch)
         unmount_scratch(Path(scratch))
         remove_tree(base)
         self.server.track(Path(scratch), in_use=False)
-        if entry is not None:
-            entry.lease.release()
+        if lease is not None:
+            lease.release()
 
     def scratch_uid(self, scratch: Path) -> int | None:
-        entry = self._scratches.get(Path(scratch))
-        return entry.lease.uid if entry else None
-
-    def scratch_cores(self, scratch: Path) -> tuple[int, ...]:
-        entry = self._scratches.get(Path(scratch))
-        return entry.lease.cores if entry else ()
+        lease = self._scratches.get(Path(scratch))
+        return lease.uid if lease else None
 
     def env(self, scratch: Path, extra: dict[str, str] | None = None, gpu: bool = False) -> dict[str, str]:
         env = candidate_env(scratch, None, gpu)
@@ -479,19 +470,17 @@ class Sandbox:
     def _plan(self, mode: str, argv: list[str], scratch: Path, timeout: float, env: dict[str, str],
               gpu: bool, read_paths: tuple[str, ...]) -> SpawnSpec:
         with self._lock:
-            entry = self._scratches.get(Path(scratch))
-        if entry is None:  # a dir the caller made itself: lease for it now (released by remove_scratch)
-            entry = _Scratch(self._lease())
-            if entry.lease.uid is not None:
-                os.chown(scratch, entry.lease.uid, entry.lease.uid)
-            with self._lock:
-                self._scratches[Path(scratch)] = entry
-            self.server.track(Path(scratch), lease_fds=entry.lease.fds)
-        mb = scratch_mb(self.limits)
+            lease = self._scratches.get(Path(scratch))
+        if lease is None:  # a dir the caller made itself: lease for it now (released by remove_scratch)
+            lease = self._lease()
+            if lease.uid is not None:
+                os.chown(scratch, lease.uid, lease.uid)
+            self._register(Path(scratch), lease)
+        mb = self.limits.scratch_mb
         request = PlanInput(
             mode=mode, argv=tuple(argv), scratch=Path(scratch), timeout=timeout, limits=self.limits,
             layers=self.layers, env=env, read_paths=self.read_paths + tuple(read_paths), gpu=gpu,
-            uid=entry.lease.uid, harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb, cores=entry.lease.cores,
+            uid=lease.uid, harness=str(HARNESS_PATH), tmpfs_mb=self.config.tmpfs_mb, cores=lease.cores,
             scratch_cap=(mb * 1024 * 1024, files_for(mb)),
         )
         try:

@@ -43,13 +43,7 @@ DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/uran
 DEV_DIR = "/dev"
 NVIDIA_CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
-DEFAULT_SCRATCH_MB = 512
 FILES_PER_MB = 64  # inode cap of a capped filesystem: 32768 files for the default 512 MB scratch
-
-
-def scratch_mb(limits: Limits) -> int:
-    """``[limits] scratch_mb``: the size of a candidate's scratch dir (read defensively: older ``Limits`` lack it)."""
-    return int(getattr(limits, "scratch_mb", DEFAULT_SCRATCH_MB) or DEFAULT_SCRATCH_MB)
 
 
 def files_for(mb: int) -> int:
