@@ -88,6 +88,28 @@ def _db(scores: list[float], islands: int = 1) -> ProgramDatabase:
     return db
 
 
+def test_no_policy_breeds_from_a_program_oversight_excludes() -> None:
+    """Overfit, quarantined and pending programs keep their cells but are never parents or crossover partners,
+    whatever the policy (the database's own draw leaves them out; the search's policies must too)."""
+    db = _db([0.1, 0.5, 0.9, 0.3])
+    db.exclude("p2")  # the best: every policy would favour it
+    for policy in ("weighted", "power", "rank"):
+        selector, cache = ParentSelector(policy), EliteCache()
+        picks = {selector.pick(lambda c=cache: c.breedable(db, 0), np.random.default_rng(s), 0.9,
+                               lambda r: db.sample_parent(0, r), 0.7).program_id for s in range(300)}
+        assert "p2" not in picks and picks == {"p0", "p1", "p3"}
+    assert cache.get(db, 0).ids[0] == "p2"  # still the island's best elite (novelty compares with it)
+    engine = SearchEngine(resolve_search_settings({"parent_selection": "weighted", "mutation_mix": {"crossover": 1}}),
+                          mutator=object(), islands=1, run_seed=0, database_rate=0.7, sign=1.0, deterministic=True,
+                          description="", metric="x", direction="maximize", language="python",
+                          record_event=lambda *a: None)
+    for iteration in range(1, 60):
+        plan = engine.begin(iteration, 0)
+        parent = engine.pick_parent(plan, db, np.random.default_rng(iteration))
+        request = engine.finish(plan, MutationRequest(parent=parent, iteration=iteration, seed=iteration), db)
+        assert parent.program_id != "p2" and (request.partner is None or request.partner.program_id != "p2")
+
+
 def test_the_rank_policy_at_the_runs_rate_is_the_databases_own_draw() -> None:
     db = _db([0.1, 0.5, 0.9, 0.3])
     selector = ParentSelector("rank")

@@ -79,6 +79,17 @@ class EliteCache:
         self._islands[island] = _Entry(grid, by_id, elites, token, version)
         return elites
 
+    def breedable(self, db: Any, island: int, token: Any = None) -> IslandElites:
+        """The island's elites a child may be bred from: ``get`` less the programs the database excludes
+        (evolve.oversight: overfit, quarantined or being checked), as its own parent sampling leaves them out."""
+        elites = self.get(db, island, token)
+        keep = [i for i, pid in enumerate(elites.ids) if not db.is_excluded(pid)]
+        if len(keep) == len(elites):
+            return elites
+        ids = tuple(elites.ids[i] for i in keep)
+        return IslandElites(tuple(elites.views[i] for i in keep), ids, tuple(elites.codes[i] for i in keep),
+                            elites.fitness[keep], {pid: i for i, pid in enumerate(ids)})
+
     def fitness(self, view: ProgramView) -> float:
         # Elites always hold a finite score; anything else ranks last.
         if view.score is None or not math.isfinite(view.score):

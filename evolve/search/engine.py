@@ -165,7 +165,7 @@ class SearchEngine:
 
     def pick_parent(self, plan: ChildPlan, db: Any, rng: np.random.Generator) -> ProgramView:
         island = plan.island
-        return self.selector.pick(lambda: self._elites.get(db, island, plan.iteration), rng, plan.exploitation,
+        return self.selector.pick(lambda: self._elites.breedable(db, island, plan.iteration), rng, plan.exploitation,
                                   lambda r: db.sample_parent(island, r), self.database_rate)
 
     def finish(self, plan: ChildPlan, request: MutationRequest, db: Any) -> MutationRequest:
@@ -208,7 +208,7 @@ class SearchEngine:
 
     def _partner(self, plan: ChildPlan, parent: ProgramView, db: Any) -> ProgramView | None:
         """The second parent: another elite of the island, by the selection weights; else another island's best."""
-        elites = self._elites.get(db, plan.island, plan.iteration)
+        elites = self._elites.breedable(db, plan.island, plan.iteration)
         keep = [i for i, pid in enumerate(elites.ids) if pid != parent.program_id]
         if keep:
             weights = self.selector.weights([elites.ids[i] for i in keep], elites.fitness[keep])
