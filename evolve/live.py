@@ -30,6 +30,7 @@ from evolve.progress import (
     llm_trouble,
     llm_usage,
 )
+from evolve.types import NOT_FAILURES
 
 BAR_WIDTH = 20
 
@@ -74,7 +75,7 @@ def render_snapshot(s: ProgressSnapshot, title: str = "evolve") -> Panel:
     flight = ", ".join(f"{k} {v}" for k, v in s.in_flight.items() if v) or "idle"
     head.add_row("in flight", flight)
     total = sum(s.statuses.values())
-    failures = {k: v for k, v in sorted(s.statuses.items()) if k not in ("ok", "duplicate") and v}
+    failures = {k: v for k, v in sorted(s.statuses.items()) if k not in NOT_FAILURES and v}
     outcome = Text(f"ok {s.statuses.get('ok', 0)}", style="green")
     for name, count in failures.items():
         outcome.append(f"  {name} {count}", style="red" if name != "invalid_edit" else "yellow")

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from evolve.types import NOT_FAILURES
+
 
 @dataclass(frozen=True)
 class ProgressSnapshot:
@@ -96,7 +98,7 @@ def llm_summary_lines(stats: Mapping[str, Any]) -> list[str]:
 
 def format_snapshot(s: ProgressSnapshot) -> str:
     best = "-" if s.best_score is None else f"{s.best_score:.6g} ({s.best_program})"
-    failures = {k: v for k, v in s.statuses.items() if k not in ("ok", "duplicate") and v}
+    failures = {k: v for k, v in s.statuses.items() if k not in NOT_FAILURES and v}
     fails = ", ".join(f"{k}={v}" for k, v in sorted(failures.items())) or "none"
     flight = ", ".join(f"{k}={v}" for k, v in s.in_flight.items() if v) or "idle"
     cover = " ".join(f"{i}:{c:.0%}" for i, c in sorted(s.coverage.items()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from evolve.query_model import SCORE_ABS_TOL, SCORE_REL_TOL, RunListing
+from evolve.types import NOT_EVALUATED, NOT_FAILURES
 
 if TYPE_CHECKING:
     from evolve.query import RunArchive
@@ -51,7 +52,7 @@ def run_summary(archive: RunArchive) -> dict[str, Any]:
     best = archive.best()
     seed = archive.seed()
     coverage = {str(g.island): g.coverage for g in archive.grids()}
-    failures = sum(v for k, v in statuses.items() if k not in ("ok", "duplicate"))  # duplicates: not evaluated
+    failures = sum(v for k, v in statuses.items() if k not in NOT_FAILURES)
     first, last = agg["first_at"], agg["last_at"]
     span = float(last - first) if first is not None and last is not None else None
     return {
@@ -65,7 +66,7 @@ def run_summary(archive: RunArchive) -> dict[str, Any]:
         "settings": archive.info.get("settings", {}),
         "created_at": archive.info.get("created_at"),
         "programs": total,
-        "evaluated": total - statuses.get("invalid_edit", 0) - statuses.get("duplicate", 0),
+        "evaluated": total - sum(statuses.get(s.value, 0) for s in NOT_EVALUATED),
         "statuses": statuses,
         "failure_rate": failures / total if total else 0.0,
         "best": best,

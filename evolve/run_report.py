@@ -16,6 +16,7 @@ from evolve.archive import archive_io, write_json_atomic
 from evolve.mutators.base import Mutator, ProgramView
 from evolve.progress import ProgressSnapshot
 from evolve.run_info import PROBLEM_SNAPSHOT, RUN_INFO, RunConfig, RunState, session_entry
+from evolve.types import NOT_FAILURES
 
 if TYPE_CHECKING:
     from evolve.database import ProgramDatabase
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from evolve.settings import RunSettings
 
 
-_NOT_FAILED = ("ok", "duplicate")  # as evolve.failures.NOT_FAILED: scored, or identical and never evaluated
 
 
 class StopReason(StrEnum):
@@ -70,7 +70,7 @@ class OutcomeNotes:
     best_island: int = 0
 
     def add(self, record: ProgramRecord) -> None:
-        if record.status not in _NOT_FAILED:
+        if record.status not in NOT_FAILURES:
             from evolve.failures import failure_message, normalise_message  # not before the first failure
 
             reason = normalise_message(failure_message({"artifacts": record.artifacts, "stages": record.stages,

@@ -121,3 +121,13 @@ def test_panel_shows_the_top_failure_reasons() -> None:
     assert "12 wrong_output circle <n> leaves the unit square by <n>" in text
     assert "3  timeout" in text or "3 timeout" in text
     assert "top failures" not in render(snapshot())  # nothing failed: no row
+
+
+def test_near_copies_rejected_before_evaluation_are_not_failures() -> None:
+    """``not_novel`` children were never evaluated (like duplicates): neither the panel nor the log line counts them
+    as failures (evolve.types.NOT_FAILURES)."""
+    from evolve.progress import format_snapshot
+
+    s = snapshot(statuses={"ok": 30, "not_novel": 10, "wrong_output": 10})
+    assert "not_novel" not in render(s) and "(20% failed)" in render(s)
+    assert "failures: wrong_output=10 " in format_snapshot(s)

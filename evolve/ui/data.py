@@ -35,6 +35,7 @@ from evolve.query import (
     resolve_run,
 )
 from evolve.schema import ProgramRecord
+from evolve.types import NOT_FAILURES
 from evolve.ui import oversight as ov
 from evolve.ui.reasons import failure_reason, json_field, normalise_message
 from evolve.ui.versions import fingerprint, last_write, steering_mark
@@ -51,7 +52,6 @@ FAILURE_SAMPLE = 5000  # the most recent failures grouped by reason
 CACHE_ENTRIES = 64
 DIRECT_FAILURE_FILES = 64  # up to this many segments hold failures: ask the archive directly
 MAX_OPEN_RUNS = 4  # runs whose DuckDB connection (and in-memory summary) stay open
-_FINAL = ("ok", "duplicate")  # statuses that are not failures
 _FAIL_COLUMNS = ("program_id", "iteration", "status", "edit_error", "artifacts", "stages")
 
 
@@ -337,7 +337,7 @@ class RunSource:
         status over every program."""
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            statuses = {s: n for s, n in self._statuses(a).items() if s not in _FINAL}
+            statuses = {s: n for s, n in self._statuses(a).items() if s not in NOT_FAILURES}
             total = sum(statuses.values())
             groups: dict[tuple[str, str], dict[str, Any]] = {}
             rows, skipped = self._failure_rows(a, sample) if total else ([], 0)
@@ -378,7 +378,7 @@ class RunSource:
         for name in chosen:
             try:
                 table = pq.read_table(self.run_dir / "segments" / name, columns=list(_FAIL_COLUMNS),
-                                      filters=[("status", "not in", list(_FINAL))])
+                                      filters=[("status", "not in", list(NOT_FAILURES))])
             except (OSError, pa.ArrowException, ValueError):
                 continue  # compacted or damaged since: the archive reports damage, the grouping goes on
             rows += zip(*(table.column(c).to_pylist() for c in _FAIL_COLUMNS), strict=True)
