@@ -22,16 +22,12 @@ from typing import Any
 
 from evolve.segments import (
     EVENT_TABLE,
-    MIGRATION_TABLE,
-    PROGRAM_TABLE,
     READ_ERRORS,
     TABLE_BY_TAG,
     TABLES,
     TableKind,
 )
 
-PROGRAM_TAG = PROGRAM_TABLE.tag
-MIGRATION_TAG = MIGRATION_TABLE.tag
 EVENT_TAG = EVENT_TABLE.tag
 JOURNAL_SUFFIX = ".jsonl"
 
@@ -81,18 +77,6 @@ class JournalContent:
 
     def of(self, table: TableKind) -> list[dict[str, Any]]:
         return self.rows.get(table.name, [])
-
-    @property
-    def programs(self) -> list[dict[str, Any]]:
-        return self.of(PROGRAM_TABLE)
-
-    @property
-    def migrations(self) -> list[dict[str, Any]]:
-        return self.of(MIGRATION_TABLE)
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return self.of(EVENT_TABLE)
 
     @property
     def bad_lines(self) -> int:

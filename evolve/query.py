@@ -19,7 +19,6 @@ fails on a file (damaged after it was verified) makes the archive find and drop 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +67,6 @@ from evolve.schema import ARCHIVE_SCHEMA, ProgramRecord
 from evolve.segments import (
     READ_ERRORS,
     SEGMENTS_DIR,
-    programs_table,
     segment_files,
     verify_file,
 )
@@ -276,7 +274,7 @@ class RunArchive:
         if files:
             parts.append(f"SELECT * EXCLUDE (file) FROM {self._segments_sql(files, ARCHIVE_SCHEMA)}")
         if journal:
-            con.register("programs_journal_full", programs_table(journal))
+            con.register("programs_journal_full", PROGRAMS.table.table(journal))
             parts.append("SELECT * FROM programs_journal_full")
         if not parts:
             con.register("programs_empty_full", ARCHIVE_SCHEMA.empty_table())
@@ -495,7 +493,7 @@ class RunArchive:
         """
         wanted = list(self.islands() if islands is None else islands)
         shape = self.problem.grid_shape
-        n_cells = math.prod(shape)
+        n_cells = self.problem.n_cells
         targets = ", ".join(str(int(i)) for i in wanted) or "NULL"
         rows = self.rows(
             f"""

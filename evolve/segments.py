@@ -167,14 +167,6 @@ def write_parquet_atomic(table: pa.Table, final: Path) -> None:
 # Tables and files
 
 
-def programs_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return PROGRAM_TABLE.table(rows)
-
-
-def migrations_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return MIGRATION_TABLE.table(rows)
-
-
 def segment_files(directory: Path) -> list[Path]:
     """Visible ``*.parquet`` files in write order (names start with the session's nanosecond clock)."""
     try:

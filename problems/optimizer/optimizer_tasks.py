@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -45,18 +45,6 @@ class TaskSpec:
     batch: int = 0  # minibatch size; 0 means full batch
     l2: float = 0.0
     start: tuple[float, float] = (-1.2, 1.0)  # rosenbrock: the start pattern, repeated, before the shift
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["kind"] = self.kind.value
-        data["spectrum"] = list(self.spectrum)
-        data["start"] = list(self.start)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
-        return cls(**{**data, "kind": TaskKind(data["kind"]), "spectrum": tuple(data["spectrum"]),
-                      "start": tuple(data.get("start", (-1.2, 1.0)))})
 
 
 @dataclass(frozen=True)
