@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from evolve import faults
 from evolve.damage import RunInspection, dedup_sorted, dedup_table, read_journals, read_segments
 from evolve.journal import JOURNAL_SUFFIX, encode_line
+from evolve.query_index import to_arrow
 from evolve.ranges import format_ranges
 from evolve.recovery import (
     LOCK_FILE,
@@ -173,7 +174,7 @@ def _sql_filter(table: pa.Table, where: str) -> pa.Table:
     try:
         con.register("programs", table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64))))
         relation = con.sql(f"SELECT * FROM programs WHERE ({where}) ORDER BY _row")
-        result = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        result = to_arrow(relation)
     except duckdb.Error as exc:
         raise ValueError(f"invalid archive filter {where!r}: {exc}") from None
     finally:

@@ -19,10 +19,11 @@ _STATUSES = tuple(s.value for s in Status)
 
 def _export_where(statuses: tuple[str, ...], min_score: float | None, max_score: float | None,
                   where: str | None) -> str | None:
+    from evolve.query_index import sql_str  # here: importing this module stays free of DuckDB
+
     parts = []
     if statuses:
-        quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in statuses)
-        parts.append(f"status IN ({quoted})")
+        parts.append(f"status IN ({', '.join(sql_str(s) for s in statuses)})")
     if min_score is not None:
         parts.append(f"score >= {float(min_score)!r}")
     if max_score is not None:

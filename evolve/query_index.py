@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.segments import EVENT_TABLE, MIGRATION_TABLE, PROGRAM_TABLE, TableKind, write_json_atomic
+from evolve.segments import (
+    EVENT_TABLE,
+    MIGRATION_TABLE,
+    PROGRAM_TABLE,
+    TableKind,
+    temp_name,
+    write_json_atomic,
+)
 
 # Bump the version when the index's columns change; an index of another version is rebuilt.
 INDEX_VERSION = "1"
@@ -120,7 +126,7 @@ def write_index(con: duckdb.DuckDBPyConnection, kind: Kind, files: list[Path], p
     covered = sorted(p.name for p in files)
     meta = json.dumps({"version": INDEX_VERSION, "covered": covered}).encode()
     table = table.replace_schema_metadata({INDEX_KEY: meta})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+    tmp = temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, compression="zstd", row_group_size=65536)

@@ -98,10 +98,10 @@ def latest_run(problem_dir: Path) -> LatestRun:
     """The newest run (by creation time) of ``archive/<problem>``; failed starts are never picked."""
     if not problem_dir.is_dir():
         return LatestRun(None)
-    runs = [p for p in sorted(problem_dir.iterdir()) if is_run_dir(p)]
-    failed = tuple(p for p in runs if is_failed_start(p))
-    good = [p for p in runs if p not in failed]
-    return LatestRun(max(good, key=created_at) if good else None, failed)
+    infos = {p: read_info_quietly(p) for p in sorted(problem_dir.iterdir()) if is_run_dir(p)}  # each read once
+    failed = tuple(p for p, info in infos.items() if info.get("state") == RunState.FAILED_START.value)
+    good = [p for p in infos if p not in failed]
+    return LatestRun(max(good, key=lambda p: created_at(p, infos[p])) if good else None, failed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
