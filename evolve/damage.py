@@ -13,6 +13,7 @@ what it was, why it was moved and what it held (``quarantine``). That happens on
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -133,20 +134,22 @@ class RunInspection:
     def torn_tails(self) -> list[Path]:
         return [j.path for j in self.journals if j.torn_tail]
 
-    def present_iterations(self) -> set[int]:
-        return set(self.programs.column("iteration").to_pylist()) if self.programs.num_rows else set()
+    @functools.cached_property
+    def present_iterations(self) -> frozenset[int]:
+        """Iterations a readable row holds (built once: a resume asks three times)."""
+        return frozenset(self.programs.column("iteration").to_pylist()) if self.programs.num_rows else frozenset()
 
     def lost_iterations(self) -> set[int]:
         """Child iterations the damage held that no readable row holds."""
         held = {i for d in self.damage for i in d.iterations if i > 0}
-        return held - self.present_iterations()
+        return held - self.present_iterations
 
     def unknown_lost_rows(self) -> int:
         return sum(d.unknown_rows for d in self.damage)
 
     def max_iteration(self) -> int:
         """The highest iteration number ever used, readable, damaged or only in the ledger."""
-        present = max(self.present_iterations(), default=-1)
+        present = max(self.present_iterations, default=-1)
         damaged = max((i for d in self.damage for i in d.iterations), default=-1)
         return max(present, damaged, self.ledger.max_iteration)
 

@@ -185,7 +185,7 @@ def restore(run_dir: Path, problem: Problem, settings: RunSettings, info: dict[s
                      "cannot be checked against it (the segments themselves were read in full)")
     programs, migrations = inspection.programs, inspection.migrations
     previous = Lost.from_info(info)
-    present = inspection.present_iterations()
+    present = inspection.present_iterations
     lost = Lost(
         frozenset((previous.iterations | inspection.lost_iterations()) - present),
         previous.unknown_rows + inspection.unknown_lost_rows(),
