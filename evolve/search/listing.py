@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from evolve.search.settings import StrategySettings
+from evolve.search.strategies import base_rate, shrunk_fitness
 
 _CHILDREN_SQL = """
 WITH c AS (
@@ -90,13 +91,13 @@ def strategy_listing(archive: Any) -> StrategyListing:
         for sid, children, improved, valid in archive.tuples(_CHILDREN_SQL, full=True):
             counts[str(sid)] = (int(children), int(improved), int(valid))
     total = sum(c[0] for c in counts.values())
-    base = (sum(c[1] for c in counts.values()) + 1) / (total + 2)
+    base = base_rate(sum(c[1] for c in counts.values()), total)
     prior = _prior(archive)
     rows = []
     for d in sorted(adopted, key=lambda d: (int(d.get("iteration", 0)), str(d.get("id")))):
         sid = str(d["id"])
         children, improved, valid = counts.get(sid, (0, 0, 0))
-        fitness = (improved + prior * base) / (children + prior) if children + prior > 0 else base
+        fitness = shrunk_fitness(improved, children, prior, base)
         rows.append(StrategyRow(id=sid, parent=d.get("parent"), iteration=int(d.get("iteration", 0)),
                                 origin=str(d.get("origin", "llm")), text=str(d.get("text", "")), active=sid in active,
                                 children=children, valid=valid, improved=improved, fitness=round(fitness, 4),

@@ -47,6 +47,17 @@ def credit(status: str, parent_fitness: float | None, child_fitness: float | Non
             and child_fitness > parent_fitness)
 
 
+def base_rate(improved: int, children: int) -> float:
+    """The run's share of improving children, smoothed (one success and one failure added): what a strategy with
+    no children of its own is credited with."""
+    return (improved + 1) / (children + 2)
+
+
+def shrunk_fitness(improved: int, children: int, prior: float, base: float) -> float:
+    """A strategy's share of improving children, shrunk toward ``base`` with the weight of ``prior`` children."""
+    return (improved + prior * base) / (children + prior) if children + prior > 0 else base
+
+
 @dataclass(frozen=True)
 class Strategy:
     """One strategy, as archived (event kind ``strategy``)."""
@@ -112,12 +123,11 @@ class StrategyPool:
 
     @property
     def base(self) -> float:
-        return (self.improved + 1) / (self.children + 2)
+        return base_rate(self.improved, self.children)
 
     def fitness(self, strategy_id: str) -> float:
         s = self.stats.get(strategy_id) or StrategyStats()
-        return (s.improved + self.prior * self.base) / (s.children + self.prior) if s.children + self.prior > 0 \
-            else self.base
+        return shrunk_fitness(s.improved, s.children, self.prior, self.base)
 
     def ranked(self, ids: list[str] | None = None) -> list[str]:
         """Best first (ties: the older first)."""
