@@ -240,6 +240,9 @@ class RunSource:
     def _standings(self, a: RunArchive) -> dict[str, str]:
         return self._memo(a, ("standings",), ov.standing_map)
 
+    def _decisions(self, a: RunArchive) -> dict[str, Any]:
+        return self._memo(a, ("decisions",), decisions)
+
     def _has_strategies(self, a: RunArchive) -> bool:
         return self._memo(a, ("has_strategies",), lambda _: bool(a.events(kinds=["strategy", "scratchpad"])))
 
@@ -247,7 +250,8 @@ class RunSource:
         page, per_page = max(0, page), min(200, max(1, per_page))
 
         def compute(a: RunArchive) -> dict[str, Any]:
-            return _safe(ov.audit_page(a, sum(self._statuses(a).values()), page, per_page))
+            return _safe(ov.audit_page(a, sum(self._statuses(a).values()), page, per_page, self._standings(a),
+                                       self._decisions(a)))
 
         return self.cached(("audit", page, per_page, steering_mark(self.run_dir)), compute)
 
@@ -255,7 +259,7 @@ class RunSource:
         return self.cached(("program_oversight", program_id), lambda a: _safe(ov.program_oversight(a, program_id)))
 
     def strategies(self) -> dict[str, Any]:
-        return self.cached(("strategies",), lambda a: _safe(ov.strategies_view(a)))
+        return self.cached(("strategies",), lambda a: _safe(ov.strategies_view(a, self._has_strategies(a))))
 
     def progress(self) -> dict[str, Any]:
         """Scored programs (a sample of at most ``MAX_POINTS``) and the best score so far (binned, exact at bin
@@ -412,7 +416,7 @@ class RunSource:
                                [*args, per_page, page * per_page])
             seen: set[str] = set()
             unique = [r for r in rows if not (r["program_id"] in seen or seen.add(r["program_id"]))]
-            made = self._memo(a, ("decisions",), decisions) if known else {}
+            made = self._decisions(a) if known else {}
             for r in unique:
                 r["standing"] = known.get(r["program_id"], "candidate")
                 r["decision"] = made[r["program_id"]].decision if r["program_id"] in made else ""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from evolve.oversight import events as ev
 from evolve.oversight.audit import AuditEntry, audit, program_entries
-from evolve.oversight.read import ProgramStanding, decisions, standings
+from evolve.oversight.read import Decision, ProgramStanding, decisions, run_events, standings, standings_from
 from evolve.oversight.standing import Standing
 
 if TYPE_CHECKING:
@@ -57,16 +58,16 @@ def _entry(e: AuditEntry) -> dict[str, Any]:
     return {"at": e.at, "kind": e.kind, "program_id": e.program_id, "summary": e.summary, "numbers": e.numbers}
 
 
-def audit_page(archive: RunArchive, rows: int, page: int, per_page: int) -> dict[str, Any]:
-    """The run's audit trail, most recent first, one page of it; and the standings and decisions counted."""
+def audit_page(archive: RunArchive, rows: int, page: int, per_page: int, known: dict[str, str],
+               made: dict[str, Decision]) -> dict[str, Any]:
+    """The run's audit trail, most recent first, one page of it; and the standings (``standing_map``) and
+    decisions (``evolve.oversight.read.decisions``) counted."""
     sandbox = rows <= SANDBOX_AUDIT_MAX_ROWS
     entries = audit(archive, sandbox_levels=sandbox)
     entries.reverse()
     kinds: dict[str, int] = {}
     for e in entries:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
-    known = standing_map(archive)
-    made = decisions(archive)
     return {"total": len(entries), "page": page, "per_page": per_page, "kinds": kinds,
             "entries": [_entry(e) for e in entries[page * per_page:(page + 1) * per_page]],
             "sandbox_levels": sandbox, "standings": standing_counts(known, rows), "decided": len(known),
@@ -75,7 +76,7 @@ def audit_page(archive: RunArchive, rows: int, page: int, per_page: int) -> dict
 
 def program_oversight(archive: RunArchive, program_id: str) -> dict[str, Any]:
     """A program's standing with the verdict's numbers, any person's decision, and its own audit entries."""
-    found: ProgramStanding | None = standings(archive).get(program_id)
+    found: ProgramStanding | None = standings_from(run_events(archive, [ev.STANDING], program_id)).get(program_id)
     numbers = found.numbers if found else {}
     made = decisions(archive, program_id).get(program_id)
     return {
@@ -87,10 +88,10 @@ def program_oversight(archive: RunArchive, program_id: str) -> dict[str, Any]:
     }
 
 
-def strategies_view(archive: RunArchive) -> dict[str, Any]:
+def strategies_view(archive: RunArchive, has_strategies: bool) -> dict[str, Any]:
     """The run's strategies (fittest first, without the prompts that made them) and scratchpad notes (latest
-    first); empty lists when the run has none (the panel is then not shown)."""
-    if not archive.events(kinds=["strategy", "scratchpad"]):  # no strategy: skip the children query entirely
+    first); empty lists when the run has none (``has_strategies``: the panel is then not shown)."""
+    if not has_strategies:  # skip the children query entirely
         return {"strategies": [], "scratchpad": [], "failed": 0, "base_rate": None}
     from evolve.search.listing import strategy_listing
 
