@@ -35,11 +35,11 @@ def warn_damage(archive: RunArchive) -> None:
     described = {archive.run_dir / d.file: d for d in archive.damage}
     for path, reason in archive.bad_files:
         damage = described.get(path)
-        held = damage.describe().split("; held ", 1)[1] if damage and "; held " in damage.describe() else ""
-        click.echo(f"warning: skipped unreadable segment {path}: {reason}{'; it held ' + held if held else ''}",
-                   err=True)
+        click.echo(f"warning: skipped unreadable segment {path}: {reason}"
+                   f"{'; it held ' + damage.held() if damage else ''}", err=True)
+    skipped = {p for p, _ in archive.bad_files}
     for damage in archive.damage:
-        if archive.run_dir / damage.file not in {p for p, _ in archive.bad_files}:
+        if archive.run_dir / damage.file not in skipped:
             click.echo(f"warning: {damage.describe()}", err=True)
     if archive.bad_files or archive.damage:
         click.echo(f"  (`evolve archive verify {archive.run_dir}` lists the damage; a resume refuses until the files "

@@ -86,6 +86,10 @@ class Damage:
         what = self.reason
         if self.lines:
             what = f"line(s) {format_ranges(self.lines)}: {self.reason}"
+        return f"{self.file}: {what}; held {self.held()}"
+
+    def held(self) -> str:
+        """What the file held, as far as anything tells, and where that is known from."""
         held = []
         if self.table == "migrations":
             held.append(f"{self.rows} migration event(s)" if self.rows is not None else "migration events")
@@ -106,7 +110,7 @@ class Damage:
             held.append("event id(s) " + ", ".join(self.event_ids[:_SHOWN_EVENTS])
                         + (f" and {more} more" if more > 0 else ""))
         source = f" (from {self.known_from})" if self.known_from else ""
-        return f"{self.file}: {what}; held {', '.join(held)}{source}"
+        return f"{', '.join(held)}{source}"
 
     def to_dict(self) -> dict[str, Any]:
         data = {"file": self.file, "kind": self.kind.value, "reason": self.reason, "table": self.table,
@@ -215,6 +219,11 @@ def _count_kinds(kinds: list[Any]) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(Counter(str(kind) for kind in kinds).items()))
 
 
+def journals_damage(run_dir: Path, journals: list[JournalContent]) -> list[Damage]:
+    """The damage of each journal that has any."""
+    return [d for d in (journal_damage(run_dir, j) for j in journals) if d is not None]
+
+
 def journal_damage(run_dir: Path, content: JournalContent) -> Damage | None:
     if not content.bad:
         return None
@@ -310,7 +319,7 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
     prints = fingerprint(run_dir)
     # Journals before segments: a flush between the two reads moves rows into a segment still to be read.
     journals = read_journals(run_dir)
-    damage = [d for d in (journal_damage(run_dir, j) for j in journals) if d is not None]
+    damage = journals_damage(run_dir, journals)
     found: dict[str, pa.Table] = {}
     for table in TABLES:
         def bad(path: Path, reason: str, table: TableKind = table) -> None:
@@ -344,7 +353,7 @@ def verify_run(run_dir: str | Path, known: Callable[[str, Stamp], bool] | None =
     until a file must be read: a million-row run has a thousand segments, and this runs before every query."""
     run_dir = Path(run_dir)
     ledger = read_ledger(run_dir)
-    damage = [d for d in (journal_damage(run_dir, j) for j in read_journals(run_dir)) if d is not None]
+    damage = journals_damage(run_dir, read_journals(run_dir))
     for table in TABLES:
         sub = table.directory
         directory = os.path.join(run_dir, sub)

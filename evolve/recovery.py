@@ -21,7 +21,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.damage import Damage, RunInspection, first_per_key, journal_damage, quarantine, read_journals
+from evolve.damage import (
+    Damage,
+    RunInspection,
+    first_per_key,
+    journal_damage,
+    journals_damage,
+    quarantine,
+    read_journals,
+)
 from evolve.journal import JOURNAL_SUFFIX, JournalContent
 from evolve.segments import (
     EVENT_TABLE,
@@ -191,7 +199,7 @@ def recover_locked(run_dir: Path, accepted: RunInspection | None = None, note: d
     """
     journals = read_journals(run_dir)
     if accepted is None:
-        damage = [d for d in (journal_damage(run_dir, j) for j in journals) if d is not None]
+        damage = journals_damage(run_dir, journals)
         if damage:
             raise ArchiveDamaged(run_dir, damage)
     temps = sum(remove_dead_temps(run_dir / d) for d in (*(t.directory for t in TABLES), JOURNAL_DIR))
