@@ -12,12 +12,11 @@ Ray, DuckDB, NumPy or sandbox until something needs them.
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from typing import Any
+from evolve.lazy import lazy_exports as _lazy_exports
 
+if TYPE_CHECKING:
     from evolve.api import RunResult, open_archive, run
     from evolve.candidate import Candidate, CandidateFailure, CompileError, WrongOutput
     from evolve.evaluation import StageReport
@@ -70,13 +69,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'evolve' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -5,8 +5,9 @@ See ``evolve/llm/README.md`` for the ``[llm]`` and ``[prompt]`` tables and the p
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evolve.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from evolve.llm.settings import LLMSettings
@@ -38,13 +39,7 @@ def build_llm_mutator(settings: LLMSettings, problem: Problem | None = None) -> 
     return build(settings, problem)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'evolve.llm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:
