@@ -14,7 +14,7 @@ from evolve.cli_common import EvolveError, load, load_with_notes
 from evolve.cli_run import EXIT_ARCHIVE_IO, EXIT_INTERRUPTED, EXIT_MUTATOR_STOPPED, run, sandbox_config
 
 __all__ = ["EXIT_ARCHIVE_IO", "EXIT_INTERRUPTED", "EXIT_MUTATOR_STOPPED", "EvolveError", "load", "load_with_notes",
-           "main", "sandbox_config"]
+           "entry", "main", "sandbox_config"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,5 +124,41 @@ def _register_commands() -> None:
 
 _register_commands()
 
+
+def entry() -> None:
+    """The ``evolve`` command (``main`` is the click group, for in-process callers and tests).
+
+    Once the command is done, its threads joined and its exit hooks run (as at any exit), the process ends without
+    finalizing the interpreter: tearing down Ray's native libraries and every loaded module took 0.4 s of each
+    ``evolve run`` (measured), after everything was written and said."""
+    try:
+        main()  # standalone: it always ends in SystemExit
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    if not isinstance(code, int | None):
+        raise SystemExit(code)  # a message to print: Python's own exit says it
+    _exit_now(code or 0)
+
+
+def _exit_now(code: int) -> None:
+    import atexit
+    import contextlib
+    import os
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)
+    run_hooks = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown is None or run_hooks is None:  # another Python: the ordinary exit
+        sys.exit(code)
+    shutdown()  # what an ordinary exit does first: non-daemon threads finish (a thread pool's hook stops them)
+    run_hooks()  # then the exit hooks (logging's flush, Ray's, the fork servers' shutdown)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`), or a stream already closed
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -178,23 +178,22 @@ def _nothing_to_refuse(problem: Any, opts: dict[str, Any], sandbox: Any) -> bool
 def _start_ray(target: Any, problem: Any, sandbox: Any, opts: dict[str, Any],
                early_imports: bool) -> tuple[Any, Any]:
     """Start or join Ray; returns the module imports made meanwhile and the submission of warm-up tasks (both
-    ``Background``). A private instance imports what the run still needs while its processes start."""
-    from evolve.ray_local import TargetKind
+    ``Background``). What the run still needs is imported while Ray's processes start (a private instance) or while
+    this process connects and the plan is made (a Ray joined: the imports fill the main thread's waits)."""
     from evolve.startup import LOOP_MODULES, Background, StartupError, connect, preload_modules, warm_workers
 
     modules = LOOP_MODULES
     if early_imports:  # the plan and the mutator come after Ray: their modules too
         mutator = opts["mutator"] or problem.evolution.mutator
         modules = ("evolve.run_setup", "evolve.mutators", f"evolve.mutators.{mutator}", *LOOP_MODULES)
-    private = target.kind is TargetKind.PRIVATE
     try:
         imports = connect(target, problem, opts["num_cpus"], dashboard=opts["dashboard"], verbose=opts["verbose"],
-                          meanwhile=(lambda: preload_modules(modules)) if private else None)
+                          meanwhile=lambda: preload_modules(modules))
     except StartupError as exc:
         raise EvolveError(str(exc)) from None
     # Submitting asks the cluster for its nodes and registers the task: done beside the work that follows.
     warming = Background(lambda: _warm(problem, sandbox, warm_workers), name="evolve-warm-up")
-    return imports or Background(lambda: None), warming
+    return imports, warming
 
 
 class _Output:

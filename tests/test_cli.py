@@ -102,3 +102,36 @@ def test_every_option_says_what_it_does() -> None:
     assert [s for s in silent if s not in pending] == []
     code, out = invoke("run", "--help")
     assert code == 0 and "problem.toml" in " ".join(out.split()[out.split().index("--iterations"):][:30])
+
+
+ENTRY = """
+import atexit, sys, threading, time
+import evolve.cli
+
+atexit.register(lambda: print("exit hook ran"))
+def late():
+    time.sleep(0.2)
+    print("thread finished")
+threading.Thread(target=late).start()
+sys.argv = ["evolve", *sys.argv[1:]]
+evolve.cli.entry()
+"""
+
+
+def test_the_command_ends_as_an_ordinary_exit_would_with_its_exit_code(tmp_path: Path) -> None:
+    """`evolve` (``entry``) skips the interpreter's finalization, not what an exit must do: running threads
+    finish, exit hooks run, piped output is flushed, and the command's exit code is kept."""
+    import subprocess
+    import sys
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, timeout=120)
+
+    ok = command("--version")
+    assert ok.returncode == 0, ok.stderr
+    version, *after = ok.stdout.splitlines()
+    assert version.startswith("evolve, version ") and after == ["thread finished", "exit hook ran"]
+    refused = command("archive", "top", str(tmp_path / "missing"))
+    assert refused.returncode == 1 and "no such run folder" in refused.stderr
+    assert refused.stdout.splitlines() == ["thread finished", "exit hook ran"]
+    assert command("no-such-command").returncode == 2
