@@ -126,7 +126,7 @@ def run(problem_dir: str, **opts: Any) -> None:
     # Ray starts (or is joined) as soon as nothing that could refuse the run is left unchecked but what only a
     # broken host refuses; the plan's and the loop's modules are then imported while Ray's processes start.
     early = target.kind is not TargetKind.PRIVATE or _nothing_to_refuse(problem, opts, probed.config)
-    started = _start_ray(target, problem, probed.config, opts, early_imports=early) if early else None
+    started = _start_ray(target, problem, probed.config, opts, early, local is not None) if early else None
     try:
         plan, inspection, resume_command = _plan(problem, problem_dir, opts, out)
         mutator = _build_mutator(plan)
@@ -139,7 +139,7 @@ def run(problem_dir: str, **opts: Any) -> None:
             ray.shutdown()  # a refusal after all: stop the instance now rather than at exit
         raise
     if started is None:
-        started = _start_ray(target, problem, sandbox_config, opts, early_imports=False)
+        started = _start_ray(target, problem, sandbox_config, opts, False, local is not None)
     imports, warming = started
     imports.result()
     warm_refs = warming.result()  # submitted; stage tasks queue behind them and find warm workers
@@ -175,8 +175,8 @@ def _nothing_to_refuse(problem: Any, opts: dict[str, Any], sandbox: Any) -> bool
     return not opts["resume"] and not taken and mutator != "llm" and not sandbox.require
 
 
-def _start_ray(target: Any, problem: Any, sandbox: Any, opts: dict[str, Any],
-               early_imports: bool) -> tuple[Any, Any]:
+def _start_ray(target: Any, problem: Any, sandbox: Any, opts: dict[str, Any], early_imports: bool,
+               local_slot: bool) -> tuple[Any, Any]:
     """Start or join Ray; returns the module imports made meanwhile and the submission of warm-up tasks (both
     ``Background``). What the run still needs is imported while Ray's processes start (a private instance) or while
     this process connects and the plan is made (a Ray joined: the imports fill the main thread's waits)."""
@@ -192,7 +192,7 @@ def _start_ray(target: Any, problem: Any, sandbox: Any, opts: dict[str, Any],
     except StartupError as exc:
         raise EvolveError(str(exc)) from None
     # Submitting asks the cluster for its nodes and registers the task: done beside the work that follows.
-    warming = Background(lambda: _warm(problem, sandbox, warm_workers), name="evolve-warm-up")
+    warming = Background(lambda: _warm(problem, sandbox, warm_workers, int(local_slot)), name="evolve-warm-up")
     return imports, warming
 
 
@@ -264,9 +264,9 @@ def sandbox_config(problem: Any, require: str | None) -> Any:
     return config
 
 
-def _warm(problem: Any, config: Any, warm: Any) -> list[Any]:
+def _warm(problem: Any, config: Any, warm: Any, local_slots: int) -> list[Any]:
     try:
-        return list(warm(problem, config))
+        return list(warm(problem, config, local_slots=local_slots))
     except Exception:  # noqa: BLE001 - only a head start; the stage tasks start workers anyway
         return []
 

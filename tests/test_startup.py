@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import threading
 
@@ -83,13 +84,48 @@ def test_local_first_hands_stages_outside_the_cascade_to_ray_once_warm() -> None
     from evolve.problem import StageSpec
 
     local = LocalFirst.__new__(LocalFirst)
-    local._ray, local._warm = FakeRay(), True
+    busy: cf.Future[object] = cf.Future()  # this process's own slot is taken
+    local._ray, local._warm, local._local = FakeRay(), True, [busy]
     heldout = StageSpec(name="heldout", function="heldout", role="heldout")
     assert local.submit_stage(heldout, "code", "p", 1) == "ref"
     assert local.stage_result("ref", heldout) == "outcome"
     assert calls == [("submit_stage", heldout), ("stage_result", "ref")]
     local._warm = False  # before a worker is warm, a CPU stage is evaluated here; a GPU stage still goes to Ray
     assert local.submit_stage(dataclasses.replace(heldout, gpus=1.0), "code", "p", 1) == "ref"
+
+
+def test_local_first_keeps_its_own_slot_busy_and_hands_the_rest_to_ray() -> None:
+    """Once a worker is warm, a child is evaluated here whenever this process's slot is free, else on Ray."""
+    from evolve.problem import StageSpec
+    from evolve.startup import LocalFirst, _LocalRef
+    from evolve.types import StageOutcome, Status
+
+    class FakeRay:
+        def submit_stage(self, stage: object, code: str, program_id: str, seed: int) -> str:
+            return f"ray:{program_id}"
+
+    release = threading.Event()
+    here: list[str] = []
+
+    def evaluate(problem: object, config: object, stage: str, code: str, program_id: str, seed: int) -> StageOutcome:
+        here.append(program_id)
+        release.wait(10)
+        return StageOutcome(stage=stage, status=Status.OK)
+
+    local = LocalFirst.__new__(LocalFirst)
+    local._ray, local._warm, local._local, local._node = FakeRay(), True, [], "node-1"
+    local._pool, local._problem, local._config = cf.ThreadPoolExecutor(max_workers=1), None, None
+    local._evaluate = evaluate  # type: ignore[method-assign]
+    stage = StageSpec(name="score", function="score")
+    first = local.submit_stage(stage, "code", "a", 1)
+    assert isinstance(first, _LocalRef)
+    assert local.submit_stage(stage, "code", "b", 1) == "ray:b"  # the slot is busy
+    release.set()
+    outcome = local.stage_result(first, stage)
+    assert outcome.status is Status.OK and outcome.node == "node-1" and here == ["a"]
+    assert isinstance(local.submit_stage(stage, "code", "c", 1), _LocalRef)  # free again: evaluated here
+    local._pool.shutdown(wait=True)
+    assert here == ["a", "c"]
 
 
 def test_the_loop_does_not_import_the_llm_client() -> None:
