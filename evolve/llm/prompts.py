@@ -1,10 +1,10 @@
 """Prompts for the LLM mutator, built from plain template files a problem can override.
 
 A prompt is two messages: a system message (role, objective, and the exact edit format from
-``evolve.edits.render_diff_format_help``) and a user message (problem description, the parent's code and metrics,
-its evaluation artifacts, recent attempts of the same lineage with their outcomes, inspiration programs with their
-scores, and the task). When a diff answer cannot be applied, the conversation continues with the answer and a
-follow-up asking for a full rewrite (``llm_fallback.txt``).
+``evolve.edit_render.render_diff_format_help``) and a user message (problem description, the parent's code and
+metrics, its evaluation artifacts, recent attempts of the same lineage with their outcomes, inspiration programs
+with their scores, and the task). When a diff answer cannot be applied, the conversation continues with the answer
+and a follow-up asking for a full rewrite (``llm_fallback.txt``).
 
 The search layer (``evolve.search``) may add, each in its own slot of the user message: the search's notes
 (``${scratchpad}``), a co-evolved strategy (``${strategy}``) and, for a crossover, the second parent (``${partner}``,
@@ -28,7 +28,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from evolve.edits import BlockError, EditMode, extract_block_text, render_diff_format_help
+from evolve.blocks import BlockError, extract_block_text
+from evolve.edit_render import render_diff_format_help
+from evolve.edits import EditMode
 from evolve.llm.settings import LLMConfigError
 from evolve.mutators.base import Attempt, MutationRequest, ProgramView
 from evolve.schema import truncate_artifact

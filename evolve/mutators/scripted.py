@@ -14,16 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolve.edits import (
+from evolve.blocks import (
     END_MARKER,
     START_MARKER,
     BlockError,
-    apply_response,
     comment_prefix,
     extract_block_text,
     find_blocks,
-    render_search_replace,
 )
+from evolve.edit_render import render_search_replace
+from evolve.edits import apply_response
 from evolve.mutators.base import MutationRequest, MutatorStopped, Proposal
 
 # A plain decimal number that is not part of an identifier or of a longer number.

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from evolve.edits import BlockError, extract_block_text
+from evolve.blocks import BlockError, extract_block_text
 
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\S")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
