@@ -83,6 +83,15 @@ def extract_block_text(code: str) -> str:
     return "\n\n".join(part.strip("\n") for part in parts)
 
 
+def evolvable_text(code: str) -> str:
+    """``extract_block_text``, or the whole ``code`` when its markers are broken: what a prompt, a similarity
+    measure or a judge looks at, for any program (a broken one included)."""
+    try:
+        return extract_block_text(code)
+    except BlockError:
+        return code
+
+
 def comment_prefix(language: str) -> str:
     """The line-comment syntax of a language name (``python``, ``c``, ``cuda``, ``lua``...); ``#`` if unknown."""
     lang = language.strip().lower()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evolve.blocks import Block, BlockError, comment_prefix, extract_block_text, find_blocks
+from evolve.blocks import Block, BlockError, comment_prefix, evolvable_text, extract_block_text, find_blocks
 
 from .test_edits import PROGRAM, TWO_BLOCKS
 
@@ -50,6 +50,12 @@ def test_no_markers_means_whole_program_is_evolvable():
 def test_broken_markers_are_errors(code, needle):
     with pytest.raises(BlockError, match=needle):
         find_blocks(code)
+
+
+def test_evolvable_text_is_the_blocks_or_the_whole_broken_program():
+    assert evolvable_text(TWO_BLOCKS) == extract_block_text(TWO_BLOCKS)
+    broken = "x = 1\n# EVOLVE-BLOCK-START\ny = 2\n"
+    assert evolvable_text(broken) == broken
 
 
 def test_comment_prefix_by_language():

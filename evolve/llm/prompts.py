@@ -28,7 +28,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from evolve.blocks import BlockError, extract_block_text
+from evolve.blocks import evolvable_text
 from evolve.edit_render import render_diff_format_help
 from evolve.edits import EditMode
 from evolve.llm.settings import LLMConfigError
@@ -274,10 +274,7 @@ class PromptBuilder:
     def _partner(self, partner: ProgramView | None, metric: str, language: str) -> str:
         if partner is None:
             return ""
-        try:
-            code = extract_block_text(partner.code)
-        except BlockError:
-            code = partner.code
+        code = evolvable_text(partner.code)
         return ("\n# Second parent, to combine with the current program (its evolve blocks)\n"
                 f"Metrics: {fmt_metrics({**partner.metrics, metric: partner.score}, metric)}\n\n"
                 f"```{self.fence(language)}\n{code.strip(chr(10))}\n```\n")
@@ -288,10 +285,7 @@ class PromptBuilder:
             return ""
         lines = ["\n# Other programs from the search, for inspiration (their evolve blocks)\n"]
         for i, program in enumerate(shown, 1):
-            try:
-                code = extract_block_text(program.code)
-            except BlockError:
-                code = program.code
+            code = evolvable_text(program.code)
             lines.append(f"## Program {i} (island {program.island}): "
                          f"{fmt_metrics({**program.metrics, metric: program.score}, metric)}\n"
                          f"```{self.fence(language)}\n{_cut(code.strip(chr(10)), self.settings.inspiration_chars)}\n"

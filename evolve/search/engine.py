@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from evolve.blocks import evolvable_text
 from evolve.edits import apply_response
 from evolve.llm.prompts import messages_json
 from evolve.mutators.base import (
@@ -39,7 +40,7 @@ from evolve.mutators.base import (
 from evolve.search.adaptive import IslandBandits, clamp_mix, draw_kind
 from evolve.search.crossover import literal_crossover
 from evolve.search.elites import EliteCache
-from evolve.search.novelty import IslandSnapshot, NoveltyIndex, block_text
+from evolve.search.novelty import IslandSnapshot, NoveltyIndex
 from evolve.search.scratchpad import Outcomes, notes_messages, parse_notes
 from evolve.search.selection import ParentSelector
 from evolve.search.settings import SearchConfigError, SearchSettings
@@ -456,8 +457,8 @@ a negligible amount). Answer with one word: NOVEL or COPY."""
 
 
 def judge_messages(child_code: str, nearest_code: str) -> list[dict[str, str]]:
-    user = (f"# Existing program\n```\n{block_text(nearest_code).strip()}\n```\n\n"
-            f"# Proposed program\n```\n{block_text(child_code).strip()}\n```\n\nNOVEL or COPY?")
+    user = (f"# Existing program\n```\n{evolvable_text(nearest_code).strip()}\n```\n\n"
+            f"# Proposed program\n```\n{evolvable_text(child_code).strip()}\n```\n\nNOVEL or COPY?")
     return [{"role": "system", "content": JUDGE_SYSTEM + "\n"}, {"role": "user", "content": user}]
 
 
