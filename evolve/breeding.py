@@ -25,8 +25,15 @@ from evolve.mutators.base import MutationRequest, Mutator, MutatorStopped, Progr
 from evolve.records import Child
 from evolve.resume import RunRefused
 from evolve.run_report import StopReason
-from evolve.search.engine import EVENT_KINDS, SearchEngine, SearchMutator, describe_verdict, is_not_novel
-from evolve.search.settings import SearchConfigError, resolve_search_settings
+from evolve.search.engine import (
+    EVENT_KINDS,
+    SearchEngine,
+    SearchMutator,
+    check_search,
+    describe_verdict,
+    is_not_novel,
+)
+from evolve.search.settings import SearchConfigError, SearchSettings, resolve_search_settings
 from evolve.steering import DriverSteering, prompt_notes
 from evolve.types import StageOutcome, Status, program_id_for
 
@@ -60,6 +67,9 @@ class Breeding:
     steering: DriverSteering
     search: SearchEngine | None
     resume: bool
+    # The run's [search] settings when the caller resolved them (with its flags) and checked them against the
+    # mutator already (`evolve run`, before Ray starts); None: resolved and checked here, from the problem's table.
+    search_settings: SearchSettings | None = None
 
     # provided by Evolution
     concurrency: int
@@ -81,13 +91,17 @@ class Breeding:
         """The ``[search]`` table's choices; the run's mutator is wrapped so the loop's own seams (``propose``,
         ``observe``) carry them. Nothing changes without the table."""
         self.search = None
-        try:
-            settings = resolve_search_settings(self.problem.sections.get("search"))
-        except SearchConfigError as exc:
-            raise RunRefused(f"{self.problem.root / 'problem.toml'}: {exc}") from None
+        settings, checked = self.search_settings, self.search_settings is not None
+        if settings is None:
+            try:
+                settings = resolve_search_settings(self.problem.sections.get("search"))
+            except SearchConfigError as exc:
+                raise RunRefused(f"{self.problem.root / 'problem.toml'}: {exc}") from None
         if settings.default:
             return
         try:
+            if not checked:
+                check_search(settings, self.mutator)
             engine = SearchEngine(
                 settings, mutator=self.mutator, islands=self.settings.islands, run_seed=self.settings.seed,
                 database_rate=self.settings.exploitation, sign=self.sign, deterministic=self.settings.deterministic,

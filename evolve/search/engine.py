@@ -100,7 +100,8 @@ class _Counters:
 
 
 class SearchEngine:
-    """Driver-side state of the search choices of one run (see the module docstring)."""
+    """Driver-side state of the search choices of one run (see the module docstring). ``settings`` must have passed
+    ``check_search`` for ``mutator`` (once per run, where they are resolved)."""
 
     def __init__(self, settings: SearchSettings, *, mutator: Any, islands: int, run_seed: int,
                  database_rate: float, sign: float, deterministic: bool, description: str, metric: str,
@@ -120,7 +121,6 @@ class SearchEngine:
         self.load_events = load_events
         self.best_views = best_views
         self.report = report
-        check_search(settings, mutator)
         self.mix = settings.mix
         self.selector = ParentSelector(settings.parent_selection, weighted_lambda=settings.weighted_lambda,
                                        power_alpha=settings.power_alpha, sign=sign)
