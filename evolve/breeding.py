@@ -257,16 +257,15 @@ class Breeding:
         if proposal is not None:
             if proposal.child_code is not None:
                 child.code = proposal.child_code
-            elif proposal.llm.get("error") or proposal.llm.get("edit_error"):
-                # The mutator already knows why there is no child (an answer it could not apply).
-                child.edit_error = str(proposal.llm.get("error") or proposal.llm.get("edit_error"))
+            elif proposal.llm.get("error") or proposal.edit_error:
+                # The mutator (or the search layer) already knows why there is no child: no second application.
+                child.edit_error = str(proposal.llm.get("error") or proposal.edit_error)
             else:
                 result = apply_response(child.parent.code, proposal.response, self.edit_mode)
                 if result.ok:
                     child.code = result.unwrap()
                 else:
-                    reason = result.reason.value if result.reason else "rejected"
-                    child.edit_error = f"{reason}: {result.message}"
+                    child.edit_error = result.error
         if not child.code:
             answer = proposal.response if proposal else ""
             child.program_id = program_id_for(f"invalid-edit:{child.parent.program_id}:{child.iteration}:{answer}")

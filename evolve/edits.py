@@ -90,6 +90,13 @@ class EditResult:
         """Alias of ``child`` (the loop reads ``.code``)."""
         return self.child
 
+    @property
+    def error(self) -> str:
+        """Why there is no child, as the archive's ``edit_error`` words it (``"reason: message"``); "" on success."""
+        if self.child is not None:
+            return ""
+        return f"{self.reason.value if self.reason else 'rejected'}: {self.message}"
+
     def unwrap(self) -> str:
         if self.child is None:
             assert self.reason is not None

@@ -282,6 +282,11 @@ def test_one_bad_block_rejects_the_whole_answer():
     assert result.message.startswith("block 2")
 
 
+def test_error_words_the_rejection():
+    assert apply_response(PROGRAM, "no idea").error.startswith("no_edit_found: ")
+    assert apply_response(PROGRAM, sr("STEP = 0.5", "STEP = 1.5")).error == ""
+
+
 def test_unwrap_raises_with_reason():
     with pytest.raises(EditRejected) as info:
         apply_response(PROGRAM, "no idea").unwrap()

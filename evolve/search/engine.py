@@ -507,10 +507,10 @@ class SearchMutator:
         llm = dict(proposal.llm)
         if proposal.no_answer:
             return replace(proposal, llm={**llm, "search": metadata})
-        child = proposal.child_code
-        if child is None and not (llm.get("error") or llm.get("edit_error")):
+        child, edit_error = proposal.child_code, proposal.edit_error
+        if child is None and not (llm.get("error") or edit_error):
             result = apply_response(request.parent.code, proposal.response, getattr(self.inner, "edit_mode", "diff"))
-            child = result.child if result.ok else None
+            child, edit_error = result.child, result.error  # the driver records this error as it is
         if child and context.novelty is not None and self.engine.novelty is not None:
             try:
                 verdict = self.engine.novelty.check(context.novelty, program_id_for(child), child, request.seed)
@@ -521,7 +521,7 @@ class SearchMutator:
             if calls:
                 llm = _with_calls(llm, calls)
         llm["search"] = metadata
-        return replace(proposal, llm=llm, child_code=child if child else proposal.child_code)
+        return replace(proposal, llm=llm, child_code=child if child else proposal.child_code, edit_error=edit_error)
 
     def observe(self, proposal: Proposal, outcome: MutationOutcome) -> None:
         observe = getattr(self.inner, "observe", None)
