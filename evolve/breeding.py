@@ -25,8 +25,15 @@ from evolve.mutators.base import MutationRequest, Mutator, MutatorStopped, Progr
 from evolve.records import Child
 from evolve.resume import RunRefused
 from evolve.run_report import StopReason
-from evolve.search.engine import EVENT_KINDS, SearchEngine, SearchMutator, describe_verdict, is_not_novel
-from evolve.search.settings import SearchConfigError, resolve_search_settings
+from evolve.search.engine import (
+    EVENT_KINDS,
+    SearchEngine,
+    SearchMutator,
+    check_search,
+    describe_verdict,
+    is_not_novel,
+)
+from evolve.search.settings import SearchConfigError, SearchSettings, resolve_search_settings
 from evolve.steering import DriverSteering, prompt_notes
 from evolve.types import StageOutcome, Status, program_id_for
 
@@ -60,6 +67,9 @@ class Breeding:
     steering: DriverSteering
     search: SearchEngine | None
     resume: bool
+    # The run's [search] settings when the caller resolved them (with its flags) and checked them against the
+    # mutator already (`evolve run`, before Ray starts); None: resolved and checked here, from the problem's table.
+    search_settings: SearchSettings | None = None
 
     # provided by Evolution
     concurrency: int
@@ -81,13 +91,17 @@ class Breeding:
         """The ``[search]`` table's choices; the run's mutator is wrapped so the loop's own seams (``propose``,
         ``observe``) carry them. Nothing changes without the table."""
         self.search = None
-        try:
-            settings = resolve_search_settings(self.problem.sections.get("search"))
-        except SearchConfigError as exc:
-            raise RunRefused(f"{self.problem.root / 'problem.toml'}: {exc}") from None
+        settings, checked = self.search_settings, self.search_settings is not None
+        if settings is None:
+            try:
+                settings = resolve_search_settings(self.problem.sections.get("search"))
+            except SearchConfigError as exc:
+                raise RunRefused(f"{self.problem.root / 'problem.toml'}: {exc}") from None
         if settings.default:
             return
         try:
+            if not checked:
+                check_search(settings, self.mutator)
             engine = SearchEngine(
                 settings, mutator=self.mutator, islands=self.settings.islands, run_seed=self.settings.seed,
                 database_rate=self.settings.exploitation, sign=self.sign, deterministic=self.settings.deterministic,
@@ -243,16 +257,15 @@ class Breeding:
         if proposal is not None:
             if proposal.child_code is not None:
                 child.code = proposal.child_code
-            elif proposal.llm.get("error") or proposal.llm.get("edit_error"):
-                # The mutator already knows why there is no child (an answer it could not apply).
-                child.edit_error = str(proposal.llm.get("error") or proposal.llm.get("edit_error"))
+            elif proposal.llm.get("error") or proposal.edit_error:
+                # The mutator (or the search layer) already knows why there is no child: no second application.
+                child.edit_error = str(proposal.llm.get("error") or proposal.edit_error)
             else:
                 result = apply_response(child.parent.code, proposal.response, self.edit_mode)
                 if result.ok:
                     child.code = result.unwrap()
                 else:
-                    reason = result.reason.value if result.reason else "rejected"
-                    child.edit_error = f"{reason}: {result.message}"
+                    child.edit_error = result.error
         if not child.code:
             answer = proposal.response if proposal else ""
             child.program_id = program_id_for(f"invalid-edit:{child.parent.program_id}:{child.iteration}:{answer}")

@@ -1,10 +1,7 @@
 """Turning a mutator's answer (LLM-style text) into a child program, or a precise reason why not.
 
-Evolvable regions are the lines between ``EVOLVE-BLOCK-START`` and ``EVOLVE-BLOCK-END`` markers, written in any
-comment style (``#``, ``//``, ``/* */``, ``--``, ``;``...); a marker is recognised by its token anywhere on a line.
-A program may hold several blocks; nested or unbalanced markers are an error. **A program with no markers at all is
-entirely evolvable**: small single-purpose programs need no ceremony, and any marker an edit then introduces counts
-as breaking the program's structure.
+The child may change only the evolve blocks of its parent (``evolve.blocks``: a program without markers is entirely
+evolvable). Producing answers and describing their format for a prompt is ``evolve.edit_render``.
 
 Answers come in two forms, parsed with the tolerance real models need:
 
@@ -25,24 +22,18 @@ Everything here is a pure function of its inputs: no I/O, no randomness.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-START_MARKER = "EVOLVE-BLOCK-START"
-END_MARKER = "EVOLVE-BLOCK-END"
+from evolve.blocks import START_MARKER, Block, BlockError, blocks_of_lines, normalize_newlines
 
 _SEARCH_RE = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$")
 _DIVIDER_RE = re.compile(r"^\s*={5,9}\s*$")
 _REPLACE_RE = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$")
 _FENCE_RE = re.compile(r"^\s*(```+|~~~+)\s*([\w+#.-]*)\s*$")
 _THINK_RE = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
-
-
-class BlockError(ValueError):
-    """The EVOLVE-BLOCK markers of a program are nested, unbalanced or garbled."""
 
 
 class EditMode(StrEnum):
@@ -80,18 +71,6 @@ class EditRejected(Exception):
 
 
 @dataclass(frozen=True)
-class Block:
-    """One evolvable region as line indices into ``code.split("\\n")``: contents are ``lines[start:end]``.
-
-    For a marked block, ``start - 1`` is the START marker's line and ``end`` the END marker's line.
-    """
-
-    start: int
-    end: int
-    marked: bool = True
-
-
-@dataclass(frozen=True)
 class EditResult:
     """Success: ``child`` and a short ``summary``. Failure: ``reason`` and ``message`` (``child`` is None)."""
 
@@ -110,6 +89,13 @@ class EditResult:
     def code(self) -> str | None:
         """Alias of ``child`` (the loop reads ``.code``)."""
         return self.child
+
+    @property
+    def error(self) -> str:
+        """Why there is no child, as the archive's ``edit_error`` words it (``"reason: message"``); "" on success."""
+        if self.child is not None:
+            return ""
+        return f"{self.reason.value if self.reason else 'rejected'}: {self.message}"
 
     def unwrap(self) -> str:
         if self.child is None:
@@ -133,76 +119,7 @@ class _Fence:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Evolve blocks
-
-
-def _marker_kind(line: str) -> str | None:
-    has_start, has_end = START_MARKER in line, END_MARKER in line
-    if has_start and has_end:
-        raise BlockError(f"one line holds both markers: {line.strip()!r}")
-    return "start" if has_start else "end" if has_end else None
-
-
-def _blocks_of_lines(lines: Sequence[str]) -> list[Block]:
-    blocks: list[Block] = []
-    open_at: int | None = None
-    for i, line in enumerate(lines):
-        kind = _marker_kind(line)
-        if kind == "start":
-            if open_at is not None:
-                raise BlockError(f"line {i + 1}: {START_MARKER} inside the block opened at line {open_at + 1}")
-            open_at = i
-        elif kind == "end":
-            if open_at is None:
-                raise BlockError(f"line {i + 1}: {END_MARKER} without a matching {START_MARKER}")
-            blocks.append(Block(open_at + 1, i))
-            open_at = None
-    if open_at is not None:
-        raise BlockError(f"line {open_at + 1}: {START_MARKER} is never closed")
-    if not blocks:
-        return [Block(0, len(lines), marked=False)]
-    return blocks
-
-
-def find_blocks(code: str) -> list[Block]:
-    """The evolve blocks of ``code`` in order; the whole program (one unmarked block) when it has no markers.
-
-    Raises ``BlockError`` on nested, unbalanced or unterminated markers.
-    """
-    return _blocks_of_lines(_normalize(code).split("\n"))
-
-
-def extract_block_text(code: str) -> str:
-    """The evolve blocks' contents, concatenated (blank line between blocks): what a prompt shows as evolvable."""
-    lines = _normalize(code).split("\n")
-    parts = ["\n".join(lines[b.start : b.end]) for b in _blocks_of_lines(lines)]
-    return "\n\n".join(part.strip("\n") for part in parts)
-
-
-def comment_prefix(language: str) -> str:
-    """The line-comment syntax of a language name (``python``, ``c``, ``cuda``, ``lua``...); ``#`` if unknown."""
-    lang = language.strip().lower()
-    if lang in _SLASH_LANGUAGES:
-        return "//"
-    if lang in ("lua", "sql", "haskell", "ada", "elm"):
-        return "--"
-    if lang in ("lisp", "scheme", "clojure", "racket", "asm", "nasm"):
-        return ";"
-    return "#"
-
-
-_SLASH_LANGUAGES = frozenset(
-    {"c", "c++", "cpp", "cuda", "cu", "h", "hpp", "java", "javascript", "js", "typescript", "ts", "rust", "go",
-     "swift", "kotlin", "scala", "csharp", "c#", "opencl", "glsl", "hlsl", "metal", "triton-c", "zig", "dart"}
-)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Parsing answers
-
-
-def _normalize(text: str) -> str:
-    return text.replace("\r\n", "\n")
 
 
 def _strip_fence_wrapping(lines: list[str]) -> list[str]:
@@ -218,7 +135,7 @@ def parse_search_replace(response: str) -> list[SearchReplace]:
     state = "outside"
     search: list[str] = []
     replace: list[str] = []
-    for number, line in enumerate(_normalize(response).split("\n"), start=1):
+    for number, line in enumerate(normalize_newlines(response).split("\n"), start=1):
         if state == "outside":
             if _SEARCH_RE.match(line):
                 state, search, replace = "search", [], []
@@ -262,7 +179,7 @@ def _parse_fences(response: str) -> tuple[list[_Fence], bool]:
     opener: str | None = None
     language = ""
     body: list[str] = []
-    for line in _normalize(response).split("\n"):
+    for line in normalize_newlines(response).split("\n"):
         match = _FENCE_RE.match(line)
         if opener is None:
             if match:
@@ -396,7 +313,7 @@ def _locate(code: Sequence[str], edit: SearchReplace, number: int,
 
 def _current_blocks(lines: Sequence[str], context: str) -> list[Block]:
     try:
-        return _blocks_of_lines(lines)
+        return blocks_of_lines(lines)
     except BlockError as exc:
         raise EditRejected(EditRejection.MARKERS_BROKEN, f"{context}: {exc}") from None
 
@@ -482,6 +399,16 @@ def _apply_diff(parent_lines: list[str], parent_blocks: list[Block], edits: Sequ
                       kind=EditKind.DIFF, blocks_applied=len(edits))
 
 
+def replace_in_lines(lines: Sequence[str], edits: Sequence[SearchReplace]) -> list[str]:
+    """``lines`` with ``edits`` applied in order, each matched as ``apply_response`` matches it but anywhere (no
+    evolve-block rule, no check of the result). Raises ``EditRejected`` when one matches nowhere or several times."""
+    out = list(lines)
+    for number, edit in enumerate(edits, start=1):
+        start, count, replacement, _ = _locate(out, edit, number)
+        out[start : start + count] = replacement
+    return out
+
+
 def _common_indent(lines: Sequence[str]) -> str:
     indents = [_indent(line) for line in lines if line.strip()]
     if not indents:
@@ -530,7 +457,7 @@ def _without_parent_frame(code: list[str], before: list[str], after: list[str]) 
 
 def _apply_full(parent_lines: list[str], parent_blocks: list[Block], code: list[str]) -> EditResult:
     try:
-        new_blocks = _blocks_of_lines(code)
+        new_blocks = blocks_of_lines(code)
     except BlockError as exc:
         raise EditRejected(EditRejection.MARKERS_BROKEN, f"rewritten code: {exc}") from None
     parent_marked = parent_blocks[0].marked
@@ -595,11 +522,11 @@ def apply_response(parent_code: str, response: str, mode: EditMode | str = EditM
     """
     mode = EditMode(mode)
     crlf = "\r\n" in parent_code
-    parent_lines = _normalize(parent_code).split("\n")
-    text = _THINK_RE.sub("", _normalize(response))
+    parent_lines = normalize_newlines(parent_code).split("\n")
+    text = _THINK_RE.sub("", normalize_newlines(response))
     try:
         try:
-            parent_blocks = _blocks_of_lines(parent_lines)
+            parent_blocks = blocks_of_lines(parent_lines)
         except BlockError as exc:
             raise EditRejected(EditRejection.MARKERS_BROKEN, f"parent program: {exc}") from None
         result = _dispatch(parent_lines, parent_blocks, text, mode)
@@ -634,122 +561,3 @@ def _dispatch(parent_lines: list[str], parent_blocks: list[Block], text: str, mo
     if not text.strip():
         raise EditRejected(EditRejection.NO_EDIT_FOUND, "the answer is empty")
     raise EditRejected(EditRejection.NO_EDIT_FOUND, "the answer holds no SEARCH/REPLACE block and no fenced code")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Producing answers (offline mutators) and describing the format (prompts)
-
-
-def _occurrences(lines: Sequence[str], window: Sequence[str]) -> int:
-    n = len(window)
-    return sum(1 for i in range(len(lines) - n + 1) if list(lines[i : i + n]) == list(window))
-
-
-def render_search_replace(parent_code: str, child_code: str) -> str:
-    """SEARCH/REPLACE blocks that turn ``parent_code`` into ``child_code`` under ``apply_response``.
-
-    Each changed hunk is widened with unchanged neighbouring lines until its search text is unique and not blank;
-    hunks that touch are merged. Raises ``ValueError`` if the two are equal.
-    """
-    old = _normalize(parent_code).split("\n")
-    new = _normalize(child_code).split("\n")
-    if old == new:
-        raise ValueError("child equals parent: nothing to render")
-    opcodes = difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes()
-    hunks = [[i1, i2, j1, j2] for tag, i1, i2, j1, j2 in opcodes if tag != "equal"]
-    k = 0
-    grow_after = True
-    while k < len(hunks):
-        a, b, ca, cb = hunks[k]
-        window = old[a:b]
-        if window and any(s.strip() for s in window) and _occurrences(old, window) == 1:
-            k += 1
-            continue
-        prev_end = hunks[k - 1][1] if k > 0 else 0
-        next_start = hunks[k + 1][0] if k + 1 < len(hunks) else len(old)
-        can_after, can_before = b < next_start, a > prev_end
-        if (grow_after and can_after) or (can_after and not can_before):
-            hunks[k] = [a, b + 1, ca, cb + 1]
-        elif can_before:
-            hunks[k] = [a - 1, b, ca - 1, cb]
-        elif k + 1 < len(hunks) and b == next_start:
-            nxt = hunks.pop(k + 1)
-            hunks[k] = [a, nxt[1], ca, nxt[3]]
-        elif k > 0 and a == prev_end:
-            prev = hunks.pop(k - 1)
-            k -= 1
-            hunks[k] = [prev[0], b, prev[2], cb]
-        else:  # the whole program: unique by definition
-            k += 1
-        grow_after = not grow_after
-    merged: list[list[int]] = []
-    for h in hunks:
-        if merged and h[0] <= merged[-1][1]:
-            merged[-1] = [merged[-1][0], h[1], merged[-1][2], h[3]]
-        else:
-            merged.append(h)
-    edits = [SearchReplace(tuple(old[a:b]), tuple(new[ca:cb])) for a, b, ca, cb in merged]
-    if len(edits) > 1 and _simulate(old, edits) != new:
-        # An earlier replacement recreated a later search text: one block spanning every change is safe.
-        first, last = merged[0], merged[-1]
-        edits = [SearchReplace(tuple(old[first[0] : last[1]]), tuple(new[first[2] : last[3]]))]
-    parts = ["\n".join(["<<<<<<< SEARCH", *e.search, "=======", *e.replace, ">>>>>>> REPLACE"]) for e in edits]
-    return "\n\n".join(parts) + "\n"
-
-
-def _simulate(lines: Sequence[str], edits: Sequence[SearchReplace]) -> list[str] | None:
-    out = list(lines)
-    try:
-        for number, edit in enumerate(edits, start=1):
-            start, count, replacement, _ = _locate(out, edit, number)
-            out[start : start + count] = replacement
-    except EditRejected:
-        return None
-    return out
-
-
-_EXAMPLES = {
-    "python": ("python", ["    step = 0.5", "    for _ in range(100):"],
-               ["    step = 0.25  # smaller steps converge more reliably", "    for _ in range(200):"]),
-    "c": ("c", ["    const int TILE = 16;", "    float acc = 0.0f;"],
-          ["    const int TILE = 32;  // wider tiles reuse each load more", "    float acc = 0.0f;"]),
-}
-
-
-def render_diff_format_help(language: str, mode: EditMode | str = EditMode.DIFF) -> str:
-    """The edit-format instructions a system prompt shows for ``language`` in ``mode``."""
-    mode = EditMode(mode)
-    lang = language.strip().lower() or "python"
-    fence = {"cu": "cuda", "c++": "cpp"}.get(lang, lang)
-    comment = comment_prefix(lang)
-    if mode is EditMode.FULL:
-        return (
-            "Answer with the complete new contents of the evolve block(s) in ONE fenced code block:\n\n"
-            f"```{fence}\n{comment} {START_MARKER}\n<your new code for the block>\n{comment} {END_MARKER}\n```\n\n"
-            "Rules:\n"
-            f"- Keep the {START_MARKER} and {END_MARKER} marker lines, one pair per block, in the original order.\n"
-            "- Code outside the markers is kept from the current program; do not rely on changing it.\n"
-            "- Keep every function the evaluator calls, with the same name and signature.\n"
-            "- Write the whole block: no placeholders such as '...' or 'rest unchanged'.\n"
-        )
-    _, search, replace = _EXAMPLES["c" if comment == "//" else "python"]
-    if comment not in ("#", "//"):
-        search = [s.replace("#", comment) for s in search]
-        replace = [s.replace("#", comment) for s in replace]
-    example = "\n".join([f"```{fence}", "<<<<<<< SEARCH", *search, "=======", *replace, ">>>>>>> REPLACE", "```"])
-    return (
-        "Answer with one or more SEARCH/REPLACE blocks that edit the current program. Each block has exactly this "
-        "form:\n\n"
-        "<<<<<<< SEARCH\n<lines copied exactly from the current program, with their indentation>\n=======\n"
-        "<the lines that replace them>\n>>>>>>> REPLACE\n\n"
-        "Rules:\n"
-        "- The SEARCH part must be a run of whole lines that appears exactly once in the current program; add a "
-        "neighbouring line or two if needed to make it unique.\n"
-        f"- Change only lines between the {START_MARKER} and {END_MARKER} markers, and never edit, move or "
-        "remove the marker lines themselves.\n"
-        "- Blocks are applied in order, each to the result of the previous one; keep them small and do not "
-        "let them overlap.\n"
-        "- Keep every function the evaluator calls, with the same name and signature.\n"
-        "- Explain your idea in a sentence or two before the blocks if you like; nothing else is needed.\n\n"
-        f"Example:\n{example}\n"
-    )

@@ -242,3 +242,20 @@ def test_backoff_is_exponential_with_jitter_and_honours_retry_after() -> None:
     assert all(7.0 <= client.backoff_delay(1, limited, rng) <= 8.0 for _ in range(50))
     huge = Failure(FailureKind.RATE_LIMITED, "x", 429, retry_after=600.0)
     assert client.backoff_delay(1, huge, rng) == 60.0
+
+
+def test_embeddings_retry_as_chat_calls_do_without_touching_the_chat_health(llm_server: ChatServer, rng) -> None:
+    client = ChatClient(settings_for(llm_server, retries=2))
+    try:
+        vectors, _ = client.embed("fast", ["a b", "c"], rng)
+        assert len(vectors) == 2 and len(llm_server.embedding_requests) == 1
+        llm_server.embedding_status = 500
+        with pytest.raises(CallFailed, match="embeddings from fast failed") as info:
+            client.embed("fast", ["a b"], rng)
+        assert info.value.attempts == 3 and len(info.value.failures) == 3
+        assert len(llm_server.embedding_requests) == 4
+        stats = client.stats()
+        assert stats["retries"] == 0 and stats["failed_calls"] == 0 and stats["failures"] == {}
+        assert client.down_for() == 0.0
+    finally:
+        client.close()

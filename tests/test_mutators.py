@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evolve.edits import EditRejection, apply_response, find_blocks
+from evolve.blocks import find_blocks
+from evolve.edits import EditRejection, apply_response
 from evolve.mutators.base import MutationOutcome, MutationRequest, Mutator, MutatorStopped, ProgramView
 from evolve.mutators.scripted import ScriptedMutator
 from evolve.mutators.tune import TuneMutator, find_literals, perturb

@@ -12,11 +12,12 @@ from evolve.database import ProgramDatabase
 from evolve.edits import EditMode, apply_response
 from evolve.llm.prompts import PromptBuilder
 from evolve.mutators.base import MutationRequest, ProgramView
+from evolve.mutators.scripted import ScriptedMutator
 from evolve.schema import ProgramRecord
 from evolve.search.adaptive import IslandBandits, clamp_mix
 from evolve.search.crossover import literal_crossover
 from evolve.search.elites import EliteCache
-from evolve.search.engine import SearchEngine
+from evolve.search.engine import SearchEngine, SearchMutator
 from evolve.search.selection import ParentSelector
 from evolve.search.settings import (
     AdaptiveSettings,
@@ -108,6 +109,29 @@ def test_no_policy_breeds_from_a_program_oversight_excludes() -> None:
         parent = engine.pick_parent(plan, db, np.random.default_rng(iteration))
         request = engine.finish(plan, MutationRequest(parent=parent, iteration=iteration, seed=iteration), db)
         assert parent.program_id != "p2" and (request.partner is None or request.partner.program_id != "p2")
+
+
+def test_the_search_layer_applies_an_answer_once_and_hands_its_error_on() -> None:
+    """The proposal carries what the one application found: the child, or the error worded as the driver records
+    it (the driver does not apply the answer again)."""
+    db = _db([0.1])  # one parent: its A is 0.5
+    bad, good = "I would rather not.", "<<<<<<< SEARCH\nA = 0.5\n=======\nA = 2.0\n>>>>>>> REPLACE\n"
+    inner = ScriptedMutator(script=[bad, good])
+    engine = SearchEngine(resolve_search_settings({"parent_selection": "weighted"}), mutator=inner, islands=1,
+                          run_seed=0, database_rate=0.7, sign=1.0, deterministic=True, description="", metric="x",
+                          direction="maximize", language="python", record_event=lambda *a: None)
+    mutator = SearchMutator(inner, engine)
+    proposals = []
+    for iteration in (2, 3):
+        plan = engine.begin(iteration, 0)
+        parent = engine.pick_parent(plan, db, np.random.default_rng(iteration))
+        proposals.append(mutator.propose(engine.finish(plan, MutationRequest(parent=parent, iteration=iteration,
+                                                                             seed=iteration), db)))
+    refused, applied = proposals
+    parent = CODE.replace("A = 1.0", "A = 0.5")
+    assert refused.child_code is None and refused.edit_error == apply_response(parent, bad).error
+    assert refused.edit_error.startswith("no_edit_found: ")
+    assert applied.child_code == parent.replace("A = 0.5", "A = 2.0") and applied.edit_error == ""
 
 
 def test_the_rank_policy_at_the_runs_rate_is_the_databases_own_draw() -> None:

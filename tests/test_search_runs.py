@@ -17,6 +17,7 @@ from evolve.mutators.scripted import ScriptedMutator
 from evolve.mutators.tune import TuneMutator
 from evolve.problem import Problem, load_problem
 from evolve.resume import RunRefused
+from evolve.search.settings import resolve_search_settings
 from evolve.settings import RunSettings
 
 from .conftest import REPO
@@ -138,6 +139,29 @@ def test_features_that_need_an_llm_are_refused_with_the_tune_mutator(tmp_path: P
     with pytest.raises(RunRefused, match=r"\[search\]\.parent_selection"):
         Evolution(_with_search(problem, {"parent_selection": "best"}), RunSettings(), TuneMutator(),
                   tmp_path / "run", "run", executor=object())  # type: ignore[arg-type]
+
+
+def test_settings_resolved_and_checked_by_the_caller_are_used_as_given(tmp_path: Path, monkeypatch) -> None:
+    """`evolve run` resolves the table with its flags and checks it against the mutator before Ray starts: the
+    breeding takes that result instead of doing both again (the problem's own table is not read)."""
+    import evolve.breeding as breeding
+
+    given = resolve_search_settings({"parent_selection": "power", "mutation_mix": {"diff": 1, "crossover": 1}})
+
+    def again(*_):
+        raise AssertionError("resolved or checked a second time")
+
+    monkeypatch.setattr(breeding, "resolve_search_settings", again)
+    monkeypatch.setattr(breeding, "check_search", again)
+
+    class GivenSettings(Evolution):
+        def _init_steering(self) -> None:
+            self.search_settings = given  # what `Evolution(..., search_settings=...)` sets before this runs
+            super()._init_steering()
+
+    problem = _with_search(load_problem(write_tiny_problem(tmp_path / "tiny")), {"parent_selection": "best"})
+    evolution = GivenSettings(problem, RunSettings(), TuneMutator(), tmp_path / "run", "run", executor=object())  # type: ignore[arg-type]
+    assert evolution.search is not None and evolution.search.settings is given
 
 
 def test_without_a_search_table_nothing_is_wrapped_or_recorded(tmp_path: Path) -> None:

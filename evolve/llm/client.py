@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import openai
@@ -42,6 +42,8 @@ from evolve.llm.settings import KEY_PLACEHOLDER, LLMSettings, ModelSpec
 
 START_CONCURRENCY = 8  # calls in flight at first, unless the settings say otherwise
 REFUSALS_BEFORE_DOWN = 5  # calls in a row refused as bad requests, nothing answered: the settings are wrong
+
+_T = TypeVar("_T")
 
 __all__ = ["START_CONCURRENCY", "CallFailed", "ChatAnswer", "ChatClient", "EndpointDown", "Failure", "FailureKind",
            "MalformedAnswer", "classify", "error_message", "estimate_tokens", "make_openai_client",
@@ -179,6 +181,33 @@ class ChatClient:
             delay = max(delay, failure.retry_after + rng.random() * min(1.0, 0.1 * failure.retry_after))
         return min(delay, s.backoff_max)
 
+    def _retrying(self, attempt_once: Callable[[int, tuple[str, ...]], _T | Failure], rng: np.random.Generator,
+                  give_up: Callable[[Failure, int, tuple[str, ...]], Exception], tracked: bool) -> _T:
+        """The retry loop of every call: ``attempt_once(attempt, failures so far)`` until it returns an answer
+        rather than a ``Failure``. A failure the policy retries waits ``backoff_delay``; one it does not, or the
+        last allowed, raises ``give_up(failure, attempts, failures)``. Only ``tracked`` calls (chat) count towards
+        the endpoint's health, its patience and the retry counters."""
+        failures: list[str] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            result = attempt_once(attempt, tuple(failures))
+            if not isinstance(result, Failure):
+                return result
+            failure = result
+            if tracked:
+                self._failed(failure)
+            failures.append(failure.describe())
+            if tracked and failure.kind.retried:
+                self._check_patience()  # after an attempt: every call tries at least once
+            if not failure.kind.retried or attempt > self.settings.retries:
+                raise give_up(failure, attempt, tuple(failures))
+            if tracked:
+                with self._lock:
+                    self.retries += 1
+            if self._closed.wait(self.backoff_delay(attempt, failure, rng)):
+                raise EndpointDown("the LLM client was closed")
+
     def complete(
         self,
         model: ModelSpec,
@@ -194,13 +223,10 @@ class ChatClient:
         reached while this call waited) ends the call without sending. ``on_answer`` is called with the answer
         while its slot is still held, so that a call waiting for the slot is admitted against up-to-date totals.
         """
-        s = self.settings
         started = self._clock()
-        failures: list[str] = []
         wasted = [0, 0]
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt_once(attempt: int, failures: tuple[str, ...]) -> ChatAnswer | Failure:
             slot = self._acquire()
             signal = Signal.NEUTRAL
             try:
@@ -215,71 +241,63 @@ class ChatClient:
                     if usage is not None:
                         wasted[0] += usage[0]
                         wasted[1] += usage[1]
-                else:
-                    signal = Signal.ANSWERED
-                    self._healthy()
-                    answer = self._answer(model, messages, completion, t0, started, attempt, failures, wasted)
-                    if on_answer is not None:
-                        on_answer(answer)
-                    return answer
-                if failure.kind.overload:
-                    signal = Signal.OVERLOADED
+                    if failure.kind.overload:
+                        signal = Signal.OVERLOADED
+                    return failure
+                signal = Signal.ANSWERED
+                self._healthy()
+                answer = self._answer(model, messages, completion, t0, started, attempt, list(failures), wasted)
+                if on_answer is not None:
+                    on_answer(answer)
+                return answer
             finally:
                 self.limiter.release(slot, signal)
-            self._failed(failure)
-            failures.append(failure.describe())
-            if failure.kind.retried:
-                self._check_patience()  # after an attempt: every call tries at least once
-            if not failure.kind.retried or attempt > s.retries:
-                with self._lock:
-                    self.failed_calls += 1
-                    self.failed_by_kind[failure.kind.value] += 1
-                    self._refusals = 0 if failure.kind.retried else self._refusals + 1
-                    refusals = self._refusals
-                if refusals >= REFUSALS_BEFORE_DOWN:
-                    raise EndpointDown(
-                        f"the LLM endpoint {s.api_base} refused the last {refusals} calls in a row, answering none; "
-                        f"last error: {failure.describe()}. A setting it rejects for model {model.name}? (e.g. "
-                        "send_seed = false, a smaller max_tokens, or no temperature for reasoning models)")
-                why = "refused" if not failure.kind.retried else f"failed {attempt} times"
-                raise CallFailed(f"LLM call to {model.name} {why}; last error: {failure.describe()}", failure,
-                                 attempt, self._clock() - started, tuple(failures), (wasted[0], wasted[1]))
+
+        def give_up(failure: Failure, attempts: int, failures: tuple[str, ...]) -> Exception:
             with self._lock:
-                self.retries += 1
-            if self._closed.wait(self.backoff_delay(attempt, failure, rng)):
-                raise EndpointDown("the LLM client was closed")
+                self.failed_calls += 1
+                self.failed_by_kind[failure.kind.value] += 1
+                self._refusals = 0 if failure.kind.retried else self._refusals + 1
+                refusals = self._refusals
+            if refusals >= REFUSALS_BEFORE_DOWN:
+                return EndpointDown(
+                    f"the LLM endpoint {self.settings.api_base} refused the last {refusals} calls in a row, answering "
+                    f"none; last error: {failure.describe()}. A setting it rejects for model {model.name}? (e.g. "
+                    "send_seed = false, a smaller max_tokens, or no temperature for reasoning models)")
+            why = "refused" if not failure.kind.retried else f"failed {attempts} times"
+            return CallFailed(f"LLM call to {model.name} {why}; last error: {failure.describe()}", failure,
+                              attempts, self._clock() - started, failures, (wasted[0], wasted[1]))
+
+        return self._retrying(attempt_once, rng, give_up, tracked=True)
 
     def embed(self, model: str, texts: Sequence[str], rng: np.random.Generator | None = None,
               ) -> tuple[list[list[float]], int]:
         """Embeddings of ``texts`` through the endpoint's embeddings API: ``(vectors in input order, prompt tokens)``.
-        Transient failures are retried as chat calls are (without the adaptive limit: these calls are small and
-        rare); raises ``CallFailed`` when no usable answer came."""
-        s = self.settings
-        rng = rng if rng is not None else np.random.default_rng(len(texts))
+        Transient failures are retried as chat calls are (without the adaptive limit, the health and patience
+        clock: these calls are small and rare); raises ``CallFailed`` when no usable answer came."""
         started = self._clock()
-        failures: list[str] = []
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def attempt_once(_attempt: int, _failures: tuple[str, ...]) -> tuple[list[list[float]], int] | Failure:
             try:
                 response = self._client.embeddings.create(model=model, input=list(texts), encoding_format="float",
-                                                          timeout=s.timeout)
+                                                          timeout=self.settings.timeout)
                 data = sorted(response.data, key=lambda d: d.index)
                 vectors = [[float(x) for x in d.embedding] for d in data]
                 if len(vectors) != len(texts) or any(not v for v in vectors):
                     raise MalformedAnswer(FailureKind.BAD_SHAPE, f"{len(vectors)} embeddings for {len(texts)} inputs")
-            except (openai.APIError, OSError, ValueError, TypeError, AttributeError) as exc:
-                failure = classify(exc) if not isinstance(exc, TypeError | AttributeError) else \
-                    Failure(FailureKind.BAD_SHAPE, f"{type(exc).__name__}: {exc}")
-                failures.append(failure.describe())
-                if not failure.kind.retried or attempt > s.retries:
-                    raise CallFailed(f"embeddings from {model} failed; last error: {failure.describe()}", failure,
-                                     attempt, self._clock() - started, tuple(failures)) from None
-                if self._closed.wait(self.backoff_delay(attempt, failure, rng)):
-                    raise EndpointDown("the LLM client was closed") from None
-                continue
+            except (openai.APIError, OSError, ValueError) as exc:
+                return classify(exc)
+            except (TypeError, AttributeError) as exc:
+                return Failure(FailureKind.BAD_SHAPE, f"{type(exc).__name__}: {exc}")
             usage = getattr(response, "usage", None)
             return vectors, int(getattr(usage, "prompt_tokens", 0) or 0)
+
+        def give_up(failure: Failure, attempts: int, failures: tuple[str, ...]) -> Exception:
+            return CallFailed(f"embeddings from {model} failed; last error: {failure.describe()}", failure, attempts,
+                              self._clock() - started, failures)
+
+        return self._retrying(attempt_once, rng if rng is not None else np.random.default_rng(len(texts)), give_up,
+                              tracked=False)
 
     def _acquire(self) -> Slot:
         if self._closed.is_set():

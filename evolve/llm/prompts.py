@@ -1,10 +1,10 @@
 """Prompts for the LLM mutator, built from plain template files a problem can override.
 
 A prompt is two messages: a system message (role, objective, and the exact edit format from
-``evolve.edits.render_diff_format_help``) and a user message (problem description, the parent's code and metrics,
-its evaluation artifacts, recent attempts of the same lineage with their outcomes, inspiration programs with their
-scores, and the task). When a diff answer cannot be applied, the conversation continues with the answer and a
-follow-up asking for a full rewrite (``llm_fallback.txt``).
+``evolve.edit_render.render_diff_format_help``) and a user message (problem description, the parent's code and
+metrics, its evaluation artifacts, recent attempts of the same lineage with their outcomes, inspiration programs
+with their scores, and the task). When a diff answer cannot be applied, the conversation continues with the answer
+and a follow-up asking for a full rewrite (``llm_fallback.txt``).
 
 The search layer (``evolve.search``) may add, each in its own slot of the user message: the search's notes
 (``${scratchpad}``), a co-evolved strategy (``${strategy}``) and, for a crossover, the second parent (``${partner}``,
@@ -28,7 +28,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from evolve.edits import BlockError, EditMode, extract_block_text, render_diff_format_help
+from evolve.blocks import evolvable_text
+from evolve.edit_render import render_diff_format_help
+from evolve.edits import EditMode
 from evolve.llm.settings import LLMConfigError
 from evolve.mutators.base import Attempt, MutationRequest, ProgramView
 from evolve.schema import truncate_artifact
@@ -272,10 +274,7 @@ class PromptBuilder:
     def _partner(self, partner: ProgramView | None, metric: str, language: str) -> str:
         if partner is None:
             return ""
-        try:
-            code = extract_block_text(partner.code)
-        except BlockError:
-            code = partner.code
+        code = evolvable_text(partner.code)
         return ("\n# Second parent, to combine with the current program (its evolve blocks)\n"
                 f"Metrics: {fmt_metrics({**partner.metrics, metric: partner.score}, metric)}\n\n"
                 f"```{self.fence(language)}\n{code.strip(chr(10))}\n```\n")
@@ -286,10 +285,7 @@ class PromptBuilder:
             return ""
         lines = ["\n# Other programs from the search, for inspiration (their evolve blocks)\n"]
         for i, program in enumerate(shown, 1):
-            try:
-                code = extract_block_text(program.code)
-            except BlockError:
-                code = program.code
+            code = evolvable_text(program.code)
             lines.append(f"## Program {i} (island {program.island}): "
                          f"{fmt_metrics({**program.metrics, metric: program.score}, metric)}\n"
                          f"```{self.fence(language)}\n{_cut(code.strip(chr(10)), self.settings.inspiration_chars)}\n"

@@ -63,6 +63,9 @@ class Proposal:
     prompt: str = ""  # JSON text of the messages sent, when an LLM was asked
     llm: dict[str, Any] = field(default_factory=dict)  # model, tokens, cost, latency
     child_code: str | None = None  # set when the mutator already applied (and validated) its own answer
+    # Set when the mutator (or the search layer) already tried to apply ``response`` and could not: why
+    # (``EditResult.error``), so that the driver records it without applying the answer again.
+    edit_error: str = ""
     # Why there is no answer at all (the endpoint failed every retry: errors, timeouts, malformed bodies). Not the
     # parent's nor the child's fault: the driver asks again, or records an infrastructure failure, never an edit
     # the mutator got wrong. ``prompt`` and ``llm`` still hold the audit of the calls made.

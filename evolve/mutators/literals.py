@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolve.edits import comment_prefix, find_blocks
+from evolve.blocks import comment_prefix, find_blocks
 
 _DECIMAL_RE = re.compile(r"(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?")
 _SUFFIX_RE = re.compile(r"[A-Za-z_]\w*")

@@ -141,7 +141,7 @@ class LLMMutator:
         parent_code = request.parent.code
         mode = self.prompts.mode_for(request)
         result = apply_response(parent_code, answer.text, mode)
-        first_error = "" if result.ok else _reason(result)
+        first_error = result.error
         final_messages, final_text = messages, answer.text
         fallback = ""
         if not result.ok and mode is EditMode.DIFF and self.settings.fallback_full_rewrite:
@@ -291,14 +291,15 @@ class LLMMutator:
         llm["tokens"] = llm["prompt_tokens"] + llm["completion_tokens"]
         if fallback:
             llm["fallback"] = fallback
-        if result is not None and not result.ok:
-            llm["edit_error"] = _reason(result)
+        edit_error = result.error if result is not None else ""
+        if edit_error:
+            llm["edit_error"] = edit_error
         failed = [c for c in calls if not c["answered"]]
         if failed and not answered:
             llm["error"] = failed[-1]["error"]
         child = result.child if result is not None and result.ok else None
         return Proposal(response=text, mutator=f"llm:{spec.name}", prompt=messages_json(messages), llm=llm,
-                        child_code=child)
+                        child_code=child, edit_error=edit_error)
 
     # -- LearningMutator -------------------------------------------------------------------------------------------
     def observe(self, proposal: Proposal, outcome: MutationOutcome) -> None:
@@ -375,10 +376,6 @@ class LLMMutator:
 def _billed(answer: ChatAnswer) -> tuple[int, int]:
     """The tokens of a whole call: its answer plus malformed answers before it that the server billed."""
     return answer.prompt_tokens + answer.wasted[0], answer.completion_tokens + answer.wasted[1]
-
-
-def _reason(result: EditResult) -> str:
-    return f"{result.reason.value if result.reason else 'rejected'}: {result.message}"
 
 
 def build_llm_mutator(settings: LLMSettings, problem: Problem | None = None) -> LLMMutator:

@@ -14,16 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evolve.edits import (
-    END_MARKER,
-    START_MARKER,
-    BlockError,
-    apply_response,
-    comment_prefix,
-    extract_block_text,
-    find_blocks,
-    render_search_replace,
-)
+from evolve.blocks import END_MARKER, START_MARKER, BlockError, comment_prefix, evolvable_text, find_blocks
+from evolve.edit_render import render_search_replace
+from evolve.edits import apply_response
 from evolve.mutators.base import MutationRequest, MutatorStopped, Proposal
 
 # A plain decimal number that is not part of an identifier or of a longer number.
@@ -61,11 +54,7 @@ class ScriptedMutator:
             raise MutatorStopped(f"script of {len(script)} answers exhausted at iteration {request.iteration}")
         answer = script[request.iteration % len(script)]
         code = request.parent.code
-        try:
-            block = extract_block_text(code)
-        except BlockError:
-            block = code
-        for key, value in (("{parent_block}", block), ("{parent_code}", code),
+        for key, value in (("{parent_block}", evolvable_text(code)), ("{parent_code}", code),
                            ("{iteration}", str(request.iteration)), ("{seed}", str(request.seed))):
             answer = answer.replace(key, value)
         return answer

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from evolve.edits import BlockError, render_search_replace
+from evolve.blocks import BlockError
+from evolve.edit_render import render_search_replace
 from evolve.mutators.base import MutationOutcome, MutationRequest, Proposal
 from evolve.mutators.literals import Literal, LiteralSite, find_literals, literal_sites
 from evolve.types import Status

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evolve.edits import BlockError, render_search_replace
+from evolve.blocks import BlockError
+from evolve.edit_render import render_search_replace
 from evolve.mutators.literals import literal_sites
 
 CROSSOVER_LINE = "Crossover of literals with program"

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from evolve.blocks import evolvable_text
 from evolve.edits import apply_response
 from evolve.llm.prompts import messages_json
 from evolve.mutators.base import (
@@ -39,7 +40,7 @@ from evolve.mutators.base import (
 from evolve.search.adaptive import IslandBandits, clamp_mix, draw_kind
 from evolve.search.crossover import literal_crossover
 from evolve.search.elites import EliteCache
-from evolve.search.novelty import IslandSnapshot, NoveltyIndex, block_text
+from evolve.search.novelty import IslandSnapshot, NoveltyIndex
 from evolve.search.scratchpad import Outcomes, notes_messages, parse_notes
 from evolve.search.selection import ParentSelector
 from evolve.search.settings import SearchConfigError, SearchSettings
@@ -99,7 +100,8 @@ class _Counters:
 
 
 class SearchEngine:
-    """Driver-side state of the search choices of one run (see the module docstring)."""
+    """Driver-side state of the search choices of one run (see the module docstring). ``settings`` must have passed
+    ``check_search`` for ``mutator`` (once per run, where they are resolved)."""
 
     def __init__(self, settings: SearchSettings, *, mutator: Any, islands: int, run_seed: int,
                  database_rate: float, sign: float, deterministic: bool, description: str, metric: str,
@@ -119,7 +121,6 @@ class SearchEngine:
         self.load_events = load_events
         self.best_views = best_views
         self.report = report
-        check_search(settings, mutator)
         self.mix = settings.mix
         self.selector = ParentSelector(settings.parent_selection, weighted_lambda=settings.weighted_lambda,
                                        power_alpha=settings.power_alpha, sign=sign)
@@ -456,8 +457,8 @@ a negligible amount). Answer with one word: NOVEL or COPY."""
 
 
 def judge_messages(child_code: str, nearest_code: str) -> list[dict[str, str]]:
-    user = (f"# Existing program\n```\n{block_text(nearest_code).strip()}\n```\n\n"
-            f"# Proposed program\n```\n{block_text(child_code).strip()}\n```\n\nNOVEL or COPY?")
+    user = (f"# Existing program\n```\n{evolvable_text(nearest_code).strip()}\n```\n\n"
+            f"# Proposed program\n```\n{evolvable_text(child_code).strip()}\n```\n\nNOVEL or COPY?")
     return [{"role": "system", "content": JUDGE_SYSTEM + "\n"}, {"role": "user", "content": user}]
 
 
@@ -506,10 +507,10 @@ class SearchMutator:
         llm = dict(proposal.llm)
         if proposal.no_answer:
             return replace(proposal, llm={**llm, "search": metadata})
-        child = proposal.child_code
-        if child is None and not (llm.get("error") or llm.get("edit_error")):
+        child, edit_error = proposal.child_code, proposal.edit_error
+        if child is None and not (llm.get("error") or edit_error):
             result = apply_response(request.parent.code, proposal.response, getattr(self.inner, "edit_mode", "diff"))
-            child = result.child if result.ok else None
+            child, edit_error = result.child, result.error  # the driver records this error as it is
         if child and context.novelty is not None and self.engine.novelty is not None:
             try:
                 verdict = self.engine.novelty.check(context.novelty, program_id_for(child), child, request.seed)
@@ -520,7 +521,7 @@ class SearchMutator:
             if calls:
                 llm = _with_calls(llm, calls)
         llm["search"] = metadata
-        return replace(proposal, llm=llm, child_code=child if child else proposal.child_code)
+        return replace(proposal, llm=llm, child_code=child if child else proposal.child_code, edit_error=edit_error)
 
     def observe(self, proposal: Proposal, outcome: MutationOutcome) -> None:
         observe = getattr(self.inner, "observe", None)

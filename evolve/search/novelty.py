@@ -31,18 +31,10 @@ from typing import Protocol
 
 import numpy as np
 
-from evolve.edits import BlockError, extract_block_text
+from evolve.blocks import evolvable_text
 
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\S")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def block_text(code: str) -> str:
-    """The evolve blocks of ``code`` (the whole code when it has none)."""
-    try:
-        return extract_block_text(code)
-    except BlockError:
-        return code
 
 
 def _splitmix(z: np.ndarray) -> np.ndarray:
@@ -161,7 +153,7 @@ class NoveltyIndex:
 
     # -- sketches ---------------------------------------------------------------------------------------------------
     def _compute(self, codes: Sequence[str]) -> list[np.ndarray]:
-        texts = [block_text(c) for c in codes]
+        texts = [evolvable_text(c) for c in codes]
         if self._minhash is not None:
             return [self._minhash.signature(t) for t in texts]
         assert self._embed is not None

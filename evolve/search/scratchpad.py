@@ -13,9 +13,9 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
+from evolve.blocks import evolvable_text
 from evolve.llm.prompts import fmt_metrics, fmt_number
 from evolve.mutators.base import ProgramView
-from evolve.search.novelty import block_text
 from evolve.search.strategies import clean_text
 
 SYSTEM = """You keep the notes of an automated evolutionary search over programs. From the best programs, the common \
@@ -47,7 +47,7 @@ def notes_messages(*, description: str, metric: str, direction: str, best: Seque
     lines = [f"# Problem\n{description.strip() or '(no description given)'}\n",
              f"Objective: {direction} `{metric}`.\n", "# Best programs so far (their evolve blocks)\n"]
     for i, view in enumerate(best, 1):
-        code = block_text(view.code).strip("\n")
+        code = evolvable_text(view.code).strip("\n")
         if len(code) > CODE_CHARS:
             code = code[:CODE_CHARS] + "\n... [cut]"
         lines.append(f"## Program {i}: {fmt_metrics({**view.metrics, metric: view.score}, metric)}\n```\n{code}\n```\n")
