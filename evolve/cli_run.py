@@ -369,7 +369,8 @@ def _evolve(plan: Any, mutator: Any, config: Any, sandbox: Any, inspection: Any,
     evolution = Evolution(plan.problem, plan.settings, mutator, plan.run_dir, plan.run_id, resume=plan.resume,
                           progress=make_progress(quiet), sandbox_settings=sandbox, executor=executor,
                           accept_damage=opts["accept_damage"], more=opts["more"], overrides=plan.overrides,
-                          config=config, inspection=inspection, resume_command=resume_command)
+                          config=config, inspection=inspection, resume_command=resume_command,
+                          search_settings=plan.search_settings)
     try:
         return evolution.run()
     except (RunRefused, ArchiveLockedError) as exc:

@@ -40,6 +40,7 @@ from evolve.resume import SEED_ITERATION, BatchReplay, Lost, RunRefused, past_ou
 from evolve.run_info import STATS_FILE, RunConfig, RunState, read_info_quietly
 from evolve.run_report import RunReporting, RunSummary, StopReason
 from evolve.schema import ProgramRecord
+from evolve.search.settings import SearchSettings
 from evolve.settings import RunSettings
 from evolve.types import StageOutcome, Status, program_id_for
 from evolve.worker import RayStageExecutor, evaluation_seed, system_error
@@ -69,7 +70,8 @@ class Evolution(Breeding, DeterministicBatches, Oversight, RunReporting):
     recorded as lost); ``more`` sets the budget to what is done plus ``more``; ``overrides`` (setting ->
     ``{"stored", "given"}``) are the flags that changed stored settings, recorded in run.json; ``config`` is what
     run.json keeps to continue the run (``RunConfig``); ``inspection`` a fresh ``inspect_run`` made before (reused
-    when the files did not change since).
+    when the files did not change since); ``search_settings`` the run's ``[search]`` settings when the caller resolved
+    them (with its flags) and checked them against ``mutator`` (``check_search``), else None (done here).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Evolution(Breeding, DeterministicBatches, Oversight, RunReporting):
         config: RunConfig | None = None,
         inspection: RunInspection | None = None,
         resume_command: str = "",
+        search_settings: SearchSettings | None = None,
     ):
         self.problem = problem
         self.settings = settings
@@ -138,6 +141,7 @@ class Evolution(Breeding, DeterministicBatches, Oversight, RunReporting):
         self._accepted: list[Any] = []
         self.notes: list[str] = []  # what the resume found and did, for the summary
         self._created_dir = False
+        self.search_settings = search_settings
         self._init_steering()
         self._init_oversight()
 
