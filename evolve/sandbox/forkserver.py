@@ -84,6 +84,7 @@ def serve() -> None:
     with contextlib.suppress(OSError):  # orphans of a crashed monitor come back here and are reaped
         syscalls.set_child_subreaper()
     probe = probe_host()
+    trampoline.prepare()
     gc.collect()
     gc.freeze()  # children never scan (so never copy-on-write) the server's objects when they collect garbage
     threads = len(os.listdir("/proc/self/task"))
