@@ -38,8 +38,16 @@ from evolve.sandbox import (
 )
 from evolve.sandbox.config import level_satisfies
 from evolve.sandbox.launcher import choose_layers, missing_layers
-from evolve.sandbox.policy import PlanInput, candidate_env, missing_for_uid, plan_covers, plan_spawn
+from evolve.sandbox.policy import (
+    PlanInput,
+    _ancestors,
+    candidate_env,
+    missing_for_uid,
+    plan_covers,
+    plan_spawn,
+)
 from evolve.sandbox.probe import HostProbe, LayerStatus
+from evolve.sandbox.scratch import remove_tree
 
 from .conftest import live_descendants
 
@@ -236,6 +244,29 @@ def test_unreachable_directories_are_covered_and_needed_paths_exposed(tmp_path):
     assert missing_for_uid([str(closed)]) == [str(closed)]
     private_tmp = {c.path: c for c in plan_covers([("/tmp/x", True)], private=True, other_uid=False)}
     assert private_tmp["/tmp"].mode == 0o1777
+
+
+@pytest.mark.parametrize("path", ["/a/b/c", "/a", "/", "/a/b/", "/a/./b//c/", "//a//b/./c", "///a/b", "rel/a/b",
+                                  "/a/../b"])
+def test_ancestors_are_the_ones_pathlib_gives(path):
+    parts = Path(path).parts
+    assert _ancestors(path) == [str(Path(*parts[:i])) for i in range(2, len(parts))]
+
+
+def test_remove_tree_takes_flat_areas_and_whatever_a_candidate_left(tmp_path):
+    flat = tmp_path / "flat"
+    (flat / "work").mkdir(parents=True)  # an unmounted scratch tmpfs leaves an empty dir
+    (flat / "1.stdout").write_text("out")
+    (flat / "2.stderr").symlink_to("/etc/passwd")
+    remove_tree(flat)
+    assert not flat.exists() and Path("/etc/passwd").exists()
+    deep = tmp_path / "deep"
+    (deep / "work" / "a" / "b").mkdir(parents=True)
+    (deep / "work" / "a" / "b" / "f").write_text("x")
+    (deep / "work" / "a" / "b").chmod(0o500)  # hard to remove for a non-root launcher
+    (deep / "1.stdout").write_text("out")
+    remove_tree(deep)
+    assert not deep.exists()
 
 
 def test_spec_round_trips_through_json(tmp_path):
