@@ -26,6 +26,7 @@ from evolve.sandbox import (
     SandboxConfigError,
     SandboxSetupError,
     SandboxUnavailable,
+    cgroups,
     check_requirement,
     describe_isolation,
     format_level,
@@ -731,3 +732,17 @@ process.close()
 assert sandbox.run([sys.executable, "-c", "import numpy"], work, 120).returncode == 0
 sandbox.remove_scratch(work)
 """
+
+
+def test_slow_cgroup_joins_are_reported_with_the_remedy():
+    acct = cgroups.Hierarchy(1, "/sys/fs/cgroup/cpuacct/evolve-sandbox", "/sys/fs/cgroup/cpuacct/cgroup.procs",
+                             frozenset({cgroups.ACCT}))
+    cpuset = dataclasses.replace(acct, base="/sys/fs/cgroup/cpuset/evolve-sandbox", roles=frozenset({cgroups.CPUSET}))
+    slow = cgroups.CgroupLayout((acct, cpuset), join_ms=14.0)
+    assert "~28 ms" in slow.slow_joins() and "favordynmods" in slow.slow_joins()
+    assert cgroups.CgroupLayout.from_dict(slow.to_dict()) == slow
+    assert cgroups.CgroupLayout((acct,), join_ms=0.2).slow_joins() == ""
+    assert cgroups.CgroupLayout.from_dict({"hierarchies": [acct.to_dict()]}).join_ms == 0.0  # an older probe's
+    probe = host_probe()
+    if probe.cgroup is not None:
+        assert probe.cgroup.join_ms > 0  # measured when the layer was probed
