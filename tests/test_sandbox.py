@@ -36,6 +36,7 @@ from evolve.sandbox import (
     parse_layers,
     policy,
     seccomp,
+    tinyinit,
 )
 from evolve.sandbox.config import level_satisfies
 from evolve.sandbox.launcher import choose_layers, missing_layers
@@ -746,3 +747,23 @@ def test_slow_cgroup_joins_are_reported_with_the_remedy():
     probe = host_probe()
     if probe.cgroup is not None:
         assert probe.cgroup.join_ms > 0  # measured when the layer was probed
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the tiny init is built for x86-64 only")
+def test_tiny_init_waits_for_the_lifeline_and_leaves_at_its_end(tmp_path):
+    program = tinyinit.elf_x86_64()
+    assert len(program) < 200
+    path = tmp_path / "init"
+    path.write_bytes(program)
+    path.chmod(0o700)
+    assert tinyinit.works(str(path))  # leaves at end of input, exit status 0
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([str(path)], stdin=read_fd)
+    os.close(read_fd)
+    os.write(write_fd, b"x" * 1000)  # data does not end it: only the end of the pipe does
+    time.sleep(0.2)
+    assert proc.poll() is None
+    os.close(write_fd)
+    assert proc.wait(timeout=10) == 0
+    argv = tinyinit.init_argv()
+    assert argv is None or tinyinit.works(argv[0])  # None where memfds cannot be executed (cat is used there)

@@ -3,7 +3,8 @@
 With a root launcher and a PID namespace (the common case) one sandboxed process costs one fork and one spawn::
 
     fork server (single-threaded)   unshare(CLONE_NEWPID): its next children land in a fresh namespace
-      ├─ init        PID 1: ``cat`` reading the server's lifeline pipe, spawned (not forked: no copy of the server).
+      ├─ init        PID 1: a 150-byte program (``tinyinit``; else ``cat``) reading the server's lifeline pipe,
+      │              spawned (not forked: no copy of the server).
       │              Killing it makes the kernel kill everything left in the namespace, setsid daemons included;
       │              it exits by itself when the server dies (its stdin reads EOF).
       └─ candidate   PID 2, forked from the warm server: joins its cgroup (CPU accounting, cores), unshares
