@@ -14,18 +14,24 @@ Requests:
   {"op": "evaluate", "path": "/problem/evaluator.py", "source": "...",
    "function": "evaluate", "program_path": "/scratch/program.py"} -> {"ok": true, "value": {...}}
 With ``using``, the helper module (its source sent by the trusted side with the first call that uses it, compiled
-here under its original file name) has its ``entry`` called as ``entry(candidate_module, *args, **kwargs)``; a
+here under its original file name, or already compiled: see ``code`` below) has its ``entry`` called as ``entry(candidate_module, *args, **kwargs)``; a
 helper may be called before the candidate is loaded (``candidate_module`` is then None). ``evaluate`` runs a whole
 evaluator in other engines' style (``evaluate(program_path) -> dict``) in this process: "in-process" mode.
+Trusted code (an evaluator, a helper) may come compiled too: ``"code"`` is the base64 of its marshalled code object and
+``"magic"`` the bytecode magic number of the interpreter that made it, used when it is this interpreter's (a fork
+child compiling even a short file copies many pages of the server's memory; loading the code costs a fraction).
 Errors reply {"ok": false, "kind": "import" | "exception" | "memory" | "encode" | "protocol", "type", "message",
 "traceback"}.
 """
 
 from __future__ import annotations
+import __future__
 
+import base64
 import contextlib
 import importlib.util
 import json
+import marshal
 import os
 import sys
 import traceback
@@ -130,15 +136,27 @@ def _load_module(name: str, path: str) -> Any:
     return module
 
 
-def _module_from_source(name: str, path: str, source: str) -> Any:
-    """A module compiled from source the trusted side sent (the file itself may be unreadable in the sandbox)."""
+CODE_FLAGS = __future__.annotations.compiler_flag  # what compile() here always inherited; the trusted side uses it too
+
+
+def _code(request: dict[str, Any], path: str) -> Any:
+    """The code object of the trusted module in ``request``: the compiled one when this interpreter can load it."""
+    code = request.get("code")
+    if code and request.get("magic") == importlib.util.MAGIC_NUMBER.hex():
+        with contextlib.suppress(ValueError, EOFError, TypeError):
+            return marshal.loads(base64.b64decode(code))
+    return compile(request["source"], path, "exec", flags=CODE_FLAGS, dont_inherit=True)
+
+
+def _module_from_source(name: str, path: str, request: dict[str, Any]) -> Any:
+    """A module made from the code the trusted side sent (the file itself may be unreadable in the sandbox)."""
     module = types.ModuleType(name)
     module.__file__ = path
     sys.modules[name] = module
     directory = os.path.dirname(path)
     if directory and directory not in sys.path:
         sys.path.append(directory)  # sibling modules, where the sandbox lets them be read
-    exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - the point of the harness
+    exec(_code(request, path), module.__dict__)  # noqa: S102 - the point of the harness
     return module
 
 
@@ -199,14 +217,13 @@ def main() -> None:
                 using = request.get("using")
                 if op == "evaluate":
                     module = _module_from_source(f"evolve_inprocess_evaluator_{len(helpers)}", request["path"],
-                                                 request["source"])
+                                                 request)
                     value = _evaluation_result(getattr(module, request["function"])(request["program_path"]))
                 elif using:
                     if using not in helpers:
                         if request.get("source") is None:
                             raise LookupError(f"helper {using} was never sent")
-                        helpers[using] = _module_from_source(f"evolve_stage_helper_{len(helpers)}", using,
-                                                             request["source"])
+                        helpers[using] = _module_from_source(f"evolve_stage_helper_{len(helpers)}", using, request)
                     value = getattr(helpers[using], request["entry"])(candidate, *args, **kwargs)
                 else:
                     value = getattr(candidate, request["entry"])(*args, **kwargs)

@@ -20,8 +20,13 @@ marked ``in_process``, and ``sandbox.allow_in_process`` must be on.
 """
 
 from __future__ import annotations
+import __future__
 
+import base64
 import contextlib
+import functools
+import importlib.util
+import marshal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +120,26 @@ def decode_value(value: Any, arrays: list[np.ndarray] | tuple[np.ndarray, ...] =
 def encode_value(value: Any) -> Any:
     """Trusted data to plain JSON data (arrays as nested lists); ``Candidate.call`` sends arrays as raw buffers."""
     return channel.encode_value(value)
+
+
+CODE_FLAGS = __future__.annotations.compiler_flag  # the harness's (``evaluators/python_harness.py``)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(path: str, source: str) -> dict[str, str]:
+    """Trusted source (an evaluator, a helper) with its code compiled here once, for the harness to load instead of
+    compiling it again in every process. Never used for candidate code: compiling hostile source is the sandbox's."""
+    code = compile(source, path, "exec", flags=CODE_FLAGS, dont_inherit=True)
+    return {"source": source, "code": base64.b64encode(marshal.dumps(code)).decode("ascii"),
+            "magic": importlib.util.MAGIC_NUMBER.hex()}
+
+
+def trusted_code(path: str, source: str) -> dict[str, str]:
+    """The request fields that carry a trusted module: its source, and its code when it compiles here."""
+    try:
+        return _compiled(path, source)
+    except (SyntaxError, ValueError):  # the harness reports it, as it always did
+        return {"source": source}
 
 
 def reply_limits(sandbox: Sandbox) -> ReplyLimits:
@@ -326,7 +351,7 @@ class Candidate:
         helper = str(using) if using is not None else None
         message = {"op": "call", "entry": entry, "args": args, "kwargs": kwargs, "using": helper, "source": None}
         if using is not None and helper not in self._helpers_sent:
-            message["source"] = using.read_text()  # once per process: the harness keeps the compiled helper
+            message.update(trusted_code(str(using), using.read_text()))  # once per process: the harness keeps it
         payload: list[bytes | memoryview] = []
         if arrays:
             message["arrays"], payload = channel.pack_arrays(arrays)
@@ -384,8 +409,8 @@ class Candidate:
         try:
             start = time.monotonic()
             reply, body = self._request(
-                {"op": "evaluate", "path": str(evaluator_path), "source": source, "function": function_name,
-                 "program_path": str(program_path or self.path)},
+                {"op": "evaluate", "path": str(evaluator_path), **trusted_code(str(evaluator_path), source),
+                 "function": function_name, "program_path": str(program_path or self.path)},
                 self._deadline(timeout), process,
             )
             self.call_seconds.append(time.monotonic() - start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 import time
 from dataclasses import replace
@@ -19,10 +20,12 @@ from evolve.candidate import (
     WrongOutput,
     decode_value,
     encode_value,
+    trusted_code,
 )
 from evolve.evaluation import run_stage
 from evolve.problem import Limits, load_problem
 from evolve.sandbox import Layer, SandboxConfig, make_sandbox
+from evolve.sandbox.forkserver import HARNESS_PATH
 from evolve.types import Status, program_id_for
 
 from .conftest import live_descendants
@@ -353,3 +356,32 @@ def test_exceptions_after_the_candidates_data_arrived_are_its_wrong_output(probl
     outcome = stage(problem, code)
     assert outcome.status is status, outcome
     assert text in outcome.message
+
+
+def test_trusted_helpers_arrive_compiled_with_the_harness_flags(sandbox, tmp_path):
+    helper = tmp_path / "annotated.py"
+    # An annotation naming nothing: fine under the postponed annotations the harness always compiled with.
+    helper.write_text("def twice(program, x: NotDefinedAnywhere) -> NotDefinedEither:\n    return 2 * x\n")
+    fields = trusted_code(str(helper), helper.read_text())
+    assert fields["code"] and fields["magic"] and fields["source"] == helper.read_text()
+    broken = tmp_path / "broken.py"
+    broken.write_text("def oops(:\n")
+    assert trusted_code(str(broken), broken.read_text()) == {"source": broken.read_text()}
+    with candidate(sandbox, "X = 1\n") as c:
+        assert c.call("twice", 21, using=helper) == 42
+        with pytest.raises(CandidateFailure, match="SyntaxError"):
+            c.call("oops", using=broken)
+
+
+def test_harness_compiles_the_source_when_the_code_is_not_its_own():
+    spec = importlib.util.spec_from_file_location("harness_under_test", HARNESS_PATH)
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    fields = trusted_code("/x/m.py", "VALUE = 7\n")
+    namespace: dict[str, object] = {}
+    exec(harness._code(fields, "/x/m.py"), namespace)  # noqa: S102
+    assert namespace["VALUE"] == 7
+    for changed in ({"magic": "00"}, {"code": "bm90IGNvZGU="}):  # another interpreter's code; not code at all
+        code = harness._code({**fields, "source": "VALUE = 8\n", **changed}, "/x/m.py")
+        exec(code, namespace)  # noqa: S102
+        assert namespace["VALUE"] == 8 and code.co_filename == "/x/m.py"

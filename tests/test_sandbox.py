@@ -26,6 +26,7 @@ from evolve.sandbox import (
     SandboxConfigError,
     SandboxSetupError,
     SandboxUnavailable,
+    cgroups,
     check_requirement,
     describe_isolation,
     format_level,
@@ -35,11 +36,20 @@ from evolve.sandbox import (
     parse_layers,
     policy,
     seccomp,
+    tinyinit,
 )
 from evolve.sandbox.config import level_satisfies
 from evolve.sandbox.launcher import choose_layers, missing_layers
-from evolve.sandbox.policy import PlanInput, candidate_env, missing_for_uid, plan_covers, plan_spawn
+from evolve.sandbox.policy import (
+    PlanInput,
+    _ancestors,
+    candidate_env,
+    missing_for_uid,
+    plan_covers,
+    plan_spawn,
+)
 from evolve.sandbox.probe import HostProbe, LayerStatus
+from evolve.sandbox.scratch import remove_tree
 
 from .conftest import live_descendants
 
@@ -236,6 +246,29 @@ def test_unreachable_directories_are_covered_and_needed_paths_exposed(tmp_path):
     assert missing_for_uid([str(closed)]) == [str(closed)]
     private_tmp = {c.path: c for c in plan_covers([("/tmp/x", True)], private=True, other_uid=False)}
     assert private_tmp["/tmp"].mode == 0o1777
+
+
+@pytest.mark.parametrize("path", ["/a/b/c", "/a", "/", "/a/b/", "/a/./b//c/", "//a//b/./c", "///a/b", "rel/a/b",
+                                  "/a/../b"])
+def test_ancestors_are_the_ones_pathlib_gives(path):
+    parts = Path(path).parts
+    assert _ancestors(path) == [str(Path(*parts[:i])) for i in range(2, len(parts))]
+
+
+def test_remove_tree_takes_flat_areas_and_whatever_a_candidate_left(tmp_path):
+    flat = tmp_path / "flat"
+    (flat / "work").mkdir(parents=True)  # an unmounted scratch tmpfs leaves an empty dir
+    (flat / "1.stdout").write_text("out")
+    (flat / "2.stderr").symlink_to("/etc/passwd")
+    remove_tree(flat)
+    assert not flat.exists() and Path("/etc/passwd").exists()
+    deep = tmp_path / "deep"
+    (deep / "work" / "a" / "b").mkdir(parents=True)
+    (deep / "work" / "a" / "b" / "f").write_text("x")
+    (deep / "work" / "a" / "b").chmod(0o500)  # hard to remove for a non-root launcher
+    (deep / "1.stdout").write_text("out")
+    remove_tree(deep)
+    assert not deep.exists()
 
 
 def test_spec_round_trips_through_json(tmp_path):
@@ -700,3 +733,37 @@ process.close()
 assert sandbox.run([sys.executable, "-c", "import numpy"], work, 120).returncode == 0
 sandbox.remove_scratch(work)
 """
+
+
+def test_slow_cgroup_joins_are_reported_with_the_remedy():
+    acct = cgroups.Hierarchy(1, "/sys/fs/cgroup/cpuacct/evolve-sandbox", "/sys/fs/cgroup/cpuacct/cgroup.procs",
+                             frozenset({cgroups.ACCT}))
+    cpuset = dataclasses.replace(acct, base="/sys/fs/cgroup/cpuset/evolve-sandbox", roles=frozenset({cgroups.CPUSET}))
+    slow = cgroups.CgroupLayout((acct, cpuset), join_ms=14.0)
+    assert "~28 ms" in slow.slow_joins() and "favordynmods" in slow.slow_joins()
+    assert cgroups.CgroupLayout.from_dict(slow.to_dict()) == slow
+    assert cgroups.CgroupLayout((acct,), join_ms=0.2).slow_joins() == ""
+    assert cgroups.CgroupLayout.from_dict({"hierarchies": [acct.to_dict()]}).join_ms == 0.0  # an older probe's
+    probe = host_probe()
+    if probe.cgroup is not None:
+        assert probe.cgroup.join_ms > 0  # measured when the layer was probed
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the tiny init is built for x86-64 only")
+def test_tiny_init_waits_for_the_lifeline_and_leaves_at_its_end(tmp_path):
+    program = tinyinit.elf_x86_64()
+    assert len(program) < 200
+    path = tmp_path / "init"
+    path.write_bytes(program)
+    path.chmod(0o700)
+    assert tinyinit.works(str(path))  # leaves at end of input, exit status 0
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([str(path)], stdin=read_fd)
+    os.close(read_fd)
+    os.write(write_fd, b"x" * 1000)  # data does not end it: only the end of the pipe does
+    time.sleep(0.2)
+    assert proc.poll() is None
+    os.close(write_fd)
+    assert proc.wait(timeout=10) == 0
+    argv = tinyinit.init_argv()
+    assert argv is None or tinyinit.works(argv[0])  # None where memfds cannot be executed (cat is used there)

@@ -78,6 +78,8 @@ def describe_isolation(config: SandboxConfig | None = None) -> str:
     text = f"sandbox: {format_level(chosen)} ({mode})"
     if skipped:
         text += "; without " + "; ".join(f"{layer.value} ({unavailable_reason(probe, layer)})" for layer in skipped)
+    if Layer.CGROUP in chosen and probe.cgroup is not None and (slow := probe.cgroup.slow_joins()):
+        text += f"; {slow}"
     return text
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import os
 import secrets
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ PRIVATE_MOUNT = "/run/evolve-sandbox-cgroup2"
 REMOVE_TIMEOUT = 2.0  # seconds rmdir is retried while the last members finish exiting
 CFS_PERIOD_US = 100_000
 ACCT, CPUSET, QUOTA = "acct", "cpuset", "quota"
+SLOW_JOIN_MS = 2.0  # a cgroup join slower than this is reported (``CgroupLayout.slow_joins``)
 _counter = itertools.count()
 
 
@@ -68,9 +70,14 @@ class Hierarchy:
 
 @dataclass(frozen=True)
 class CgroupLayout:
-    """Where this host lets us create candidate cgroups: the accounting hierarchy first."""
+    """Where this host lets us create candidate cgroups: the accounting hierarchy first.
+
+    ``join_ms``: how long one process took to move itself into a candidate cgroup when probed. Without the
+    ``favordynmods`` mount option, every move waits for an RCU grace period (measured 14 ms on a 2-core VM, against
+    0.13 ms with it), and each candidate moves once per hierarchy before it runs: see ``slow_joins``."""
 
     hierarchies: tuple[Hierarchy, ...]
+    join_ms: float = 0.0
 
     @property
     def accounting(self) -> Hierarchy:
@@ -89,12 +96,22 @@ class CgroupLayout:
         text = f"cgroup v{acct.version} CPU accounting in {acct.base}"
         return text + (f" (+{', '.join(roles)})" if roles else "")
 
+    def slow_joins(self) -> str:
+        """A hint when moving into a cgroup is slow enough to matter per candidate ("" otherwise)."""
+        if self.join_ms < SLOW_JOIN_MS:
+            return ""
+        return (f"each candidate waits ~{self.join_ms * len(self.hierarchies):.0f} ms to join its cgroup"
+                f"{'s' if len(self.hierarchies) > 1 else ''} (the kernel waits for an RCU grace period per move; "
+                "remounting the cgroup2 mount with favordynmods, as root, removes the wait: see "
+                "evolve/sandbox/README.md)")
+
     def to_dict(self) -> dict[str, object]:
-        return {"hierarchies": [h.to_dict() for h in self.hierarchies]}
+        return {"hierarchies": [h.to_dict() for h in self.hierarchies], "join_ms": self.join_ms}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> CgroupLayout:
-        return cls(tuple(Hierarchy.from_dict(h) for h in data["hierarchies"]))  # type: ignore[attr-defined]
+        return cls(tuple(Hierarchy.from_dict(h) for h in data["hierarchies"]),  # type: ignore[attr-defined]
+                   float(data.get("join_ms", 0.0)))  # type: ignore[arg-type]
 
 
 def _mounts() -> list[tuple[str, str, str, set[str]]]:
@@ -294,37 +311,49 @@ def join(procs: tuple[str, ...] | list[str]) -> None:
         _write(path, "0")
 
 
-def _burn_in_child(group: CandidateCgroup, seconds: float) -> bool:
+def _burn_in_child(group: CandidateCgroup, seconds: float) -> float | None:
+    """Seconds a child took to join ``group`` (then it burns ``seconds`` of CPU there); None if it could not."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
+            os.close(read_fd)
+            start = time.monotonic()
             join(group.procs)
+            os.write(write_fd, struct.pack("d", time.monotonic() - start))
             end = time.process_time() + seconds
             while time.process_time() < end:
                 pass
             code = 0
         finally:
             os._exit(code)
+    os.close(write_fd)
+    try:
+        data = os.read(read_fd, 8)
+    finally:
+        os.close(read_fd)
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    return struct.unpack("d", data)[0] if os.waitstatus_to_exitcode(status) == 0 and len(data) == 8 else None
 
 
-def _works(accounting: Hierarchy, burn_seconds: float = 0.003) -> str:
-    """"" if a cgroup can be created in ``accounting``, joined by a child, and read back with its CPU time."""
+def _works(accounting: Hierarchy, burn_seconds: float = 0.003) -> tuple[str, float]:
+    """("", milliseconds one join took) if a cgroup can be created in ``accounting``, joined by a child, and read
+    back with its CPU time; else (why not, 0)."""
     where = f"v{accounting.version} {accounting.base}"
     try:
         group = CandidateCgroup.create(CgroupLayout((accounting,)), os.getpid())
     except OSError as exc:
-        return f"{where}: {exc.strerror or exc}"
+        return f"{where}: {exc.strerror or exc}", 0.0
     try:
-        if not _burn_in_child(group, burn_seconds):
-            return f"{where}: a child cannot join its cgroup"
+        joined = _burn_in_child(group, burn_seconds)
+        if joined is None:
+            return f"{where}: a child cannot join its cgroup", 0.0
         if group.usage() <= 0:
-            return f"{where}: no CPU time accounted"
-        return ""
+            return f"{where}: no CPU time accounted", 0.0
+        return "", joined * 1000
     except OSError as exc:
-        return f"{where}: {exc.strerror or exc}"
+        return f"{where}: {exc.strerror or exc}", 0.0
     finally:
         group.remove()
 
@@ -344,8 +373,9 @@ def probe() -> tuple[CgroupLayout | None, str]:
     launcher), with the cpuset and quota hierarchies that work next to it."""
     reasons = []
     for accounting in accounting_candidates():
-        if not (why := _works(accounting)):
-            layout = _with_controls(accounting)
+        why, join_ms = _works(accounting)
+        if not why:
+            layout = dataclasses.replace(_with_controls(accounting), join_ms=join_ms)
             return layout, layout.describe()
         reasons.append(why)
     if os.geteuid() == 0:
@@ -354,8 +384,9 @@ def probe() -> tuple[CgroupLayout | None, str]:
         except OSError as exc:
             reasons.append(f"private cgroup2 mount at {PRIVATE_MOUNT}: {exc.strerror or exc}")
         else:
-            if not (why := _works(accounting)):
-                layout = CgroupLayout((accounting,))
+            why, join_ms = _works(accounting)
+            if not why:
+                layout = CgroupLayout((accounting,), join_ms)
                 return layout, layout.describe() + " (a private cgroup2 mount: the usual one is read-only)"
             reasons.append(why)
     return None, "; ".join(reasons) or "no cgroup mount"
@@ -377,7 +408,7 @@ def _with_controls(accounting: Hierarchy) -> CgroupLayout:
             except OSError:
                 continue
             try:
-                works = _burn_in_child(group, 0.0)
+                works = _burn_in_child(group, 0.0) is not None
             finally:
                 group.remove()
             if not works:

@@ -84,6 +84,7 @@ def serve() -> None:
     with contextlib.suppress(OSError):  # orphans of a crashed monitor come back here and are reaped
         syscalls.set_child_subreaper()
     probe = probe_host()
+    trampoline.prepare()
     gc.collect()
     gc.freeze()  # children never scan (so never copy-on-write) the server's objects when they collect garbage
     threads = len(os.listdir("/proc/self/task"))
@@ -98,7 +99,7 @@ def serve() -> None:
 
 @dataclass
 class _Direct:
-    """A candidate the server forked itself into a fresh PID namespace whose init is a tiny ``cat``."""
+    """A candidate the server forked itself into a fresh PID namespace whose init only waits (``tinyinit``)."""
 
     status: socket.socket
     err_r: int
@@ -116,7 +117,7 @@ class _Server:
     """The request loop: fork candidates (directly, or through a monitor), watch them, reap them."""
 
     def __init__(self, control: socket.socket):
-        from evolve.sandbox import syscalls
+        from evolve.sandbox import syscalls, tinyinit
 
         self.control = control
         self.me = os.getpid()
@@ -133,7 +134,8 @@ class _Server:
         # candidate notice a server that died before the death signal was armed.
         self.lifeline_r, self.lifeline_w = os.pipe2(os.O_CLOEXEC)
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        self.init_argv = [path] if (path := shutil.which("cat", path="/usr/bin:/bin")) else None
+        cat = shutil.which("cat", path="/usr/bin:/bin")
+        self.init_argv = tinyinit.init_argv() or ([cat] if cat else None)  # see tinyinit: 0.05 ms against 1.4 ms
         self.syscalls = syscalls
 
     def loop(self) -> None:
@@ -211,8 +213,9 @@ class _Server:
         return pid
 
     def _fork_direct(self, spec: SpawnSpec, fds: Any, status: socket.socket) -> int:
-        """New PID namespace: ``cat`` (spawned, not forked: no copy of this process) is its PID 1, the candidate
-        (forked from this warm process) its PID 2. The namespace, daemons included, dies when the init is killed."""
+        """New PID namespace: a tiny init (``tinyinit``, or ``cat``; spawned, not forked: no copy of this process)
+        reading the lifeline is its PID 1, the candidate (forked from this warm process) its PID 2. The namespace,
+        daemons included, dies when the init is killed."""
         from evolve.sandbox import trampoline
 
         assert self.init_argv is not None

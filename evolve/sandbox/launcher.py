@@ -441,12 +441,12 @@ class Sandbox:
 
     def remove_scratch(self, scratch: Path) -> None:
         """Remove the dir (its processes must be gone) and release its leases."""
+        scratch = Path(scratch)
         with self._lock:
-            lease = self._scratches.pop(Path(scratch), None)
-        base = Path(scratch).parent if Path(scratch).name == "work" else Path(scratch)
-        unmount_scratch(Path(scratch))
-        remove_tree(base)
-        self.server.track(Path(scratch), in_use=False)
+            lease = self._scratches.pop(scratch, None)
+        unmount_scratch(scratch)
+        remove_tree(scratch.parent if scratch.name == "work" else scratch)
+        self.server.track(scratch, in_use=False)
         if lease is not None:
             lease.release()
 

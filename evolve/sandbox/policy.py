@@ -216,8 +216,12 @@ def _traversable_by_others(path: str) -> bool:
 
 
 def _ancestors(path: str) -> list[str]:
-    parts = Path(path).parts
-    return [str(Path(*parts[:i])) for i in range(2, len(parts))]
+    """The directories between the root and ``path`` (both excluded): ``/a/b/c`` -> ``/a``, ``/a/b``."""
+    if not path.startswith(os.sep) or path.startswith(os.sep * 2):  # relative, or POSIX's special "//"
+        parts = Path(path).parts
+        return [str(Path(*parts[:i])) for i in range(2, len(parts))]
+    parts = [part for part in path.split(os.sep) if part and part != "."]  # as pathlib normalises them
+    return [os.sep + os.sep.join(parts[:i]) for i in range(1, len(parts))]
 
 
 def plan_covers(needed: list[tuple[str, bool]], private: bool, other_uid: bool) -> tuple[Cover, ...]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -119,8 +120,10 @@ class _Program:
         return bytes(out)
 
 
+@functools.cache
 def build_filter(deny_network: bool = False) -> bytes:
-    """The filter program for x86-64 as raw ``sock_filter`` bytes."""
+    """The filter program for x86-64 as raw ``sock_filter`` bytes (built once per process: the fork server builds
+    both variants before it forks, so that candidates only install them)."""
     p = _Program()
     p.add(_LD_W_ABS, _OFF_ARCH)
     p.add(_JEQ_K, AUDIT_ARCH_X86_64, 0, "wrong_arch")

@@ -3,7 +3,8 @@
 With a root launcher and a PID namespace (the common case) one sandboxed process costs one fork and one spawn::
 
     fork server (single-threaded)   unshare(CLONE_NEWPID): its next children land in a fresh namespace
-      ├─ init        PID 1: ``cat`` reading the server's lifeline pipe, spawned (not forked: no copy of the server).
+      ├─ init        PID 1: a 150-byte program (``tinyinit``; else ``cat``) reading the server's lifeline pipe,
+      │              spawned (not forked: no copy of the server).
       │              Killing it makes the kernel kill everything left in the namespace, setsid daemons included;
       │              it exits by itself when the server dies (its stdin reads EOF).
       └─ candidate   PID 2, forked from the warm server: joins its cgroup (CPU accounting, cores), unshares
@@ -30,6 +31,7 @@ would change how ordinary programs behave. Its parent lives outside its namespac
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import errno
 import fcntl
@@ -73,6 +75,13 @@ def register_server_paths(paths: list[str]) -> None:
     _SERVER_ONLY_PATHS.update(paths)
 
 
+def prepare() -> None:
+    """Work every child would repeat, done once in the fork server before it forks: the seccomp programs."""
+    if seccomp.supported():
+        for deny_network in (False, True):
+            seccomp.build_filter(deny_network)
+
+
 def uses_monitor(spec: SpawnSpec) -> bool:
     """Whether a monitor process sits between the server and the candidate (see the module docstring)."""
     return spec.has(Layer.USERNS) or not spec.has(Layer.PIDNS) or spec.has(Layer.DISKWATCH)
@@ -87,12 +96,14 @@ def close_fds_except(keep: set[int]) -> None:
 
 
 def reset_signals() -> None:
+    # ``_signal``'s plain ints: ``signal``'s wrappers convert through enums, whose objects a forked child would touch,
+    # and every page of the server's memory a child writes (a reference count is enough) is copied for it.
     with contextlib.suppress(ValueError):
-        signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        _signal.set_wakeup_fd(-1)
+    for sig in (_signal.SIGCHLD, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGALRM):
+        _signal.signal(sig, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
 def exit_message(raw: int | None, killed: bool, error: str, cpu: float | None = None) -> dict[str, Any]:
