@@ -15,7 +15,8 @@ from evolve.archive import ArchiveWriter, write_run_info
 from evolve.problem import FeatureDim
 from evolve.schema import ProgramRecord
 from evolve.types import program_id_for
-from evolve.ui.data import RunNotFound, RunStore, failure_reason, normalise_message
+from evolve.ui.data import RunNotFound, failure_reason, normalise_message
+from evolve.ui.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = (FeatureDim("code_length", 0, 6000, 6), FeatureDim("radius_spread", 1.0, 3.0, 6))
@@ -253,9 +254,9 @@ def test_version_changes_and_new_rows_appear_while_a_run_writes(tmp_path: Path) 
 
 
 def test_idle_runs_are_closed_and_listing_opens_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evolve.ui.data as data_module
+    import evolve.ui.store as store_module
 
-    monkeypatch.setattr(data_module, "MAX_OPEN_RUNS", 1)
+    monkeypatch.setattr(store_module, "MAX_OPEN_RUNS", 1)
     problem = packing_problem(tmp_path / "problem")
     for name in ("one", "two"):
         write_packing_run(tmp_path / "archive" / "circle_packing" / name, problem, programs=5)

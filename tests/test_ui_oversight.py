@@ -17,7 +17,7 @@ from evolve.archive import ArchiveWriter  # noqa: E402
 from evolve.oversight.decisions import decide  # noqa: E402
 from evolve.steering import append_action, make_action  # noqa: E402
 from evolve.ui.app import UIConfig, create_app  # noqa: E402
-from evolve.ui.data import RunStore  # noqa: E402
+from evolve.ui.store import RunStore  # noqa: E402
 from tests.oversight_problem.programs import MEMORISER, honest  # noqa: E402
 
 from .test_oversight_runs import PROBLEM, in_order, local_run, pid_of  # noqa: E402

@@ -39,10 +39,10 @@ from evolve.ui.data import (
     ProgramNotFound,
     RunNotFound,
     RunSource,
-    RunStore,
 )
 from evolve.ui.oversight import STANDINGS
 from evolve.ui.pictures import picture_for
+from evolve.ui.store import RunStore
 
 HERE = Path(__file__).parent
 TOKEN_HEADER = "x-evolve-token"
@@ -158,7 +158,12 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
 
     def run_page(request: Request) -> Response:
         src = source(request)
-        return page(request, "run.html", key=src.key, run=src.header(), standings=STANDINGS)
+        # The run's version and steering size as the page's scripts would first ask them, taken before any view
+        # is read (a write meanwhile shows at the next poll); and the views start loading now.
+        version = {"data": src.version(), "steering": steering(src).poll().size}
+        header = src.header()
+        src.warm()
+        return page(request, "run.html", key=src.key, run=header, standings=STANDINGS, version=version)
 
     def programs_page(request: Request) -> Response:
         src = source(request)
