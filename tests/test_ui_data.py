@@ -190,6 +190,18 @@ def test_tree_is_bounded_marks_hidden_children_and_the_best_path(packing) -> Non
     assert sub["root"] == deep and sub["ancestors"] == tree["best_path"][:2]
 
 
+def test_questions_survive_the_archive_reopening_its_connection(packing) -> None:
+    """The archive reopens its DuckDB connection after skipping a damaged segment; the UI's in-memory table goes
+    with the old one and is loaded again."""
+    root, _ = packing
+    src = RunStore(root).get("circle_packing~run-a")
+    first = src.programs(per_page=5)
+    with src.archive() as archive:
+        archive.close()  # the next question opens a new connection
+    assert src.programs(per_page=6)["rows"][:5] == first["rows"]
+    assert src.tree(limit=20)["nodes"]
+
+
 def test_failures_are_grouped_by_status_and_normalised_reason(packing) -> None:
     root, _ = packing
     src = RunStore(root).get("circle_packing~run-a")

@@ -207,15 +207,17 @@ class RunSource:
                     "score_metric": a.problem.score_metric, "direction": a.problem.direction,
                     "state": str(a.info.get("state", "")), "created_at": a.info.get("created_at")}
 
-    def warm(self) -> None:
-        """Load the run (``ui_summary``) and its overview in the background, while a browser fetches the page's
-        scripts: the first question the page asks then waits less. Errors are left to the questions to report."""
+    def warm(self, questions: Sequence[Callable[[], Any]]) -> None:
+        """Ask ``questions`` (this run's methods) in the background, in order, while a browser fetches a page's
+        scripts: the page's own requests then find their answers cached, or being computed. Errors are left to
+        the page's requests to report."""
 
-        def load() -> None:
-            with suppress(ArchiveQueryError, OSError):
-                self.overview()
+        def ask() -> None:
+            for question in questions:
+                with suppress(ArchiveQueryError, OSError):
+                    question()
 
-        threading.Thread(target=load, name=f"ui-warm-{self.key}", daemon=True).start()
+        threading.Thread(target=ask, name=f"ui-warm-{self.key}", daemon=True).start()
 
     def _statuses(self, a: RunArchive) -> dict[str, int]:
         """Programs per status (rows, so a rare duplicated row counts twice: cheap on a million rows)."""
