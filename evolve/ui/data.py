@@ -216,6 +216,9 @@ class RunSource:
             for question in questions:
                 with suppress(ArchiveQueryError, OSError):
                     question()
+                # A page's request waiting for the run's lock takes it now (a lock is not fair: this thread would
+                # take it again first), so that its answer is drawn while the next one is computed.
+                time.sleep(0.002)
 
         threading.Thread(target=ask, name=f"ui-warm-{self.key}", daemon=True).start()
 
