@@ -102,6 +102,7 @@ class RunSource:
         self._stable: dict[tuple[Any, ...], Any] = {}
         self._listing: tuple[str, dict[str, Any]] | None = None
         self._loaded: RunArchive | None = None  # the archive whose connection holds ui_summary
+        self._closes = 0  # times closed: a warm-up started before a close stops
         self.last_used = 0.0
 
     def version(self) -> str:
@@ -147,6 +148,7 @@ class RunSource:
                 self._archive.close()
                 self._archive = None
             self._loaded = None
+            self._closes += 1
             self._cache.clear()
 
     def _on_table(self, a: RunArchive, ask: Callable[[], T]) -> T:
@@ -212,8 +214,12 @@ class RunSource:
         scripts: the page's own requests then find their answers cached, or being computed. Errors are left to
         the page's requests to report."""
 
+        closes = self._closes
+
         def ask() -> None:
             for question in questions:
+                if self._closes != closes:
+                    return  # closed meanwhile (the server stops, or the run was idle): opening it again is not wanted
                 with suppress(ArchiveQueryError, OSError):
                     question()
                 # A page's request waiting for the run's lock takes it now (a lock is not fair: this thread would
