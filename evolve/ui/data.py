@@ -167,7 +167,7 @@ class RunSource:
 
     def _load(self, a: RunArchive) -> None:
         # parent_hash: finding the children of a few programs compares integers (_CHILD_OF).
-        # Insertion order is not kept: a third less work on a million rows, and every question orders its answer
+        # Insertion order is not kept: a quarter less work on a million rows, and every question orders its answer
         # (the index is sorted by program_id, so lookups by id still skip most of the table).
         a.query("SET preserve_insertion_order = false")
         try:
