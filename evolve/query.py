@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evolve.damage import Damage, DamageKind, read_journals, verify_run
+from evolve.query_grids import grid_maps
 from evolve.query_index import (
     INDEX_DIR,
     INDEX_MIN_FILES,
@@ -53,7 +54,6 @@ from evolve.query_model import (
     RunListing,
     problem_view_from_toml,
     read_problem_view,
-    unravel,
 )
 from evolve.run_info import (
     STATS_FILE,
@@ -486,44 +486,9 @@ class RunArchive:
         return self.grids([island])[0]
 
     def grids(self, islands: Sequence[int] | None = None) -> list[GridMap]:
-        """The MAP-Elites grid of each island (default: every island), from one scan of the archive.
-
-        A cell's elite is the best program placed there, by its own island or by a migration, in the live
-        database's order: higher fitness, then earlier iteration (unique per program in a run).
-        """
-        wanted = list(self.islands() if islands is None else islands)
-        shape = self.problem.grid_shape
-        n_cells = self.problem.n_cells
-        targets = ", ".join(str(int(i)) for i in wanted) or "NULL"
-        rows = self.rows(
-            f"""
-            WITH eligible AS (
-                -- fitness is non-null exactly for ok, finitely scored programs (see evolve.schema), so the
-                -- status column need not be read
-                SELECT program_id, island, cell, fitness, score, iteration FROM summary
-                WHERE fitness IS NOT NULL AND cell IS NOT NULL
-            ),
-            moved AS (SELECT DISTINCT program_id, to_island FROM migrations WHERE to_island IN ({targets})),
-            placed AS (
-                SELECT island AS target, * FROM eligible WHERE island IN ({targets})
-                UNION ALL
-                SELECT m.to_island AS target, e.* FROM eligible e JOIN moved m ON e.program_id = m.program_id
-            )
-            SELECT target, cell, arg_max({{'program_id': program_id, 'score': score, 'fitness': fitness,
-                                           'iteration': iteration}}, (fitness, -iteration)) AS elite
-            FROM placed GROUP BY target, cell ORDER BY target, cell
-            """
-        )
-        elites: dict[int, list[Elite]] = {i: [] for i in wanted}
-        for r in rows:
-            cell = int(r["cell"])
-            if not 0 <= cell < n_cells:
-                continue  # the problem's grid changed after this row was written
-            island, e = int(r["target"]), r["elite"]
-            elites[island].append(Elite(island, cell, unravel(cell, shape), str(e["program_id"]), e["score"],
-                                        float(e["fitness"]), int(e["iteration"])))
-        return [GridMap(island=i, features=self.problem.features, shape=shape, elites=tuple(elites[i]))
-                for i in wanted]
+        """The MAP-Elites grid of each island (default: every island), from one scan of the archive (see
+        ``evolve.query_grids.grid_maps``)."""
+        return grid_maps(self, islands)
 
     _DETAILS = """
         SELECT DISTINCT program_id, parent_ids[1] AS parent_id, iteration, island, status, score, fitness, mutator,

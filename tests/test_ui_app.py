@@ -150,3 +150,12 @@ def test_ui_command_prints_the_address_and_a_token(tmp_path: Path, monkeypatch: 
     assert f"/?token={config.token}" in result.output and "viewing does not" in result.output
     exposed = CliRunner().invoke(ui, [str(tmp_path), "--port", "0", "--host", "0.0.0.0", "--token", TOKEN])
     assert exposed.exit_code == 0 and started[1].token == TOKEN and "anyone" in exposed.output
+
+
+def test_the_listening_socket_says_tcp_so_responses_are_not_held_back() -> None:
+    """asyncio turns Nagle's algorithm off only on connections of a socket whose protocol is TCP; with it on, every
+    response with a body waits for the browser's delayed ACK (~40 ms each)."""
+    from evolve.ui.server import bind
+
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP

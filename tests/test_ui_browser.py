@@ -116,6 +116,12 @@ def test_run_page_shows_progress_outcomes_grids_genealogy_and_failures(page, sit
     path = shot(page, site, "run")
     if os.environ.get("EVOLVE_UI_DOCS_SHOT"):  # refresh docs/ui.png on demand, never by default
         shutil.copy(path, os.environ["EVOLVE_UI_DOCS_SHOT"])
+    dot = page.locator("#progress-chart circle.dot").first
+    dot_id = dot.get_attribute("data-id")
+    dot.dispatch_event("mouseover")  # its tooltip is made when the pointer reaches it (dots may overlap)
+    assert dot_id in dot.locator("title").text_content()
+    dot.dispatch_event("click")
+    page.wait_for_url(f"**/program/{dot_id}")
     assert page.errors == []
 
 

@@ -15,7 +15,8 @@ from evolve.archive import ArchiveWriter, write_run_info
 from evolve.problem import FeatureDim
 from evolve.schema import ProgramRecord
 from evolve.types import program_id_for
-from evolve.ui.data import RunNotFound, RunStore, failure_reason, normalise_message
+from evolve.ui.data import RunNotFound, failure_reason, normalise_message
+from evolve.ui.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 FEATURES = (FeatureDim("code_length", 0, 6000, 6), FeatureDim("radius_spread", 1.0, 3.0, 6))
@@ -189,6 +190,18 @@ def test_tree_is_bounded_marks_hidden_children_and_the_best_path(packing) -> Non
     assert sub["root"] == deep and sub["ancestors"] == tree["best_path"][:2]
 
 
+def test_questions_survive_the_archive_reopening_its_connection(packing) -> None:
+    """The archive reopens its DuckDB connection after skipping a damaged segment; the UI's in-memory table goes
+    with the old one and is loaded again."""
+    root, _ = packing
+    src = RunStore(root).get("circle_packing~run-a")
+    first = src.programs(per_page=5)
+    with src.archive() as archive:
+        archive.close()  # the next question opens a new connection
+    assert src.programs(per_page=6)["rows"][:5] == first["rows"]
+    assert src.tree(limit=20)["nodes"]
+
+
 def test_failures_are_grouped_by_status_and_normalised_reason(packing) -> None:
     root, _ = packing
     src = RunStore(root).get("circle_packing~run-a")
@@ -253,9 +266,9 @@ def test_version_changes_and_new_rows_appear_while_a_run_writes(tmp_path: Path) 
 
 
 def test_idle_runs_are_closed_and_listing_opens_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evolve.ui.data as data_module
+    import evolve.ui.store as store_module
 
-    monkeypatch.setattr(data_module, "MAX_OPEN_RUNS", 1)
+    monkeypatch.setattr(store_module, "MAX_OPEN_RUNS", 1)
     problem = packing_problem(tmp_path / "problem")
     for name in ("one", "two"):
         write_packing_run(tmp_path / "archive" / "circle_packing" / name, problem, programs=5)

@@ -17,7 +17,7 @@ from evolve.archive import ArchiveWriter  # noqa: E402
 from evolve.oversight.decisions import decide  # noqa: E402
 from evolve.steering import append_action, make_action  # noqa: E402
 from evolve.ui.app import UIConfig, create_app  # noqa: E402
-from evolve.ui.data import RunStore  # noqa: E402
+from evolve.ui.store import RunStore  # noqa: E402
 from tests.oversight_problem.programs import MEMORISER, honest  # noqa: E402
 
 from .test_oversight_runs import PROBLEM, in_order, local_run, pid_of  # noqa: E402
@@ -84,6 +84,8 @@ def test_programs_carry_their_standing_and_filter_by_it(checked) -> None:
     promoted = client.get(f"/api/run/{KEY}/programs?order=best&standing=promoted").json()
     assert promoted["total"] == 3 and promoted["rows"][0]["program_id"] == data["best"]
     assert promoted["rows"][0]["decision"] == "approved"
+    auto = client.get(f"/api/run/{KEY}/programs?order=best&status=ok&standing=auto").json()  # the run page's default
+    assert auto["standing"] == "promoted" and auto["rows"][0]["program_id"] == data["best"]
     assert {r["standing"] for r in promoted["rows"]} == {"promoted"}
     overfit = client.get(f"/api/run/{KEY}/programs?standing=overfit").json()
     assert [r["program_id"] for r in overfit["rows"]] == [data["memoriser"]]
@@ -167,4 +169,5 @@ def test_a_run_without_oversight_or_strategies_shows_neither(tmp_path: Path) -> 
     rows = src.programs(standing="promoted")["rows"]
     assert rows == []  # nothing was promoted; every program is a candidate
     assert src.programs(standing="candidate")["total"] == 11
+    assert src.programs(standing="auto")["standing"] == "" and src.programs(standing="auto")["total"] == 11
     assert json.dumps(src.audit())  # JSON-ready

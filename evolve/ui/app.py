@@ -13,6 +13,7 @@ import difflib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ from evolve.ui.data import (
     ProgramNotFound,
     RunNotFound,
     RunSource,
-    RunStore,
 )
 from evolve.ui.oversight import STANDINGS
 from evolve.ui.pictures import picture_for
+from evolve.ui.store import RunStore
 
 HERE = Path(__file__).parent
 TOKEN_HEADER = "x-evolve-token"
@@ -158,7 +159,12 @@ def create_app(config: UIConfig, store: RunStore | None = None) -> Starlette:
 
     def run_page(request: Request) -> Response:
         src = source(request)
-        return page(request, "run.html", key=src.key, run=src.header(), standings=STANDINGS)
+        # The run's version and steering size as the page's scripts would first ask them, taken before any view
+        # is read (a write meanwhile shows at the next poll); and the views start loading now.
+        version = {"data": src.version(), "steering": steering(src).poll().size}
+        header = src.header()
+        src.warm(_run_page_views(src))
+        return page(request, "run.html", key=src.key, run=header, standings=STANDINGS, version=version)
 
     def programs_page(request: Request) -> Response:
         src = source(request)
@@ -357,6 +363,14 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _run_page_views(src: RunSource) -> list[Callable[[], Any]]:
+    """The views the run page's script asks for first (``loadAll`` in static/run.js), with the same parameters as
+    its requests reach ``api_part``, so that answers computed ahead are the ones it asks for."""
+    return [src.overview, src.progress, src.outcomes, src.maps, src.failures, src.tree,
+            lambda: src.programs(order="best", per_page=10, status="ok", standing="auto"),
+            lambda: src.programs(per_page=20), src.audit, src.strategies]
 
 
 def _int(value: str | None, default: int) -> int:

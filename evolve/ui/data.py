@@ -1,4 +1,5 @@
-"""The UI's only door to the archive: runs under a root folder, and every question a page asks about one run.
+"""The UI's only door to the archive: every question a page asks about one run (``evolve.ui.store`` holds the runs
+under a root folder).
 
 Everything goes through ``evolve.query.RunArchive``'s public methods and its documented ``summary`` view
 (``program_id, parent_id, island, iteration, generation, status, score, fitness, cell, mutator, file``), so a change
@@ -16,43 +17,38 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any, TypeVar
 
 from evolve.oversight.read import decisions
 from evolve.query import (
+    SUMMARY_COLUMNS,
     AmbiguousProgram,
     ArchiveQueryError,
-    ArchiveRoot,
     ProgramNotFound,
     RunArchive,
     RunNotFound,
     resolve_run,
 )
+from evolve.query_grids import grid_maps
 from evolve.schema import ProgramRecord
 from evolve.types import NOT_FAILURES
 from evolve.ui import oversight as ov
-from evolve.ui.reasons import failure_reason, json_field, normalise_message
+from evolve.ui.reasons import FAILURE_SAMPLE, failure_groups, failure_reason, normalise_message
 from evolve.ui.versions import fingerprint, last_write, steering_mark
 
 __all__ = [
-    "AmbiguousProgram", "ArchiveQueryError", "ProgramNotFound", "RunNotFound", "RunSource", "RunStore",
+    "AmbiguousProgram", "ArchiveQueryError", "ProgramNotFound", "RunNotFound", "RunSource",
     "failure_reason", "normalise_message", "resolve_program",
 ]
 
 MAX_POINTS = 4000  # scored programs drawn on the progress chart (a uniform sample beyond this)
 BEST_BINS = 600
 OUTCOME_BINS = 40
-FAILURE_SAMPLE = 5000  # the most recent failures grouped by reason
 CACHE_ENTRIES = 64
-DIRECT_FAILURE_FILES = 64  # up to this many segments hold failures: ask the archive directly
-MAX_OPEN_RUNS = 4  # runs whose DuckDB connection (and in-memory summary) stay open
-_FAIL_COLUMNS = ("program_id", "iteration", "status", "edit_error", "artifacts", "stages")
+T = TypeVar("T")
 
 
 def _finite(value: Any) -> float | None:
@@ -105,6 +101,8 @@ class RunSource:
         self._cache: dict[tuple[Any, ...], Any] = {}
         self._stable: dict[tuple[Any, ...], Any] = {}
         self._listing: tuple[str, dict[str, Any]] | None = None
+        self._loaded: RunArchive | None = None  # the archive whose connection holds ui_summary
+        self._closes = 0  # times closed: a warm-up started before a close stops
         self.last_used = 0.0
 
     def version(self) -> str:
@@ -149,19 +147,41 @@ class RunSource:
             if self._archive is not None:
                 self._archive.close()
                 self._archive = None
+            self._loaded = None
+            self._closes += 1
             self._cache.clear()
 
-    @staticmethod
-    def _table(a: RunArchive) -> str:
-        # IF NOT EXISTS: the archive may have reopened its connection (after skipping a damaged segment).
-        a.query(f"CREATE TEMP TABLE IF NOT EXISTS ui_summary AS SELECT {_SUMMARY_COLUMNS} FROM summary")
-        return "ui_summary"
+    def _on_table(self, a: RunArchive, ask: Callable[[], T]) -> T:
+        """``ask()``, a question over ``ui_summary``, made first on this archive's connection. Loaded once per
+        version; the archive may have reopened its connection since (after skipping a damaged segment), taking
+        the table with it: then it is loaded again and the question asked again."""
+        if self._loaded is not a:
+            self._load(a)
+        try:
+            return ask()
+        except ArchiveQueryError as exc:
+            if "ui_summary" not in str(exc):
+                raise
+            self._load(a)
+            return ask()
+
+    def _load(self, a: RunArchive) -> None:
+        # parent_hash: finding the children of a few programs compares integers (_CHILD_OF).
+        # Insertion order is not kept: a quarter less work on a million rows, and every question orders its answer
+        # (the index is sorted by program_id, so lookups by id still skip most of the table).
+        a.query("SET preserve_insertion_order = false")
+        try:
+            a.query(f"CREATE OR REPLACE TEMP TABLE ui_summary AS SELECT {_SUMMARY_COLUMNS}, "
+                    "hash(parent_id) AS parent_hash FROM summary")
+        finally:
+            a.query("RESET preserve_insertion_order")
+        self._loaded = a
 
     def _sql(self, a: RunArchive, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return a.tuples(sql.format(S=self._table(a)), list(params))
+        return self._on_table(a, lambda: a.tuples(sql.format(S="ui_summary"), list(params)))
 
     def _dicts(self, a: RunArchive, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return a.rows(sql.format(S=self._table(a)), list(params))
+        return self._on_table(a, lambda: a.rows(sql.format(S="ui_summary"), list(params)))
 
     # -- the run as a whole ---------------------------------------------------------------------------------------
 
@@ -189,6 +209,25 @@ class RunSource:
                     "score_metric": a.problem.score_metric, "direction": a.problem.direction,
                     "state": str(a.info.get("state", "")), "created_at": a.info.get("created_at")}
 
+    def warm(self, questions: Sequence[Callable[[], Any]]) -> None:
+        """Ask ``questions`` (this run's methods) in the background, in order, while a browser fetches a page's
+        scripts: the page's own requests then find their answers cached, or being computed. Errors are left to
+        the page's requests to report."""
+
+        closes = self._closes
+
+        def ask() -> None:
+            for question in questions:
+                if self._closes != closes:
+                    return  # closed meanwhile (the server stops, or the run was idle): opening it again is not wanted
+                with suppress(ArchiveQueryError, OSError):
+                    question()
+                # A page's request waiting for the run's lock takes it now (a lock is not fair: this thread would
+                # take it again first), so that its answer is drawn while the next one is computed.
+                time.sleep(0.002)
+
+        threading.Thread(target=ask, name=f"ui-warm-{self.key}", daemon=True).start()
+
     def _statuses(self, a: RunArchive) -> dict[str, int]:
         """Programs per status (rows, so a rare duplicated row counts twice: cheap on a million rows)."""
         return self._memo(a, ("statuses",), lambda _: {str(s): int(n) for s, n in self._sql(
@@ -205,7 +244,7 @@ class RunSource:
                 "state": str(a.info.get("state", "")), "mutator": str(a.info.get("mutator", "")),
                 "created_at": a.info.get("created_at"), "settings": a.info.get("settings", {}),
                 "programs": sum(statuses.values()), "statuses": statuses, "islands": a.islands(),
-                "best": self._best(a), "best_visible": self._fittest(a), "seed": a.seed(), "last_iteration": last,
+                "best": self._best(a), "best_visible": self._fittest(a), "seed": self._seed(a), "last_iteration": last,
                 "standings": ov.standing_counts(self._standings(a), sum(statuses.values())),
                 "oversight": bool(self._standings(a)), "strategies": self._has_strategies(a),
                 "features": [{"name": f.name, "min": f.min, "max": f.max, "bins": f.bins} for f in p.features],
@@ -230,10 +269,14 @@ class RunSource:
         return self._fittest(a, f"program_id IN ({', '.join('?' * len(promoted))})", promoted)
 
     def _fittest(self, a: RunArchive, where: str = "TRUE", params: Sequence[Any] = ()) -> dict[str, Any] | None:
-        rows = self._dicts(a, "SELECT program_id, score, fitness, status, island, iteration, generation, mutator "
-                              f"FROM {{S}} WHERE fitness IS NOT NULL AND {where} ORDER BY fitness DESC, iteration "
-                              "LIMIT 1", params)
+        rows = self._dicts(a, f"SELECT {_ROW_COLUMNS} FROM {{S}} WHERE fitness IS NOT NULL AND {where} "
+                              "ORDER BY fitness DESC, iteration LIMIT 1", params)
         return _safe(rows[0]) if rows else None
+
+    def _seed(self, a: RunArchive) -> dict[str, Any] | None:
+        """``RunArchive.seed()``, answered from ``ui_summary``."""
+        return self._memo(a, ("seed",), lambda _: next(iter(self._dicts(
+            a, f"SELECT {_ROW_COLUMNS} FROM {{S}} WHERE iteration = 0 ORDER BY program_id LIMIT 1")), None))
 
     # -- oversight and strategies (evolve.ui.oversight) ----------------------------------------------------------
 
@@ -271,7 +314,7 @@ class RunSource:
             stride = max(1, math.ceil(scored / MAX_POINTS))
             sample = self._sql(
                 a, "SELECT program_id, iteration, island, score FROM {S} WHERE fitness IS NOT NULL "
-                   "AND hash(program_id) % ? = 0 ORDER BY iteration LIMIT ?", [stride, MAX_POINTS * 2])
+                   "AND hash(program_id) % ?::UBIGINT = 0 ORDER BY iteration LIMIT ?", [stride, MAX_POINTS * 2])
             width = max(1, math.ceil((last + 1) / BEST_BINS))
             bins = self._sql(
                 a, "SELECT iteration // ? AS b, arg_max(struct_pack(program_id, iteration, score), fitness) "
@@ -315,7 +358,7 @@ class RunSource:
         def compute(a: RunArchive) -> list[dict[str, Any]]:
             out = []
             known = self._standings(a)
-            for grid in a.grids():
+            for grid in self._on_table(a, lambda: grid_maps(a, table="ui_summary")):
                 dims = len(grid.features)
                 xi, yi = (dims - 1, 0) if dims >= 2 else (0 if dims else None, None)
                 cells: dict[tuple[int, int], dict[str, Any]] = {}
@@ -338,63 +381,21 @@ class RunSource:
 
     def failures(self, sample: int = FAILURE_SAMPLE) -> dict[str, Any]:
         """Failures grouped by status and normalised reason, over the most recent ``sample`` failures; counts per
-        status over every program."""
+        status over every program (``evolve.ui.reasons.failure_groups``)."""
 
         def compute(a: RunArchive) -> dict[str, Any]:
             statuses = {s: n for s, n in self._statuses(a).items() if s not in NOT_FAILURES}
-            total = sum(statuses.values())
-            groups: dict[tuple[str, str], dict[str, Any]] = {}
-            rows, skipped = self._failure_rows(a, sample) if total else ([], 0)
-            for pid, it, status, edit_error, artifacts, stages in rows:
-                reason = normalise_message(failure_reason(
-                    str(status or ""), str(edit_error or ""), json_field(artifacts, {}), json_field(stages, [])))
-                group = groups.setdefault((status, reason), {
-                    "status": status, "reason": reason, "count": 0, "example": pid, "first": it, "last": it})
-                group["count"] += 1
-                group["first"] = min(group["first"], it)
-                group["last"] = max(group["last"], it)
-            ordered = sorted(groups.values(), key=lambda g: (-g["count"], g["status"], g["reason"]))
-            return {"statuses": statuses, "total": total, "sampled": len(rows), "unsampled_journal": skipped,
-                    "groups": ordered}
+            return failure_groups(a, self.run_dir, statuses, sample)
 
         return self.cached(("failures", sample), compute)
-
-    def _failure_rows(self, a: RunArchive, sample: int) -> tuple[list[tuple[Any, ...]], int]:
-        """The latest ``sample`` failed rows with the columns that say why. A small run is asked directly; in a
-        large one only the newest segments holding them are read (opening a thousand segments costs seconds), and
-        rows still in the journal are left out (their count is returned)."""
-        # ``file`` (the segment holding a row) is left out of ui_summary: it is the costliest column to load.
-        files = a.tuples("SELECT file, count(*), max(iteration) AS last FROM summary WHERE status NOT IN "
-                         "('ok', 'duplicate') GROUP BY file ORDER BY last DESC")
-        if len(files) <= DIRECT_FAILURE_FILES:
-            return a.tuples(f"SELECT {', '.join(_FAIL_COLUMNS)} FROM programs WHERE status NOT IN "
-                            "('ok', 'duplicate') ORDER BY iteration DESC LIMIT ?", [sample], full=True), 0
-        chosen, count, journal = [], 0, 0
-        for name, n, _ in files:
-            if not name:
-                journal += int(n)
-                continue
-            chosen.append(name)
-            count += int(n)
-            if count >= sample:
-                break
-        rows: list[tuple[Any, ...]] = []
-        for name in chosen:
-            try:
-                table = pq.read_table(self.run_dir / "segments" / name, columns=list(_FAIL_COLUMNS),
-                                      filters=[("status", "not in", list(NOT_FAILURES))])
-            except (OSError, pa.ArrowException, ValueError):
-                continue  # compacted or damaged since: the archive reports damage, the grouping goes on
-            rows += zip(*(table.column(c).to_pylist() for c in _FAIL_COLUMNS), strict=True)
-        rows.sort(key=lambda r: -int(r[1] or 0))
-        return rows[:sample], journal
 
     def programs(self, page: int = 0, per_page: int = 50, status: str = "", island: int | None = None,
                  order: str = "recent", standing: str = "") -> dict[str, Any]:
         """A page of programs, each with its standing and any person's decision; ``standing`` keeps one standing
-        (``evolve archive top --standing``)."""
+        (``evolve archive top --standing``); ``auto``: promoted programs once the run has standings, else every
+        program (the run page's default, as ``evolve archive top``'s)."""
         page, per_page = max(0, page), min(200, max(1, per_page))
-        standing = standing if standing in ov.STANDINGS else ""
+        standing = standing if standing in (*ov.STANDINGS, "auto") else ""
         conditions, params = ["TRUE"], []
         if status:
             conditions.append("status = ?")
@@ -407,7 +408,8 @@ class RunSource:
 
         def compute(a: RunArchive) -> dict[str, Any]:
             known = self._standings(a)
-            kept = ov.standing_condition(known, standing)
+            chosen = ("promoted" if known else "") if standing == "auto" else standing
+            kept = ov.standing_condition(known, chosen)
             full = f"{where} AND ({kept[0]})" if kept else where
             args = [*params, *(kept[1] if kept else [])]
             total = int(self._sql(a, f"SELECT count(*) FROM {{S}} WHERE {full}", args)[0][0])
@@ -421,7 +423,7 @@ class RunSource:
                 r["standing"] = known.get(r["program_id"], "candidate")
                 r["decision"] = made[r["program_id"]].decision if r["program_id"] in made else ""
             return _safe({"page": page, "per_page": per_page, "total": total, "rows": unique,
-                          "standing": standing, "oversight": bool(known)})
+                          "standing": chosen, "oversight": bool(known)})
 
         return self.cached(("programs", page, per_page, status, island, order, standing), compute)
 
@@ -459,24 +461,27 @@ class RunSource:
 
         def compute(a: RunArchive) -> dict[str, Any]:
             best = self._best(a)
-            best_chain = [s["program_id"] for s in reversed(self._lineage(a, best["program_id"]))] if best else []
+            best_lineage = self._lineage(a, best["program_id"]) if best else []
+            best_chain = [s["program_id"] for s in reversed(best_lineage)]
             if root:
                 root_id = a.resolve_id(root)
             else:
-                seed = a.seed()
+                seed = self._seed(a)
                 root_id = best_chain[0] if best_chain else (seed["program_id"] if seed else None)
             if root_id is None:
                 return {"root": None, "nodes": [], "best_path": [], "ancestors": [], "truncated": False}
-            ancestors = [s["program_id"] for s in reversed(self._lineage(a, root_id))][:-1]
+            root_lineage = self._lineage(a, root_id)
+            ancestors = [s["program_id"] for s in reversed(root_lineage)][:-1]
             path = best_chain[best_chain.index(root_id):] if root_id in best_chain else [root_id]
-            nodes = {row["program_id"]: row for row in self._nodes(a, path)}
+            # The path's rows are in the lineages just read (less a parent missing from a damaged archive).
+            known_rows = {r["program_id"]: r for r in (*best_lineage, *root_lineage) if r["status"] != "missing"}
+            nodes = {pid: known_rows[pid] for pid in path if pid in known_rows}
             frontier, truncated = [root_id], False
             while frontier and len(nodes) < limit:
                 children = self._dicts(
-                    a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE parent_id IN ({', '.join('?' * len(frontier))}) "
-                       "QUALIFY row_number() OVER (PARTITION BY parent_id ORDER BY fitness DESC NULLS LAST, "
-                       "iteration, program_id) <= ? ORDER BY fitness DESC NULLS LAST, iteration",
-                    [*frontier, per_node])
+                    a, f"SELECT {_NODE_COLUMNS} FROM {{S}} WHERE {_CHILD_OF} QUALIFY row_number() OVER (PARTITION "
+                       "BY parent_id ORDER BY fitness DESC NULLS LAST, iteration, program_id) <= ? "
+                       "ORDER BY fitness DESC NULLS LAST, iteration", [frontier, frontier, per_node])
                 frontier = []
                 for row in children:
                     if row["program_id"] in nodes:
@@ -489,8 +494,8 @@ class RunSource:
                     nodes[row["program_id"]] = row
                     frontier.append(row["program_id"])
             ids = list(nodes)
-            counts = dict(self._sql(a, f"SELECT parent_id, count(DISTINCT program_id) FROM {{S}} WHERE parent_id "
-                                       f"IN ({', '.join('?' * len(ids))}) GROUP BY parent_id", ids))
+            counts = dict(self._sql(a, f"SELECT parent_id, count(DISTINCT program_id) FROM {{S}} WHERE {_CHILD_OF} "
+                                       "GROUP BY parent_id", [ids, ids]))
             out = []
             for pid, row in nodes.items():
                 row = _safe(row)
@@ -512,14 +517,6 @@ class RunSource:
                     "truncated": truncated or any(r["hidden"] for r in out), "limit": limit}
 
         return self.cached(("tree", root, limit, per_node), compute)
-
-    def _nodes(self, a: RunArchive, ids: Sequence[str]) -> list[dict[str, Any]]:
-        if not ids:
-            return []
-        rows = self._dicts(a, f"SELECT DISTINCT {_NODE_COLUMNS} FROM {{S}} WHERE program_id IN "
-                              f"({', '.join('?' * len(ids))})", list(ids))
-        order = {pid: i for i, pid in enumerate(ids)}
-        return sorted(rows, key=lambda r: order.get(r["program_id"], len(order)))
 
     # -- one program ---------------------------------------------------------------------------------------------
 
@@ -561,6 +558,11 @@ def _axis(features: Sequence[Any], i: int | None) -> dict[str, Any] | None:
     return {"name": f.name, "min": f.min, "max": f.max, "bins": f.bins}
 
 
+_ROW_COLUMNS = ", ".join(SUMMARY_COLUMNS)  # RunArchive.top()'s and seed()'s columns
+# Rows whose parent is one of a list of ids (the list given twice): the parents' hashes are compared first, so that
+# DuckDB compares strings and reads the other columns for the few matching rows only (a string IN list makes it read
+# every column of every row).
+_CHILD_OF = "parent_hash = ANY([hash(x) FOR x IN ?::VARCHAR[]]) AND parent_id = ANY(?::VARCHAR[])"
 _NODE_COLUMNS = "program_id, parent_id, island, iteration, generation, status, score, fitness, mutator"
 _SUMMARY_COLUMNS = "program_id, parent_id, island, iteration, generation, status, score, fitness, cell, mutator"
 
@@ -572,75 +574,3 @@ def resolve_program(run_path: str | Path, prefix: str) -> tuple[Path, str, str]:
         full = archive.resolve_id(prefix)
         rows = archive.rows("SELECT status FROM summary WHERE program_id = ? LIMIT 1", [full])
     return run_dir, full, str(rows[0]["status"] if rows else "")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Every run under a root
-
-
-class RunStore:
-    """The runs under ``root`` (a run folder, a problem folder of the archive, or the archive root), rescanned
-    when asked (runs appear while the UI is open). Keys are the run's path under the root, ``/`` written ``~``."""
-
-    def __init__(self, root: str | Path, rescan_seconds: float = 2.0):
-        self.root = Path(root)
-        if not self.root.exists():
-            raise RunNotFound(f"{self.root}: no such folder")
-        self.rescan_seconds = rescan_seconds
-        self._sources: dict[str, RunSource] = {}
-        self._scanned = -math.inf
-        self._lock = threading.Lock()
-
-    def _key(self, run_dir: Path) -> str:
-        try:
-            rel = run_dir.relative_to(self.root)
-        except ValueError:
-            rel = Path(run_dir.name)
-        return "~".join(rel.parts) or run_dir.name
-
-    def scan(self, force: bool = False) -> list[RunSource]:
-        with self._lock:
-            now = time.monotonic()
-            if force or now - self._scanned >= self.rescan_seconds:
-                self._scanned = now
-                for run_dir in ArchiveRoot.scan(self.root).runs:
-                    key = self._key(run_dir)
-                    if key not in self._sources:
-                        self._sources[key] = RunSource(key, run_dir)
-                for key in [k for k, s in self._sources.items() if not s.run_dir.is_dir()]:
-                    self._sources.pop(key).close()
-            return list(self._sources.values())
-
-    def get(self, key: str) -> RunSource:
-        source = self._sources.get(key)
-        if source is None:
-            self.scan(force=True)
-            source = self._sources.get(key)
-        if source is None:
-            raise RunNotFound(f"no run {key!r} under {self.root}")
-        self._close_idle(keep=source)
-        return source
-
-    def _close_idle(self, keep: RunSource) -> None:
-        """Keep at most ``MAX_OPEN_RUNS`` connections (each holds its run's summary in memory)."""
-        open_ = sorted((s for s in self._sources.values() if s.is_open and s is not keep),
-                       key=lambda s: s.last_used, reverse=True)
-        for idle in open_[MAX_OPEN_RUNS - 1:]:
-            idle.close()
-
-    def listings(self) -> list[dict[str, Any]]:
-        out = []
-        for source in self.scan():
-            try:
-                out.append(source.listing())
-            except ArchiveQueryError as exc:
-                out.append({"key": source.key, "run_id": source.run_dir.name, "problem": "", "state": "unreadable",
-                            "programs": 0, "best_score": None, "best_program": None, "created_at": None,
-                            "error": str(exc), "last_write": last_write(source.run_dir)})
-        return sorted(out, key=lambda r: (-(r.get("created_at") or 0), r["key"]))
-
-    def close(self) -> None:
-        with self._lock:
-            for source in self._sources.values():
-                source.close()
-            self._sources.clear()

@@ -113,10 +113,10 @@
     });
   }
 
-  async function loadTree(root) {
+  async function loadTree(root, drawable) {
     if (root !== undefined) state.treeRoot = root;
     const limit = document.getElementById('tree-limit').value;
-    state.tree = await getJSON(api('tree', `limit=${limit}&root=${encodeURIComponent(state.treeRoot)}`));
+    [state.tree] = await Promise.all([getJSON(api('tree', `limit=${limit}&root=${encodeURIComponent(state.treeRoot)}`)), drawable]);
     drawTree();
   }
 
@@ -145,9 +145,15 @@
   }
 
   async function loadTop() {
-    const standing = document.getElementById('top-standing').value;
+    // Until a person picks one, the server chooses as evolve archive top does: promoted programs once there are
+    // standings ('auto'), so this need not wait for the overview.
+    const standing = state.topStanding === null ? 'auto' : document.getElementById('top-standing').value;
     const top = await getJSON(api('programs', `order=best&per_page=10&status=ok&standing=${encodeURIComponent(standing)}`));
-    programRows(document.querySelector('#top tbody'), top.rows, standing ? `no ${standing} program` : 'none yet');
+    if (state.topStanding === null) {
+      state.topStanding = top.standing;
+      document.getElementById('top-standing').value = top.standing;
+    }
+    programRows(document.querySelector('#top tbody'), top.rows, top.standing ? `no ${top.standing} program` : 'none yet');
   }
 
   function auditRow(e) {
@@ -211,37 +217,39 @@
   }
 
   async function loadAll() {
-    state.overview = await getJSON(api('overview'));
-    facts(state.overview);
-    const islandSelect = document.getElementById('tree-island');
-    if (islandSelect.options.length === 1) {
-      for (const i of state.overview.islands) islandSelect.appendChild(el('option', { value: i, text: String(i) }));
-    }
-    if (state.topStanding === null) {  // like evolve archive top: promoted programs by default, once there are standings
-      state.topStanding = state.overview.oversight ? 'promoted' : '';
-      document.getElementById('top-standing').value = state.topStanding;
-    }
-    const [progress, outcomes, maps, failures] = await Promise.all([
-      getJSON(api('progress')), getJSON(api('outcomes')), getJSON(api('maps')), getJSON(api('failures')),
-      loadTop(), loadAudit(), state.overview.strategies ? loadStrategies() : null,
+    // Every request at once: the views are independent, and the server answers them as they come. The charts
+    // need the overview (islands, direction) before they are drawn, not before they are asked for.
+    const overview = getJSON(api('overview')).then((o) => {
+      state.overview = o;
+      facts(o);
+      const islandSelect = document.getElementById('tree-island');
+      if (islandSelect.options.length === 1) {
+        for (const i of o.islands) islandSelect.appendChild(el('option', { value: i, text: String(i) }));
+      }
+    });
+    const after = (part, draw) => Promise.all([getJSON(api(part)), overview]).then(([data]) => draw(data));
+    await Promise.all([
+      overview,
+      after('progress', (data) => { state.progress = data; drawProgress(); }),
+      after('outcomes', drawOutcomes),
+      after('maps', drawMaps),
+      after('failures', drawFailures),
+      loadTree(undefined, overview), loadTop(), loadAudit(), loadStrategies(), loadRecent(),
     ]);
-    state.progress = progress;
-    drawProgress();
-    drawOutcomes(outcomes);
-    drawMaps(maps);
-    drawFailures(failures);
-    await Promise.all([loadTree(), loadRecent()]);
   }
 
   async function refresh() {
-    const version = await getJSON(api('version'));
+    // The first time, the version the page was rendered with (taken before any view was read): one request less.
+    const given = state.version === null && document.body.dataset.firstVersion;
+    const version = given ? { data: given, steering: Number(document.body.dataset.firstSteering) } : await getJSON(api('version'));
     UI.setLive(true);
     // A large run changes every few seconds and takes a while to redraw: wait at least twice as long as the last
     // redraw took before the next one, so one open page never keeps the server busy.
     const rested = Date.now() - state.loadedAt >= 2 * state.loadMs;
+    const first = state.steering === null; // the first refresh always loads the views: the steering panel with them
     if (version.data !== state.version && rested) {
       const started = Date.now();
-      await loadAll();
+      await Promise.all([loadAll(), first ? loadSteering() : null]);
       state.loadMs = Date.now() - started;
       state.loadedAt = Date.now();
       state.version = version.data;
@@ -249,8 +257,7 @@
       document.body.dataset.programs = String(state.overview.programs); // every view now shows this many
     }
     if (version.steering !== state.steering) {
-      if (state.steering !== null) await loadAudit(); // each steering action is an entry of the audit trail
-      await loadSteering();
+      if (!first) await Promise.all([loadAudit(), loadSteering()]); // each steering action is an audit entry
       state.steering = version.steering;
       document.body.dataset.steering = String(version.steering);
     }
