@@ -121,9 +121,12 @@ def test_no_child_is_blamed_for_an_endpoint_that_never_answers(ray_session, llm_
     children = [r for r in rows if r["iteration"] > 0]
     assert not transport_blamed_on_children(rows)
     assert {r["status"] for r in children} <= {"system_error"}
-    for row in children:  # recorded after asking again: every call made for the iteration, with its prompt
-        llm = json.loads(row["llm"])
-        assert row["prompt"] and len(llm["calls"]) >= 2 and not any(c["answered"] for c in llm["calls"])
+    calls = [json.loads(row["llm"])["calls"] for row in children]
+    for row, made in zip(children, calls, strict=True):  # every call made for the iteration, with its prompt
+        assert row["prompt"] and made and not any(c["answered"] for c in made)
+    # Asked again before being recorded; only a child whose unanswered call came back while the run was stopping
+    # (patience ran out meanwhile) is recorded after one ask.
+    assert children and max(len(made) for made in calls) >= 2
     assert "  failures: " in result.stdout and "failed calls (" in result.stdout and "last good answer" in out
 
 
