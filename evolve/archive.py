@@ -197,9 +197,8 @@ def _journal_tables(run_dir: Path, bad: list[tuple[Path, str]], table: TableKind
         if content.bad:
             lines = format_ranges(b.number for b in content.bad)
             _warn(bad)(content.path, f"line(s) {lines} do not read back: {content.bad[0].reason}")
-        rows = content.of(table)
-        if rows:
-            tables.append(table.table(rows))
+        if content.of(table):
+            tables.append(content.arrow(table))
     return tables
 
 

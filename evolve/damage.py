@@ -326,7 +326,7 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
             damage.append(_segment_damage(run_dir, path, table, reason, ledger))
 
         tables = read_segments(run_dir, table, None, bad)
-        tables += [conform(table.table(j.of(table)), table.schema, None) for j in journals if j.of(table)]
+        tables += [conform(j.arrow(table), table.schema, None) for j in journals if j.of(table)]
         found[table.name] = dedup_table(tables, table)
     damage += _missing(run_dir, ledger)
     return RunInspection(

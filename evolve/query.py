@@ -163,7 +163,7 @@ class RunArchive:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._full = False
         self._details_ready = False
-        self._journal_cache: dict[str, list[dict[str, Any]]] | None = None  # table name -> journal rows
+        self._journal_cache: dict[str, pa.Table] | None = None  # table name -> its journal rows
         self._lazy_views: set[str] = set()  # lazy views built on the current connection
 
     # ------------------------------------------------------------------ plumbing
@@ -226,12 +226,12 @@ class RunArchive:
         assert self._con is not None
         return segments_sql(self._con, files, schema)
 
-    def _journal(self) -> dict[str, list[dict[str, Any]]]:
+    def _journal(self) -> dict[str, pa.Table]:
         if self._journal_cache is None:
-            self._journal_cache = {kind.name: [] for kind in KINDS}
-            for content in read_journals(self.run_dir) if self.include_journal else []:
-                for kind in KINDS:  # bad lines are left out; ``check_files`` names them
-                    self._journal_cache[kind.name] += content.of(kind.table)
+            journals = read_journals(self.run_dir) if self.include_journal else []
+            # Bad lines are left out (``check_files`` names them); the rows come as Arrow from the check that read them.
+            self._journal_cache = {kind.name: pa.concat_tables([kind.schema.empty_table(), *(
+                content.arrow(kind.table) for content in journals)]) for kind in KINDS}
         return self._journal_cache
 
     def _build_views(self, lazy: bool = False) -> None:
@@ -255,8 +255,8 @@ class RunArchive:
                     parts.append(f"SELECT * FROM read_parquet({sql_str(str(index))})")
                 if rest:
                     parts.append(f"SELECT {kind.select}, file FROM {self._segments_sql(rest, kind.schema)}")
-            if journal:
-                con.register(f"{kind.name}_journal", kind.table.table(journal))
+            if journal.num_rows:
+                con.register(f"{kind.name}_journal", journal)
                 parts.append(f"SELECT {kind.select}, '' AS file FROM {kind.name}_journal")
             if not parts:
                 con.register(f"{kind.name}_empty", kind.schema.empty_table())
@@ -273,8 +273,8 @@ class RunArchive:
         parts = []
         if files:
             parts.append(f"SELECT * EXCLUDE (file) FROM {self._segments_sql(files, ARCHIVE_SCHEMA)}")
-        if journal:
-            con.register("programs_journal_full", PROGRAMS.table.table(journal))
+        if journal.num_rows:
+            con.register("programs_journal_full", journal)
             parts.append("SELECT * FROM programs_journal_full")
         if not parts:
             con.register("programs_empty_full", ARCHIVE_SCHEMA.empty_table())
