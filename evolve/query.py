@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.damage import Damage, DamageKind, read_journals, verify_run
+from evolve.damage import Damage, DamageKind, read_journals, unreadable_segments, verify_run
 from evolve.query_grids import grid_maps
 from evolve.query_index import (
     INDEX_DIR,
@@ -68,7 +68,6 @@ from evolve.segments import (
     READ_ERRORS,
     SEGMENTS_DIR,
     segment_files,
-    verify_file,
 )
 
 T = TypeVar("T")
@@ -207,13 +206,17 @@ class RunArchive:
             cache.save()
         self._verified = True
         self.damage = damage
-        known = {p for p, _ in self.bad_files}
-        for d in damage:
-            path = self.run_dir / d.file
-            if d.kind is not DamageKind.MISSING and d.kind is not DamageKind.JOURNAL and path not in known:
-                self.bad_files.append((path, d.reason))
+        self._leave_out((self.run_dir / d.file, d.reason) for d in damage
+                        if d.kind is not DamageKind.MISSING and d.kind is not DamageKind.JOURNAL)
         self.close()  # views built before the check would still read the damaged files
         return damage
+
+    def _leave_out(self, found: Iterable[tuple[Path, str]]) -> bool:
+        """Add each ``(file, reason)`` not yet there to ``bad_files`` (left out of later views); whether any was."""
+        known = {p for p, _ in self.bad_files}
+        new = [(path, reason) for path, reason in found if path not in known]
+        self.bad_files += new
+        return bool(new)
 
     def _files(self, kind: Kind) -> list[Path]:
         files = segment_files(self.run_dir / kind.directory)
@@ -303,19 +306,11 @@ class RunArchive:
 
     # ------------------------------------------------------------------ running queries
     def _find_bad_files(self) -> bool:
-        """After a failed query: read every segment in full (no cache) and drop the ones that do not read back."""
-        found = False
+        """After a failed query: read every segment not yet left out in full (no cache) and leave out the ones that
+        do not read back. Unlike ``check_files``, ``damage`` stays as it was."""
         known = {p for p, _ in self.bad_files}
-        for kind in KINDS:
-            for path in self._files(kind):
-                try:
-                    reason = verify_file(path, kind.table.id_column)
-                except FileNotFoundError:
-                    continue  # compacted away meanwhile
-                if reason is not None and path not in known:
-                    self.bad_files.append((path, reason))
-                    found = True
-        return found
+        return self._leave_out((path, reason) for _, path, reason in
+                               unreadable_segments(self.run_dir, lambda key, _: self.run_dir / key in known))
 
     def _attempt(self, work: Callable[[duckdb.DuckDBPyConnection], T], full: bool) -> T:
         """Run ``work`` on the connection; on a read failure, find and drop unreadable segments, then retry."""
