@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from evolve import faults
-from evolve.damage import RunInspection, dedup_sorted, dedup_table, read_journals, read_segments
+from evolve.damage import RunInspection, dedup_sorted, read_journals, read_segments
 from evolve.journal import JOURNAL_SUFFIX, encode_line
 from evolve.query_index import to_arrow
 from evolve.ranges import format_ranges
@@ -184,7 +184,8 @@ def _sql_filter(table: pa.Table, where: str) -> pa.Table:
 
 def _warn(bad: list[tuple[Path, str]]) -> Any:
     def skip(path: Path, reason: str) -> None:
-        warnings.warn(f"evolve archive: skipping unreadable file {path} ({reason})", stacklevel=4)
+        # skip <- read_segments or _journal_tables <- _read_table <- the public reader <- its caller
+        warnings.warn(f"evolve archive: skipping unreadable file {path} ({reason})", stacklevel=5)
         bad.append((path, reason))
 
     return skip
@@ -196,19 +197,22 @@ def _journal_tables(run_dir: Path, bad: list[tuple[Path, str]], table: TableKind
         if content.bad:
             lines = format_ranges(b.number for b in content.bad)
             _warn(bad)(content.path, f"line(s) {lines} do not read back: {content.bad[0].reason}")
-        rows = content.of(table)
-        if rows:
-            tables.append(table.table(rows))
+        if content.of(table):
+            tables.append(content.arrow(table))
     return tables
 
 
-def _read_table(run_dir: Path, table: TableKind, include_journal: bool) -> pa.Table:
-    """Every row of one table (segments and, unless told not to, journals), deduplicated, in the table's order."""
+def _read_table(run_dir: Path, table: TableKind, include_journal: bool, columns: list[str] | None = None
+                ) -> ArchiveRead:
+    """Every row of one table (segments and, unless told not to, journals), deduplicated, in the table's order;
+    only ``columns`` (a subset of the schema, in its order) when given."""
     bad: list[tuple[Path, str]] = []
     # Journals before segments: a flush that happens between the two reads moves rows from a journal we already
     # read into a segment we are about to read, so no row can be missed.
     journal = _journal_tables(run_dir, bad, table) if include_journal else []
-    return dedup_table(read_segments(run_dir, table, None, _warn(bad)) + journal, table)
+    tables = read_segments(run_dir, table, columns, _warn(bad)) + [conform(t, table.schema, columns) for t in journal]
+    schema = table.schema if columns is None else pa.schema([table.schema.field(c) for c in columns])
+    return ArchiveRead(dedup_sorted(tables, schema, list(table.key), table.order), bad)
 
 
 def read_programs(
@@ -224,7 +228,6 @@ def read_programs(
     writer has journaled but not yet written to a segment. Files (and journal lines) that do not read back are
     skipped with a warning and listed in ``bad_files``; ``evolve.damage.inspect_run`` says what they held.
     """
-    run_dir = Path(run_dir)
     unknown = [c for c in columns or [] if c not in ARCHIVE_SCHEMA.names]
     if unknown:
         raise ValueError(f"unknown archive column(s) {unknown}; columns are {ARCHIVE_SCHEMA.names}")
@@ -232,31 +235,25 @@ def read_programs(
         read_cols = None
     else:
         read_cols = [c for c in ARCHIVE_SCHEMA.names if c in {*columns, "program_id", "iteration"}]
-    bad: list[tuple[Path, str]] = []
-    # Journals before segments: a flush that happens between the two reads moves rows from a journal we already
-    # read into a segment we are about to read, so no row can be missed.
-    journal = _journal_tables(run_dir, bad, PROGRAM_TABLE) if include_journal else []
-    tables = read_segments(run_dir, PROGRAM_TABLE, read_cols, _warn(bad))
-    tables += [conform(t, ARCHIVE_SCHEMA, read_cols) for t in journal]
-    schema = ARCHIVE_SCHEMA if read_cols is None else pa.schema([ARCHIVE_SCHEMA.field(c) for c in read_cols])
-    table = dedup_sorted(tables, schema, ["program_id"])
+    read = _read_table(Path(run_dir), PROGRAM_TABLE, include_journal, read_cols)
+    table = read.table
     if where is not None:
         table = _sql_filter(table, where)
     if columns is not None:
         table = table.select(columns)
-    return ArchiveRead(table=table, bad_files=bad)
+    return ArchiveRead(table=table, bad_files=read.bad_files)
 
 
 def read_migrations(run_dir: str | Path, include_journal: bool = True) -> pa.Table:
     """Every ring-migration event of a run (deduplicated), sorted by iteration."""
-    return _read_table(Path(run_dir), MIGRATION_TABLE, include_journal)
+    return _read_table(Path(run_dir), MIGRATION_TABLE, include_journal).table
 
 
 def read_events(run_dir: str | Path, kinds: Iterable[str] | None = None, include_journal: bool = True) -> pa.Table:
     """The run's events (``EVENT_SCHEMA``), one per ``event_id`` (the earliest written), ordered by ``created_at``
     then ``event_id``; only those of ``kinds`` when given. Unreadable files are skipped with a warning, like
     ``read_programs``; ``evolve.damage.inspect_run`` says what they held."""
-    table = _read_table(Path(run_dir), EVENT_TABLE, include_journal)
+    table = _read_table(Path(run_dir), EVENT_TABLE, include_journal).table
     if kinds is not None:
         table = table.filter(pc.is_in(table.column("kind"), value_set=pa.array(list(kinds), pa.string())))
     return table

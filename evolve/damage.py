@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -326,7 +326,7 @@ def inspect_run(run_dir: str | Path) -> RunInspection:
             damage.append(_segment_damage(run_dir, path, table, reason, ledger))
 
         tables = read_segments(run_dir, table, None, bad)
-        tables += [conform(table.table(j.of(table)), table.schema, None) for j in journals if j.of(table)]
+        tables += [conform(j.arrow(table), table.schema, None) for j in journals if j.of(table)]
         found[table.name] = dedup_table(tables, table)
     damage += _missing(run_dir, ledger)
     return RunInspection(
@@ -349,11 +349,22 @@ def verify_run(run_dir: str | Path, known: Callable[[str, Stamp], bool] | None =
     """The damage ``inspect_run`` would find, without keeping any rows (bounded memory).
 
     ``known(key, stamp)`` may say a segment (``key`` like ``"segments/<name>"``) was verified before with that
-    stamp (a verification cache); ``on_ok`` hears of each file found whole. Plain strings, not ``Path`` objects,
-    until a file must be read: a million-row run has a thousand segments, and this runs before every query."""
+    stamp (a verification cache); ``on_ok`` hears of each file found whole (see ``unreadable_segments``)."""
     run_dir = Path(run_dir)
     ledger = read_ledger(run_dir)
     damage = journals_damage(run_dir, read_journals(run_dir))
+    damage += [_segment_damage(run_dir, path, table, reason, ledger)
+               for table, path, reason in unreadable_segments(run_dir, known, on_ok)]
+    return damage + _missing(run_dir, ledger)
+
+
+def unreadable_segments(run_dir: Path, known: Callable[[str, Stamp], bool] | None = None,
+                        on_ok: Callable[[str, Stamp], None] | None = None) -> Iterator[tuple[TableKind, Path, str]]:
+    """Every segment of every table read in full, pages checked, except those ``known(key, stamp)`` skips; yields
+    each that does not read back, with the reason. Files that vanish meanwhile (compaction) are passed over.
+
+    Plain strings, not ``Path`` objects, until a file must be read: a million-row run has a thousand segments, and
+    this runs before every query."""
     for table in TABLES:
         sub = table.directory
         directory = os.path.join(run_dir, sub)
@@ -379,8 +390,7 @@ def verify_run(run_dir: str | Path, known: Callable[[str, Stamp], bool] | None =
                 if on_ok is not None:
                     on_ok(key, stamp)
             else:
-                damage.append(_segment_damage(run_dir, path, table, reason, ledger))
-    return damage + _missing(run_dir, ledger)
+                yield table, path, reason
 
 
 # ---------------------------------------------------------------------------------------------------------------

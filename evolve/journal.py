@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from evolve.segments import (
     EVENT_TABLE,
     READ_ERRORS,
@@ -74,9 +76,15 @@ class JournalContent:
     rows: dict[str, list[dict[str, Any]]]  # table name -> its good rows, in journal order
     bad: list[BadLine] = field(default_factory=list)
     torn_tail: bool = False  # ended in an unacknowledged append cut short by a kill
+    tables: dict[str, pa.Table] = field(default_factory=dict)  # the good rows as Arrow, converted when checked
 
     def of(self, table: TableKind) -> list[dict[str, Any]]:
         return self.rows.get(table.name, [])
+
+    def arrow(self, table: TableKind) -> pa.Table:
+        """The good rows of ``table`` in its schema (the conversion that checked them: readers need not redo it)."""
+        found = self.tables.get(table.name)
+        return found if found is not None else table.schema.empty_table()
 
     @property
     def bad_lines(self) -> int:
@@ -155,30 +163,31 @@ def read_journal(path: Path) -> JournalContent:
                         row.get("program_id"), row.get("event_id") if event else None,
                         row.get("kind") if event else None)
         rows[table.name].append((row, place))
-    good = {t.name: _schema_checked(rows[t.name], t, bad) for t in TABLES}
+    checked = {t.name: _schema_checked(rows[t.name], t, bad) for t in TABLES}
     bad.sort(key=lambda b: b.number)
-    return JournalContent(path, good, bad, torn)
+    return JournalContent(path, {name: good for name, (good, _) in checked.items()}, bad, torn,
+                          {name: arrow for name, (_, arrow) in checked.items()})
 
 
 def _schema_checked(rows: list[tuple[dict[str, Any], BadLine]], table: TableKind, bad: list[BadLine]
-                    ) -> list[dict[str, Any]]:
-    """Rows that convert to the table's schema; the others are recorded as bad lines."""
+                    ) -> tuple[list[dict[str, Any]], pa.Table]:
+    """Rows that convert to the table's schema, and their conversion; the others are recorded as bad lines."""
     try:
-        table.table([row for row, _ in rows])
-        return [row for row, _ in rows]
+        return [row for row, _ in rows], table.table([row for row, _ in rows])
     except READ_ERRORS:
         pass
-    good = []
+    good: list[dict[str, Any]] = []
+    converted = [table.schema.empty_table()]
     for row, place in rows:
         try:
-            table.table([row])
+            converted.append(table.table([row]))
             good.append(row)
         except READ_ERRORS as exc:
             reason = f"the {table.noun} row does not fit the archive schema ({type(exc).__name__}: {exc})"
             iteration = place.iteration if isinstance(place.iteration, int) else None
             bad.append(BadLine(place.number, place.offset, reason, place.tag, iteration, place.program_id,
                                _str_or_none(place.event_id), _str_or_none(place.event_kind)))
-    return good
+    return good, pa.concat_tables(converted)
 
 
 def _str_or_none(value: Any) -> str | None:

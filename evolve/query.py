@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.damage import Damage, DamageKind, read_journals, verify_run
+from evolve.damage import Damage, DamageKind, read_journals, unreadable_segments, verify_run
 from evolve.query_grids import grid_maps
 from evolve.query_index import (
     INDEX_DIR,
@@ -68,7 +68,6 @@ from evolve.segments import (
     READ_ERRORS,
     SEGMENTS_DIR,
     segment_files,
-    verify_file,
 )
 
 T = TypeVar("T")
@@ -163,7 +162,7 @@ class RunArchive:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._full = False
         self._details_ready = False
-        self._journal_cache: dict[str, list[dict[str, Any]]] | None = None  # table name -> journal rows
+        self._journal_cache: dict[str, pa.Table] | None = None  # table name -> its journal rows
         self._lazy_views: set[str] = set()  # lazy views built on the current connection
 
     # ------------------------------------------------------------------ plumbing
@@ -207,13 +206,17 @@ class RunArchive:
             cache.save()
         self._verified = True
         self.damage = damage
-        known = {p for p, _ in self.bad_files}
-        for d in damage:
-            path = self.run_dir / d.file
-            if d.kind is not DamageKind.MISSING and d.kind is not DamageKind.JOURNAL and path not in known:
-                self.bad_files.append((path, d.reason))
+        self._leave_out((self.run_dir / d.file, d.reason) for d in damage
+                        if d.kind is not DamageKind.MISSING and d.kind is not DamageKind.JOURNAL)
         self.close()  # views built before the check would still read the damaged files
         return damage
+
+    def _leave_out(self, found: Iterable[tuple[Path, str]]) -> bool:
+        """Add each ``(file, reason)`` not yet there to ``bad_files`` (left out of later views); whether any was."""
+        known = {p for p, _ in self.bad_files}
+        new = [(path, reason) for path, reason in found if path not in known]
+        self.bad_files += new
+        return bool(new)
 
     def _files(self, kind: Kind) -> list[Path]:
         files = segment_files(self.run_dir / kind.directory)
@@ -226,12 +229,12 @@ class RunArchive:
         assert self._con is not None
         return segments_sql(self._con, files, schema)
 
-    def _journal(self) -> dict[str, list[dict[str, Any]]]:
+    def _journal(self) -> dict[str, pa.Table]:
         if self._journal_cache is None:
-            self._journal_cache = {kind.name: [] for kind in KINDS}
-            for content in read_journals(self.run_dir) if self.include_journal else []:
-                for kind in KINDS:  # bad lines are left out; ``check_files`` names them
-                    self._journal_cache[kind.name] += content.of(kind.table)
+            journals = read_journals(self.run_dir) if self.include_journal else []
+            # Bad lines are left out (``check_files`` names them); the rows come as Arrow from the check that read them.
+            self._journal_cache = {kind.name: pa.concat_tables([kind.schema.empty_table(), *(
+                content.arrow(kind.table) for content in journals)]) for kind in KINDS}
         return self._journal_cache
 
     def _build_views(self, lazy: bool = False) -> None:
@@ -255,8 +258,8 @@ class RunArchive:
                     parts.append(f"SELECT * FROM read_parquet({sql_str(str(index))})")
                 if rest:
                     parts.append(f"SELECT {kind.select}, file FROM {self._segments_sql(rest, kind.schema)}")
-            if journal:
-                con.register(f"{kind.name}_journal", kind.table.table(journal))
+            if journal.num_rows:
+                con.register(f"{kind.name}_journal", journal)
                 parts.append(f"SELECT {kind.select}, '' AS file FROM {kind.name}_journal")
             if not parts:
                 con.register(f"{kind.name}_empty", kind.schema.empty_table())
@@ -273,8 +276,8 @@ class RunArchive:
         parts = []
         if files:
             parts.append(f"SELECT * EXCLUDE (file) FROM {self._segments_sql(files, ARCHIVE_SCHEMA)}")
-        if journal:
-            con.register("programs_journal_full", PROGRAMS.table.table(journal))
+        if journal.num_rows:
+            con.register("programs_journal_full", journal)
             parts.append("SELECT * FROM programs_journal_full")
         if not parts:
             con.register("programs_empty_full", ARCHIVE_SCHEMA.empty_table())
@@ -303,19 +306,11 @@ class RunArchive:
 
     # ------------------------------------------------------------------ running queries
     def _find_bad_files(self) -> bool:
-        """After a failed query: read every segment in full (no cache) and drop the ones that do not read back."""
-        found = False
+        """After a failed query: read every segment not yet left out in full (no cache) and leave out the ones that
+        do not read back. Unlike ``check_files``, ``damage`` stays as it was."""
         known = {p for p, _ in self.bad_files}
-        for kind in KINDS:
-            for path in self._files(kind):
-                try:
-                    reason = verify_file(path, kind.table.id_column)
-                except FileNotFoundError:
-                    continue  # compacted away meanwhile
-                if reason is not None and path not in known:
-                    self.bad_files.append((path, reason))
-                    found = True
-        return found
+        return self._leave_out((path, reason) for _, path, reason in
+                               unreadable_segments(self.run_dir, lambda key, _: self.run_dir / key in known))
 
     def _attempt(self, work: Callable[[duckdb.DuckDBPyConnection], T], full: bool) -> T:
         """Run ``work`` on the connection; on a read failure, find and drop unreadable segments, then retry."""
