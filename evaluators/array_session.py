@@ -127,7 +127,10 @@ class DeviceStaging:
         """A private copy of a result the candidate wrote into the ``out`` buffer, after checking its descriptor."""
         buffer = self.buffers["out"]
         try:
-            dtype, shape, offset = check_descriptor(descriptor, buffer.size)
+            if not isinstance(descriptor, list) or len(descriptor) != 3:
+                raise ReplyError("device array descriptor is not [offset, dtype, shape]")
+            offset, dtype, shape = descriptor  # the harness's order (``_export``); the channel's is [dtype, shape, offset]
+            dtype, shape, offset = check_descriptor([dtype, shape, offset], buffer.size)
         except ReplyError as exc:
             raise WrongOutput(f"malformed device array from the candidate: {exc}") from None
         array = self._view(buffer, offset, dtype, shape).copy()
