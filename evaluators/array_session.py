@@ -127,7 +127,10 @@ class DeviceStaging:
         """A private copy of a result the candidate wrote into the ``out`` buffer, after checking its descriptor."""
         buffer = self.buffers["out"]
         try:
-            dtype, shape, offset = check_descriptor(descriptor, buffer.size)
+            if not isinstance(descriptor, list) or len(descriptor) != 3:
+                raise ReplyError("device array descriptor is not [offset, dtype, shape]")
+            offset, dtype, shape = descriptor  # the harness's order (``_export``); the channel's is [dtype, shape, offset]
+            dtype, shape, offset = check_descriptor([dtype, shape, offset], buffer.size)
         except ReplyError as exc:
             raise WrongOutput(f"malformed device array from the candidate: {exc}") from None
         array = self._view(buffer, offset, dtype, shape).copy()
@@ -158,7 +161,7 @@ class ArraySession:
         self.candidate.start()
         device = self._device if self.remote_module == "cupy" else None
         arrays: list[np.ndarray] = []
-        staged: list[Any] = []
+        staged: list[tuple[Any, dict[str, Any]]] = []  # device arguments and the placeholders that stand for them
         mapped = _mappable(calls)
         if mapped:
             encoded = [self._encode_map(calls, arrays, staged, device)]
@@ -167,8 +170,9 @@ class ArraySession:
                         "keep": c.keep, "split": c.split, "cpu_budget": c.cpu_budget} for c in calls]
         staging = None
         if device is not None and staged:
-            descriptors, staging = device.place(staged)
-            encoded = _fill_device(encoded, descriptors)
+            descriptors, staging = device.place([array for array, _ in staged])
+            for (_, placeholder), descriptor in zip(staged, descriptors, strict=True):
+                placeholder["__device__"] = descriptor  # in place: no second walk of the request
         value = self.candidate.call_encoded("run", [encoded, staging], arrays, using=HARNESS_PATH, timeout=timeout)
         if not isinstance(value, list) or len(value) != len(encoded):
             raise WrongOutput(f"the array harness answered {len(encoded)} requests with "
@@ -177,7 +181,7 @@ class ArraySession:
             value = self._unpacked(self._decode(value[0], device), len(calls))
         return [self._decode(v, device) for v in value]
 
-    def _encode_map(self, calls: list[RemoteCall], arrays: list[np.ndarray], staged: list[Any],
+    def _encode_map(self, calls: list[RemoteCall], arrays: list[np.ndarray], staged: list[tuple[Any, dict[str, Any]]],
                     device: DeviceStaging | None) -> dict[str, Any]:
         """Calls of one function as columns: one value for all, one packed array, or one value per call."""
         columns = []
@@ -227,8 +231,10 @@ class ArraySession:
             raise WrongOutput("packed arrays from the candidate do not add up to their buffer")
         return out
 
-    def _encode(self, value: Any, arrays: list[np.ndarray], staged: list[Any], device: DeviceStaging | None) -> Any:
-        """One walk from trusted arguments to JSON data: arrays by reference, markers as tagged dicts."""
+    def _encode(self, value: Any, arrays: list[np.ndarray], staged: list[tuple[Any, dict[str, Any]]],
+                device: DeviceStaging | None) -> Any:
+        """One walk from trusted arguments to JSON data: arrays by reference, markers as tagged dicts, device arrays
+        as placeholders ``batch`` fills with their descriptors once ``place`` has put them in the buffer."""
         kind = type(value)
         if kind is np.ndarray:
             arrays.append(value)
@@ -247,8 +253,9 @@ class ArraySession:
             return {str(k): self._encode(v, arrays, staged, device) for k, v in value.items()}
         if is_device_array(value):
             if device is not None:
-                staged.append(value)
-                return {"__staged__": len(staged) - 1}
+                placeholder: dict[str, Any] = {"__device__": None}
+                staged.append((value, placeholder))
+                return placeholder
             return self._encode(value.get(), arrays, staged, device)
         if isinstance(value, np.generic):
             return value.item()
@@ -297,14 +304,3 @@ def _list_shapes(values: list[Any]) -> list[list[list[int]]] | None:
     if not all(type(a) is kind and a.dtype == first.dtype for v in values for a in v):
         return None
     return [[list(a.shape) for a in v] for v in values]
-
-
-def _fill_device(value: Any, descriptors: list[list[Any]]) -> Any:
-    """Replace the ``{"__staged__": i}`` placeholders by the device descriptors ``place`` assigned."""
-    if isinstance(value, list):
-        return [_fill_device(v, descriptors) for v in value]
-    if isinstance(value, dict):
-        if "__staged__" in value and len(value) == 1:
-            return {"__device__": descriptors[value["__staged__"]]}
-        return {k: _fill_device(v, descriptors) for k, v in value.items()}
-    return value

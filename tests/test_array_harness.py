@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import textwrap
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
 from evaluators.array_harness import HARNESS_PATH, make_rng, select_array_module, to_host
 from evaluators.array_lint import ALLOWED_IMPORTS, check_source
-from evaluators.array_session import INTERRUPTED, XP, ArraySession, Held, RemoteCall, numeric_array
+from evaluators.array_session import (
+    INTERRUPTED,
+    XP,
+    ArraySession,
+    DeviceStaging,
+    Held,
+    RemoteCall,
+    numeric_array,
+)
 from evolve.candidate import Candidate, CandidateFailure, WrongOutput
 from evolve.problem import Limits
 from evolve.sandbox import make_sandbox
@@ -177,6 +187,90 @@ def test_an_exception_in_the_candidate_is_a_runtime_error(sandbox) -> None:
     with candidate, pytest.raises(CandidateFailure) as info:
         session.call("step", XP)
     assert info.value.status is Status.RUNTIME_ERROR and "bad step" in str(info.value)
+
+
+class _FakeDeviceArray(np.ndarray):
+    """A host array ``is_device_array`` takes for a CuPy one (module and ``get``): the device path's bookkeeping
+    runs here without a GPU."""
+
+    __module__ = "cupy.fake"
+
+    def get(self) -> np.ndarray:
+        return np.array(self)
+
+
+class _FakeMemory:
+    def __init__(self, size: int):
+        self.buf, self.ptr = bytearray(size), id(self)
+
+
+FAKE_CUPY = SimpleNamespace(
+    cuda=SimpleNamespace(Memory=_FakeMemory, MemoryPointer=lambda memory, offset: (memory, offset),
+                         runtime=SimpleNamespace(ipcGetMemHandle=lambda ptr: ptr.to_bytes(8, "little")),
+                         get_current_stream=lambda: SimpleNamespace(synchronize=lambda: None)),
+    ndarray=lambda shape, dtype, memptr: np.ndarray(shape, dtype, memptr[0].buf, memptr[1]).view(_FakeDeviceArray),
+    concatenate=lambda arrays: np.concatenate(arrays).view(_FakeDeviceArray),
+)
+
+
+class _FakeHarness:
+    """Both processes on the fake device: doubles each staged argument (read from the ``in`` buffer), writes the
+    results into the ``out`` buffer and answers with their descriptors, as ``array_harness._export`` does."""
+
+    startup_values = {"open": "cupy"}
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.staging: DeviceStaging | None = None
+
+    def start(self) -> None:
+        pass
+
+    def keep_until_closed(self, resource: Any) -> None:
+        pass
+
+    def call_encoded(self, entry: str, args: list[Any], arrays: list[Any], **_: Any) -> list[Any]:
+        encoded, _ = args
+        self.requests.append(encoded)
+        buffers = self.staging.buffers
+        cursor, out = 0, []
+        for request in encoded:
+            packed = request["columns"][0]["pack"] if "columns" in request else None  # a mapped call
+            offset, dtype, shape = (packed[0] if packed else request["args"][0])["__device__"]
+            value = np.ndarray(shape, dtype, buffers["in"].memory.buf, offset) * 2
+            np.ndarray(shape, dtype, buffers["out"].memory.buf, cursor)[...] = value
+            result = {"__device__": [cursor, value.dtype.str, list(value.shape)]}
+            out.append({"__packed__": [result, packed[1]]} if packed else result)
+            cursor += value.nbytes + (-value.nbytes % 64)
+        return out
+
+
+def test_device_arguments_and_results_cross_the_staging_buffers_in_one_walk() -> None:
+    """The device path without a GPU (a fake CuPy over host memory): each device argument goes into the ``in``
+    buffer and the request names it by ``[offset, dtype, shape]`` (filled in while encoding, no second walk); a
+    result comes back as a private copy of its region of the ``out`` buffer; a descriptor out of order or outside
+    the buffer is wrong output."""
+    harness = _FakeHarness()
+    session = ArraySession.__new__(ArraySession)
+    session.candidate, session.gpu, session.xp, session.xp_name = harness, True, FAKE_CUPY, "cupy"
+    session._device = harness.staging = DeviceStaging(FAKE_CUPY, harness)  # type: ignore[arg-type]
+    x = np.arange(6.0).reshape(2, 3).view(_FakeDeviceArray)
+    (result,) = session.batch([RemoteCall("double", (x, XP))])
+    assert harness.requests[0][0]["args"] == [{"__device__": [0, "<f8", [2, 3]]}, {"__xp__": 1}]
+    assert isinstance(result, _FakeDeviceArray) and np.array_equal(result, 2 * x)
+    harness.staging.buffers["out"].memory.buf[:8] = bytes(8)  # the candidate writing on: the copy keeps its value
+    assert result[0, 0] == 0.0 and result[1, 2] == 10.0
+    (first, second) = session.batch([RemoteCall("double", ([x, x[0]],)), RemoteCall("double", ([x[1]],))])
+    assert harness.requests[-1][0]["columns"][0]["pack"] == [{"__device__": [0, "<f8", [12]]}, [[[2, 3], [3]], [[3]]]]
+    assert [a.tolist() for a in first + second] == [(2 * x).tolist(), [0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]
+    size = harness.staging.buffers["out"].size
+    for descriptor, reason in (([0, "<f8", [2]], None), (["<f8", [2], 0], "numeric"), ([size, "<f8", [1]], "fit"),
+                               ([0, "|O", [1]], "numeric"), ([0, "<f8"], "offset, dtype, shape")):
+        if reason is None:
+            assert harness.staging.take(descriptor).shape == (2,)
+        else:
+            with pytest.raises(WrongOutput, match=reason):
+                harness.staging.take(descriptor)
 
 
 @pytest.mark.gpu

@@ -113,3 +113,28 @@ def test_state_rebuild_from_events_equals_the_live_state() -> None:
     assert state.unchecked("q") and not state.unchecked("a") and state.unchecked("never-seen")
     assert state.anomalies == {"z": [("s", "odd")]} and state.excluded() == []
     assert not state.qualifies(key_of(2.0, 5, "x"))  # p (3.0, pending) holds the top 1
+
+
+def test_restore_reads_every_anomaly_but_only_the_known_programs_other_events() -> None:
+    """After a resume the standings come from the events about the archive's programs; the anomalies of every
+    program (a torn batch's rows included) are kept, so replaying those rows trips the same wires."""
+    import json
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from evolve.oversight.rebuild import restore_oversight
+
+    rows = [(ev.TRIPWIRE, "a", {"tripwire": "bound", "phase": ev.ARRIVAL}),
+            (ev.TRIPWIRE, "torn", {"tripwire": "bound", "phase": ev.ARRIVAL}),
+            (ev.ANOMALY, "torn", {"stage": "s", "anomaly": "odd"}),
+            (ev.HELDOUT, "a", {"stage": "h"}),
+            (ev.ANOMALY, "a", {"stage": "s", "anomaly": "fast"}),
+            (ev.ANOMALY, "a", {"stage": "t", "anomaly": "faster"})]
+    events = pa.table({"kind": [k for k, _, _ in rows], "program_id": [p for _, p, _ in rows],
+                       "data": [json.dumps({**d, "ns": i}) for i, (_, _, d) in enumerate(rows)]})
+    programs = pa.table({"program_id": ["a", "b"], "iteration": [1, 2], "fitness": [1.0, 2.0]})
+    restored = restore_oversight(events, programs, SimpleNamespace(oversight=SimpleNamespace(top_k=2)))
+    assert restored.state.arrival_tripped == {"a"} and not restored.state.watched
+    assert restored.state.anomalies == {"a": [("s", "fast"), ("t", "faster")], "torn": [("s", "odd")]}
+    assert restored.jump_fitness == [2.0]  # a, caught on arrival, is no best

@@ -129,6 +129,16 @@ def test_learning_is_deterministic_for_the_same_outcomes() -> None:
     assert one.propose(request(STRUCTURED, 7)).response == two.propose(request(STRUCTURED, 7)).response
 
 
+def test_the_typical_gain_is_kept_as_running_totals() -> None:
+    """A proposal reads the improvements and gains summed over every literal from totals ``observe`` keeps (no pass
+    over all the literals ever credited): they equal the sums over the statistics."""
+    mutator = TuneMutator()
+    hill_climb(mutator, 80)
+    arms = mutator._stats.values()
+    assert mutator._improved == sum(st.improved for st in arms) > 0
+    assert mutator._gain == pytest.approx(sum(st.gain for st in arms), rel=1e-12)
+
+
 @pytest.mark.parametrize("status", ["duplicate", "invalid_edit", "system_error", "evaluator_error"])
 def test_outcomes_that_say_nothing_about_the_literals_are_ignored(status: str) -> None:
     mutator = TuneMutator()

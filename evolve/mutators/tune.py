@@ -214,6 +214,10 @@ class TuneMutator:
     _names: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # arm id -> key, for reports
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _observed: int = field(default=0, init=False, repr=False)
+    # Sums over ``_stats`` of ``improved`` and ``gain``, kept by ``observe``: a proposal's typical gain without a
+    # pass over every literal ever credited.
+    _improved: int = field(default=0, init=False, repr=False)
+    _gain: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.scale > 0 or not self.floor > 0:
@@ -247,8 +251,7 @@ class TuneMutator:
             rng.integers(2, self.literals_per_edit + 1))
         with self._lock:
             stats = [replace(self._stats.get(arm_id(arm.key)) or ArmStats()) for arm in arms]  # a snapshot
-            improvements = sum(st.improved for st in self._stats.values())
-            typical = sum(st.gain for st in self._stats.values()) / improvements if improvements else None
+            typical = self._gain / self._improved if self._improved else None
         weights = np.array([arm.prior * (st.appeal(typical) if self.learn else 1.0)
                             for arm, st in zip(arms, stats, strict=True)])
         order = rng.choice(len(arms), size=min(count, len(arms)), replace=False, p=weights / weights.sum())
@@ -324,6 +327,9 @@ class TuneMutator:
             gain = (child - parent) / scale if improved and child is not None and parent is not None else 0.0
             for arm, sign in moves:
                 self._stats.setdefault(arm, ArmStats()).update(valid, improved, sign, gain)
+            if improved:
+                self._improved += len(moves)
+                self._gain += gain * len(moves)
 
     def stats(self) -> dict[str, Any]:
         """What was learned: outcomes observed, and per literal (most tried first) tries, valid, improved, step."""

@@ -25,12 +25,8 @@ class RestoredOversight:
 def restore_oversight(events: pa.Table | None, programs: pa.Table, problem: Problem) -> RestoredOversight:
     """The oversight of the programs in ``programs`` (events about other programs, such as those of a torn
     deterministic batch being completed, are left out: they are recorded again as it completes)."""
-    rows = ev.event_rows(_about(events, programs)) if events is not None and events.num_rows else []
-    state = OversightState.rebuild((r for r in rows if r.get("kind") in ev.STATE_KINDS), problem.oversight.top_k)
-    # Anomalies of every program, those of a torn batch's rows included: replaying them trips the same wires.
-    state.anomalies = OversightState.rebuild(
-        ev.event_rows(events.filter(pc.equal(events.column("kind"), ev.ANOMALY))) if events is not None and
-        events.num_rows else [], problem.oversight.top_k).anomalies
+    rows = ev.event_rows(_relevant(events, programs)) if events is not None and events.num_rows else []
+    state = OversightState.rebuild(rows, problem.oversight.top_k)
     wanted = [w.program_id for w in state.watched.values() if w.pending or w.standing.value == "promoted"]
     subjects: dict[str, Subject] = {}
     if wanted and programs.num_rows:
@@ -42,11 +38,16 @@ def restore_oversight(events: pa.Table | None, programs: pa.Table, problem: Prob
     return RestoredOversight(state, subjects, _successive_bests(programs, state.arrival_tripped))
 
 
-def _about(events: pa.Table, programs: pa.Table) -> pa.Table:
-    if "program_id" not in events.column_names or not programs.num_rows:
-        return events
-    known = pc.is_in(events.column("program_id"), value_set=programs.column("program_id"))
-    return events.filter(pc.or_(known.fill_null(False), pc.is_null(events.column("program_id"))))
+def _relevant(events: pa.Table, programs: pa.Table) -> pa.Table:
+    """The events standings are rebuilt from: those about ``programs`` (or no program), and the anomalies of every
+    program, those of a torn batch's rows included (replaying them trips the same wires)."""
+    kind = events.column("kind")
+    wanted = pc.is_in(kind, value_set=pa.array(ev.STATE_KINDS, pa.string()))
+    if "program_id" in events.column_names and programs.num_rows:
+        pid = events.column("program_id")
+        known = pc.is_in(pid, value_set=programs.column("program_id")).fill_null(False)
+        wanted = pc.and_(wanted, pc.or_(pc.or_(known, pc.is_null(pid)), pc.equal(kind, ev.ANOMALY)))
+    return events.filter(wanted)
 
 
 def _successive_bests(programs: pa.Table, tripped: set[str]) -> list[float]:

@@ -143,7 +143,7 @@ def jobs_for(suite_name: str, suite: tuple[TaskSpec, ...], seed: int) -> list[tu
 
 
 def returned_params(item: Any, instance: Instance, where: str) -> list[np.ndarray]:
-    """The final parameters of one job, shape-checked against the instance rebuilt here."""
+    """The final parameters of one job, shape-checked against the instance built here."""
     if not isinstance(item, dict) or not isinstance(item.get("params"), list):
         raise WrongOutput(f"{where}: expected a dict with a 'params' list")
     params = item["params"]
@@ -161,18 +161,21 @@ def returned_params(item: Any, instance: Instance, where: str) -> list[np.ndarra
     return out
 
 
-def score_suite(suite_name: str, suite: tuple[TaskSpec, ...], seed: int, results: list[Any]) \
-        -> tuple[dict[str, float], list[str]]:
-    """Trusted scoring of the returned parameters: per-task metrics and a readable table."""
+def score_suite(suite_name: str, suite: tuple[TaskSpec, ...], seed: int, results: list[Any],
+                instances: list[Instance] | None = None) -> tuple[dict[str, float], list[str]]:
+    """Trusted scoring of the returned parameters: per-task metrics and a readable table. ``instances``: the jobs'
+    instances when the caller already built them (``make_instance`` of ``jobs_for``, in order); built here if not."""
     jobs = jobs_for(suite_name, suite, seed)
     if not isinstance(results, list) or len(results) != len(jobs):
         raise WrongOutput(f"expected {len(jobs)} training results, got "
                           f"{len(results) if isinstance(results, list) else type(results).__name__}")
+    if instances is None:
+        with evaluator_code():
+            instances = [make_instance(spec, job_seed) for spec, job_seed in jobs]
     per_task: dict[str, list[float]] = {spec.name: [] for spec in suite}
     logs: dict[str, list[float]] = {spec.name: [] for spec in suite}
     refs: dict[str, list[float]] = {spec.name: [] for spec in suite}
-    for (spec, job_seed), item in zip(jobs, results, strict=True):
-        instance = make_instance(spec, job_seed)
+    for (spec, job_seed), instance, item in zip(jobs, instances, results, strict=True):
         loss = excess_loss(instance, returned_params(item, instance, f"task {spec.name} seed {job_seed}"))
         with evaluator_code():
             reference = reference_loss(spec, job_seed)
@@ -240,8 +243,8 @@ def run_suite(candidate: Candidate, suite_name: str, suite: tuple[TaskSpec, ...]
     with np.errstate(all="ignore"):
         runs = train_many(session.xp, instances, rule, RECORD_EVERY)
     seconds = time.monotonic() - start
-    metrics, table = score_suite(suite_name, suite, candidate.seed, [{"params": [_host(p) for p in run.params]}
-                                                                     for run in runs])
+    metrics, table = score_suite(suite_name, suite, candidate.seed,
+                                 [{"params": [_host(p) for p in run.params]} for run in runs], instances)
     buffers = [state_buffers(sizes, instance.params)
                for sizes, instance in zip(rule.state_sizes(), instances, strict=True)]
     metrics["state_buffers"] = min(1e6, statistics.median(buffers)) if buffers else 0.0

@@ -56,6 +56,12 @@ class Instance:
     params: tuple[np.ndarray, ...]
     batches: np.ndarray | None = None  # (steps, batch) row indices
 
+    def __post_init__(self) -> None:
+        # Read-only: the evaluator trains on an instance and then scores the result against it, so nothing on the
+        # way (the loop hands these very arrays to NumPy code) may write to it.
+        for array in (*self.data.values(), *self.params, *(() if self.batches is None else (self.batches,))):
+            array.flags.writeable = False
+
 
 @dataclass
 class TrainResult:
