@@ -134,7 +134,8 @@ def _warm_worker(preload: tuple[str, ...]) -> str:
     return "warm"
 
 
-def warm_workers(problem: Problem, sandbox_config: Any, concurrency: int | None = None, local_slots: int = 0) -> list[Any]:
+def warm_workers(problem: Problem, sandbox_config: Any, concurrency: int | None = None,
+                 local_slots: int = 0) -> list[Any]:
     """Start a fork server on up to one worker per CPU slot of the first stage, but for the ``local_slots`` this
     process evaluates in itself (``LocalFirst``); returns the task refs (nobody needs to wait for them: stage tasks
     queue behind and find warm workers)."""

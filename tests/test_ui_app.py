@@ -3,7 +3,9 @@ on steering actions, and the ``evolve ui`` command's checks."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +24,23 @@ TOKEN = "test-token-0123456789"
 KEY = "circle_packing~run-a"
 
 
+@contextlib.contextmanager
+def served(root: Path) -> Iterator[TestClient]:
+    """The UI over ``root`` (token ``TOKEN``) behind a test client; its run store is closed after."""
+    app = create_app(UIConfig(root=root, token=TOKEN))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
+    app.state.store.close()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     base = tmp_path_factory.mktemp("uiapp")
     problem = packing_problem(base / "problem")
     root = base / "archive"
     data = write_packing_run(root / "circle_packing" / "run-a", problem, programs=40)
-    app = create_app(UIConfig(root=root, token=TOKEN))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with served(root) as client:
         yield client, root, data
-    app.state.store.close()
 
 
 def test_pages_answer_and_carry_the_security_headers(site) -> None:

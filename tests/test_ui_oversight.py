@@ -11,18 +11,15 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("starlette", reason="the ui extra is not installed (pip install -e '.[ui]')")
-from starlette.testclient import TestClient  # noqa: E402
-
 from evolve.archive import ArchiveWriter  # noqa: E402
 from evolve.oversight.decisions import decide  # noqa: E402
 from evolve.steering import append_action, make_action  # noqa: E402
-from evolve.ui.app import UIConfig, create_app  # noqa: E402
 from evolve.ui.store import RunStore  # noqa: E402
 from tests.oversight_problem.programs import MEMORISER, honest  # noqa: E402
 
 from .test_oversight_runs import PROBLEM, in_order, local_run, pid_of  # noqa: E402
+from .test_ui_app import served  # noqa: E402
 
-TOKEN = "test-token-0123456789"
 KEY = "oversight~run-o"
 HOSTILE = '<script>window.__pwned=1</script> "><img src=x onerror="window.__pwned=2">'
 
@@ -62,10 +59,8 @@ def write_oversight_run(run_dir: Path) -> dict[str, str]:
 def checked(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("uioversight") / "archive"
     data = write_oversight_run(root / "oversight" / "run-o")
-    app = create_app(UIConfig(root=root, token=TOKEN))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with served(root) as client:
         yield client, root, data
-    app.state.store.close()
 
 
 def test_best_is_the_best_promoted_and_standings_are_counted(checked) -> None:
