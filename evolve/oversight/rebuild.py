@@ -39,14 +39,15 @@ def restore_oversight(events: pa.Table | None, programs: pa.Table, problem: Prob
 
 
 def _relevant(events: pa.Table, programs: pa.Table) -> pa.Table:
-    """The events standings are rebuilt from: those about ``programs`` (or no program), and the anomalies of every
-    program, those of a torn batch's rows included (replaying them trips the same wires)."""
+    """The events standings are rebuilt from: those about ``programs``, and the anomalies of every program, those of
+    a torn batch's rows included (replaying them trips the same wires). Events about no program are left out here:
+    ``OversightState.rebuild`` has no use for them."""
     kind = events.column("kind")
     wanted = pc.is_in(kind, value_set=pa.array(ev.STATE_KINDS, pa.string()))
     if "program_id" in events.column_names and programs.num_rows:
         pid = events.column("program_id")
         known = pc.is_in(pid, value_set=programs.column("program_id")).fill_null(False)
-        wanted = pc.and_(wanted, pc.or_(pc.or_(known, pc.is_null(pid)), pc.equal(kind, ev.ANOMALY)))
+        wanted = pc.and_(wanted, pc.or_(known, pc.equal(kind, ev.ANOMALY)))
     return events.filter(wanted)
 
 

@@ -11,6 +11,7 @@ iteration first; only exact ties can differ).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,12 @@ class IslandElites:
 
     def __len__(self) -> int:
         return len(self.views)
+
+    @classmethod
+    def of(cls, views: Sequence[ProgramView], fitness: np.ndarray) -> IslandElites:
+        """``views`` (best first) with their fitness, the ids, codes and index derived from them."""
+        ids = tuple(v.program_id for v in views)
+        return cls(tuple(views), ids, tuple(v.code for v in views), fitness, {pid: i for i, pid in enumerate(ids)})
 
 
 EMPTY = IslandElites((), (), (), np.zeros(0))
@@ -72,10 +79,7 @@ class EliteCache:
             if view is not None:
                 by_id[pid] = view
         ordered = sorted(by_id.values(), key=lambda v: (-self.fitness(v), v.program_id))
-        ids = tuple(v.program_id for v in ordered)
-        elites = IslandElites(tuple(ordered), ids, tuple(v.code for v in ordered),
-                              np.array([self.fitness(v) for v in ordered], dtype=float),
-                              {pid: i for i, pid in enumerate(ids)})
+        elites = IslandElites.of(ordered, np.array([self.fitness(v) for v in ordered], dtype=float))
         self._islands[island] = _Entry(grid, by_id, elites, token, version)
         return elites
 
@@ -86,9 +90,7 @@ class EliteCache:
         keep = [i for i, pid in enumerate(elites.ids) if not db.is_excluded(pid)]
         if len(keep) == len(elites):
             return elites
-        ids = tuple(elites.ids[i] for i in keep)
-        return IslandElites(tuple(elites.views[i] for i in keep), ids, tuple(elites.codes[i] for i in keep),
-                            elites.fitness[keep], {pid: i for i, pid in enumerate(ids)})
+        return IslandElites.of([elites.views[i] for i in keep], elites.fitness[keep])
 
     def fitness(self, view: ProgramView) -> float:
         # Elites always hold a finite score; anything else ranks last.
