@@ -271,6 +271,20 @@ def test_remove_tree_takes_flat_areas_and_whatever_a_candidate_left(tmp_path):
     assert not deep.exists()
 
 
+def test_the_flat_removal_never_follows_a_path_swapped_for_a_symlink(tmp_path):
+    """The orphan sweep works in the shared temp dir: a scratch path replaced by a symlink after its check must not
+    lead the removal into the link's target."""
+    from evolve.sandbox.scratch import _remove_flat
+
+    target = tmp_path / "elsewhere"
+    (target / "empty").mkdir(parents=True)
+    (target / "precious").write_text("keep")
+    link = tmp_path / "evolve-scratch-1-x"
+    link.symlink_to(target)
+    assert not _remove_flat(link)
+    assert (target / "precious").read_text() == "keep" and (target / "empty").is_dir() and link.is_symlink()
+
+
 def test_spec_round_trips_through_json(tmp_path):
     import json
 

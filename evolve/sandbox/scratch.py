@@ -75,17 +75,26 @@ def remove_tree(path: Path) -> None:
 
 def _remove_flat(path: Path) -> bool:
     """The usual scratch area after its tmpfs is unmounted: files and empty dirs only, removed with a handful of
-    calls (shutil's walk costs several times more). False, with whatever is left, as soon as anything is not flat."""
+    calls (shutil's walk costs several times more). False, with whatever is left, as soon as anything is not flat.
+
+    Entries are removed relative to the directory opened without following a symlink (as shutil.rmtree does): a
+    path swapped for a symlink meanwhile (the orphan sweep runs over the shared temp dir) never leads elsewhere."""
     try:
-        with os.scandir(path) as entries:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)
+                    os.rmdir(entry.name, dir_fd=fd)
                 else:
-                    os.unlink(entry.path)
+                    os.unlink(entry.name, dir_fd=fd)
         os.rmdir(path)
     except OSError:
         return False
+    finally:
+        os.close(fd)
     return True
 
 
