@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve.query import RunArchive
-from evolve.types import NOT_FAILURES, Status
+from evolve.types import NOT_FAILURES, NOT_FAILURES_SQL, Status
 
 # Outcomes that are not failures: scored programs, and identical children that were never evaluated.
 NOT_FAILED = NOT_FAILURES  # from evolve.types: ok, duplicate, not_novel
@@ -143,7 +143,7 @@ def group_failures(rows: Iterable[Mapping[str, Any]]) -> tuple[FailureGroup, ...
 
 def summarise_failures(archive: RunArchive) -> FailureSummary:
     """The failure groups of the run ``archive`` reads (its journal included, so a live run can be asked)."""
-    table = archive.table(where=f"status IS NULL OR status NOT IN ({', '.join(repr(s) for s in NOT_FAILED)})",
+    table = archive.table(where=f"status IS NULL OR status NOT IN {NOT_FAILURES_SQL}",
                           columns=["program_id", "iteration", "status", "edit_error", "artifacts", "stages"])
     rows = table.to_pylist()
     return FailureSummary(programs=archive.count(), failed=len(rows), groups=group_failures(rows))

@@ -41,6 +41,7 @@ class Status(StrEnum):
 NOT_EVALUATED = frozenset({Status.INVALID_EDIT, Status.DUPLICATE, Status.NOT_NOVEL})
 # Outcomes that are not failures: a valid program, or a child skipped before evaluation as a copy or a near-copy.
 NOT_FAILURES = (Status.OK.value, Status.DUPLICATE.value, Status.NOT_NOVEL.value)
+NOT_FAILURES_SQL = "(" + ", ".join(f"'{s}'" for s in NOT_FAILURES) + ")"  # `status NOT IN` this: a failure
 
 
 def program_id_for(code: str) -> str:

@@ -212,6 +212,18 @@ def test_failures_are_grouped_by_status_and_normalised_reason(packing) -> None:
     assert failures["total"] == runtime + 1
 
 
+def test_children_rejected_before_evaluation_are_no_failure_group(tmp_path: Path) -> None:
+    """``not_novel`` children (like duplicates) were never evaluated: no failure, in the groups as in the total."""
+    problem = packing_problem(tmp_path / "problem")
+    data = write_packing_run(tmp_path / "archive" / "circle_packing" / "run-n", problem, programs=12)
+    seed = data["seed"]
+    with ArchiveWriter(tmp_path / "archive" / "circle_packing" / "run-n", "run-n") as writer:
+        writer.append(packing_record(12, seed, status="not_novel", edit_error="too close to its parent"))
+    failures = RunStore(tmp_path / "archive").get("circle_packing~run-n").failures()
+    assert "not_novel" not in {g["status"] for g in failures["groups"]}
+    assert sum(g["count"] for g in failures["groups"]) == failures["total"]
+
+
 def test_normalise_message_and_failure_reason() -> None:
     assert normalise_message("circle 12 leaves the square by 0.031") == "circle N leaves the square by N"
     assert normalise_message("no program 'abc' in /tmp/x/y") == "no program '…' in <path>"

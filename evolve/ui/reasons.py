@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evolve.types import NOT_FAILURES
+from evolve.types import NOT_FAILURES, NOT_FAILURES_SQL
 
 if TYPE_CHECKING:
     from evolve.query import RunArchive
@@ -126,11 +126,11 @@ def _failure_rows(a: RunArchive, run_dir: Path, sample: int) -> tuple[list[tuple
     one only the newest segments holding them are read (opening a thousand segments costs seconds), and rows still
     in the journal are left out (their count is returned)."""
     # ``file`` (the segment holding a row) is left out of the UI's in-memory summary: the costliest column to load.
-    files = a.tuples("SELECT file, count(*), max(iteration) AS last FROM summary WHERE status NOT IN "
-                     "('ok', 'duplicate') GROUP BY file ORDER BY last DESC")
+    files = a.tuples(f"SELECT file, count(*), max(iteration) AS last FROM summary WHERE status NOT IN "
+                     f"{NOT_FAILURES_SQL} GROUP BY file ORDER BY last DESC")
     if len(files) <= DIRECT_FAILURE_FILES:
         return a.tuples(f"SELECT {', '.join(_FAIL_COLUMNS)} FROM programs WHERE status NOT IN "
-                        "('ok', 'duplicate') ORDER BY iteration DESC LIMIT ?", [sample], full=True), 0
+                        f"{NOT_FAILURES_SQL} ORDER BY iteration DESC LIMIT ?", [sample], full=True), 0
     chosen, count, journal = [], 0, 0
     for name, n, _ in files:
         if not name:
