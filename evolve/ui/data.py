@@ -218,10 +218,11 @@ class RunSource:
 
         def ask() -> None:
             for question in questions:
-                if self._closes != closes:
-                    return  # closed meanwhile (the server stops, or the run was idle): opening it again is not wanted
-                with suppress(ArchiveQueryError, OSError):
-                    question()
+                with self._lock:  # a close() between the check and the question would have it reopen the run
+                    if self._closes != closes:
+                        return  # closed meanwhile (the server stops, or the run was idle): reopening is not wanted
+                    with suppress(ArchiveQueryError, OSError):
+                        question()
                 # A page's request waiting for the run's lock takes it now (a lock is not fair: this thread would
                 # take it again first), so that its answer is drawn while the next one is computed.
                 time.sleep(0.002)
