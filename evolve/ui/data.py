@@ -245,7 +245,7 @@ class RunSource:
                 "state": str(a.info.get("state", "")), "mutator": str(a.info.get("mutator", "")),
                 "created_at": a.info.get("created_at"), "settings": a.info.get("settings", {}),
                 "programs": sum(statuses.values()), "statuses": statuses, "islands": a.islands(),
-                "best": self._best(a), "best_visible": self._fittest(a), "seed": self._seed(a), "last_iteration": last,
+                "best": self._best(a), "best_visible": self._top(a), "seed": self._seed(a), "last_iteration": last,
                 "standings": ov.standing_counts(self._standings(a), sum(statuses.values())),
                 "oversight": bool(self._standings(a)), "strategies": self._has_strategies(a),
                 "features": [{"name": f.name, "min": f.min, "max": f.max, "bins": f.bins} for f in p.features],
@@ -261,13 +261,20 @@ class RunSource:
     def _best(self, a: RunArchive) -> dict[str, Any] | None:
         """The run's best as the CLI and the report mean it (``evolve.oversight.read.best_row``): the fittest
         promoted program; for a run recorded before oversight (no standings), the fittest program."""
+        return self._memo(a, ("best",), self._promoted_best)
+
+    def _promoted_best(self, a: RunArchive) -> dict[str, Any] | None:
         known = self._standings(a)
         if not known:
-            return self._fittest(a)
+            return self._top(a)
         promoted = [pid for pid, s in known.items() if s == "promoted"]
         if not promoted:
             return None
         return self._fittest(a, f"program_id IN ({', '.join('?' * len(promoted))})", promoted)
+
+    def _top(self, a: RunArchive) -> dict[str, Any] | None:
+        """The fittest program whatever its standing (asked by the overview and, without standings, ``_best``)."""
+        return self._memo(a, ("top",), lambda _: self._fittest(a))
 
     def _fittest(self, a: RunArchive, where: str = "TRUE", params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self._dicts(a, f"SELECT {_ROW_COLUMNS} FROM {{S}} WHERE fitness IS NOT NULL AND {where} "
@@ -386,7 +393,7 @@ class RunSource:
 
         def compute(a: RunArchive) -> dict[str, Any]:
             statuses = {s: n for s, n in self._statuses(a).items() if s not in NOT_FAILURES}
-            return failure_groups(a, self.run_dir, statuses, sample)
+            return failure_groups(a, statuses, sample)
 
         return self.cached(("failures", sample), compute)
 

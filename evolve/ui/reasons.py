@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from contextlib import suppress
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -87,13 +86,13 @@ def json_field(text: Any, default: Any) -> Any:
     return value if isinstance(value, type(default)) else default
 
 
-def failure_groups(a: RunArchive, run_dir: Path, statuses: dict[str, int],
+def failure_groups(a: RunArchive, statuses: dict[str, int],
                    sample: int = FAILURE_SAMPLE) -> dict[str, Any]:
     """The latest ``sample`` failures grouped by status and normalised reason; ``statuses``: failures per status
     over every program."""
     total = sum(statuses.values())
     groups: dict[tuple[str, str], dict[str, Any]] = {}
-    rows, skipped = _failure_rows(a, run_dir, sample) if total else ([], 0)
+    rows, skipped = _failure_rows(a, sample) if total else ([], 0)
     reasons: dict[Any, str] = {}  # many failures repeat one message: each text is parsed once
     for pid, it, status, edit_error, artifacts, stages in rows:
         raw = (status, edit_error, artifacts, stages)
@@ -121,7 +120,7 @@ def _reason(status: Any, edit_error: Any, artifacts: Any, stages: Any) -> str:
     return normalise_message(str(status or "") if found is None else found)
 
 
-def _failure_rows(a: RunArchive, run_dir: Path, sample: int) -> tuple[list[tuple[Any, ...]], int]:
+def _failure_rows(a: RunArchive, sample: int) -> tuple[list[tuple[Any, ...]], int]:
     """The latest ``sample`` failed rows with the columns that say why. A small run is asked directly; in a large
     one only the newest segments holding them are read (opening a thousand segments costs seconds), and rows still
     in the journal are left out (their count is returned)."""
@@ -143,7 +142,7 @@ def _failure_rows(a: RunArchive, run_dir: Path, sample: int) -> tuple[list[tuple
     rows: list[tuple[Any, ...]] = []
     for name in chosen:
         try:
-            table = pq.read_table(run_dir / "segments" / name, columns=list(_FAIL_COLUMNS),
+            table = pq.read_table(a.run_dir / "segments" / name, columns=list(_FAIL_COLUMNS),
                                   filters=[("status", "not in", list(NOT_FAILURES))])
         except (OSError, pa.ArrowException, ValueError):
             continue  # compacted or damaged since: the archive reports damage, the grouping goes on

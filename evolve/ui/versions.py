@@ -8,13 +8,15 @@ import os
 from contextlib import suppress
 from pathlib import Path
 
+from evolve.segments import TABLES, segment_files
+
 
 def fingerprint(run_dir: Path) -> str:
     """Changes whenever the run's rows can have changed; a few ``listdir``/``stat`` calls."""
     parts: list[str] = []
-    for sub in ("segments", "migrations", "events"):
+    for table in TABLES:
         try:
-            names = sorted(n for n in os.listdir(run_dir / sub) if n.endswith(".parquet") and not n.startswith("."))
+            names = [f.name for f in segment_files(run_dir / table.directory)]
         except OSError:
             names = []
         parts.append(hashlib.blake2b("\n".join(names).encode(), digest_size=8).hexdigest())
