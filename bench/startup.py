@@ -14,7 +14,8 @@ that a change in the machine's load hits them alike):
 ``--peer``: 200 iterations (2,000 with ``--long``) of the peer benchmark's OpenEvolve-format folder with its instant
 mock LLM (``mock_llm_server.py --vary``, a free port): OpenEvolve 0.4.0's ``openevolve-run`` (when found), evolve
 cold (``--address local``) and evolve warm (after ``evolve ray start``, with a state file of its own, stopped at the
-end whatever happens; ``--repeats`` warm runs).
+end whatever happens; ``--repeats`` warm runs): as a driver of its own joining that Ray (``EVOLVE_NO_RUNNER=1``),
+and handed to the warm runner ``evolve ray start`` leaves running (``evolve.runner``), what ``evolve run`` does.
 
     python bench/startup.py                        # cold start-up, 3 rounds
     python bench/startup.py --peer --long          # plus the side-by-side runs
@@ -35,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+LAUNCH = [sys.executable, "-c", "import sys; from evolve.launch import entry; sys.argv[0] = 'evolve'; entry()"]  # `evolve`
 PHASES = ("imports", "problem load", "sandbox host probe (driver's fork server)", "plan and mutator", "Ray start",
           "worker warm-up submitted", "seed evaluation (first worker busy)", "first iteration", "Ray shutdown")
 
@@ -177,13 +179,16 @@ def peer(repeats: int, long: bool, openevolve: Path | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="startup-peer-"))
     state = work / "local-ray.json"
     try:
-        def evolve_run(iterations: int, address: str | None, tag: str) -> float:
-            cmd = [sys.executable, "-m", "evolve.cli", "run", str(TOY), "--mutator", "llm", "--api-base", mock.url,
+        def evolve_run(iterations: int, address: str | None, tag: str, runner: bool = True) -> float:
+            cmd = [*LAUNCH, "run", str(TOY), "--mutator", "llm", "--api-base", mock.url,
                    "--api-key", "bench", "--model", "mock-model", "--iterations", str(iterations), "--run-dir",
                    str(work / f"evolve-{tag}"), "--quiet"] + (["--address", address] if address else [])
-            seconds, result = timed(cmd, quiet_env(state))
+            env = quiet_env(state) | ({} if runner else {"EVOLVE_NO_RUNNER": "1"})
+            seconds, result = timed(cmd, env)
             if f"({iterations}/{iterations} iterations)" not in result.stdout:
                 raise SystemExit(f"evolve did not finish {iterations} iterations:\n{result.stdout}")
+            if "did not take this run" in result.stderr:
+                raise SystemExit(f"the warm runner refused the run:\n{result.stderr}")
             return seconds
 
         sizes = [200] + ([2000] if long else [])
@@ -194,13 +199,21 @@ def peer(repeats: int, long: bool, openevolve: Path | None) -> None:
             cold_runs = [evolve_run(iterations, "local", f"cold-{iterations}-{i}")
                          for i in range(repeats if iterations == 200 else 1)]
             rows.append((f"evolve cold (private Ray started and stopped), {iterations} iterations", stat(cold_runs)))
-        seconds, result = timed([sys.executable, "-m", "evolve.cli", "ray", "start"], quiet_env(state))
-        rows.append(("`evolve ray start` (once)", f"{seconds:.2f}"))
+        ray_dir = tempfile.mkdtemp(prefix="evb-", dir="/tmp")  # its own: never a running `evolve ray start`'s
+        seconds, result = timed([sys.executable, "-m", "evolve.cli", "ray", "start", "--temp-dir", ray_dir],
+                                quiet_env(state))
+        if result.returncode != 0 or "warm runner: pid" not in result.stdout:
+            raise SystemExit(f"`evolve ray start` failed:\n{result.stdout}{result.stderr}")
+        rows.append(("`evolve ray start` (once: Ray and its warm runner)", f"{seconds:.2f}"))
         try:
             for iterations in sizes:
-                warm = [evolve_run(iterations, None, f"warm-{iterations}-{i}")
-                        for i in range(repeats if iterations == 200 else 1)]
-                rows.append((f"evolve warm (joins `evolve ray start`), {iterations} iterations", stat(warm)))
+                count = repeats if iterations == 200 else 1
+                plain = [evolve_run(iterations, None, f"joined-{iterations}-{i}", runner=False) for i in range(count)]
+                rows.append((f"evolve joining `evolve ray start`, its own driver (`EVOLVE_NO_RUNNER=1`), {iterations} "
+                             "iterations", stat(plain)))
+                warm = [evolve_run(iterations, None, f"warm-{iterations}-{i}") for i in range(count)]
+                rows.append((f"**evolve warm (`evolve ray start`'s runner), {iterations} iterations**",
+                             f"**{stat(warm)}**"))
         finally:
             subprocess.run([sys.executable, "-m", "evolve.cli", "ray", "stop"], env=quiet_env(state), cwd=ROOT,
                            capture_output=True, text=True)

@@ -8,6 +8,7 @@ is joined first, since joining is cheap, so that its workers warm up while the r
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import click
 
 from evolve.cli_common import EvolveError, load_with_notes
+from evolve.launch import RUNNER_ENV
 
 # Exit codes besides click's (1: an error before or instead of running, 2: bad usage).
 EXIT_MUTATOR_STOPPED = 3  # an LLM budget reached or the endpoint down past its patience
@@ -339,7 +341,8 @@ def _check_cluster(problem: Any, plan: Any, opts: dict[str, Any], target: Any, i
     from evolve.cluster import cluster_view, unmet_requirements
 
     view = cluster_view()
-    out.line(f"{view.describe()}: {target.describe()}")
+    runner = os.environ.get(RUNNER_ENV)  # set in the warm runner of `evolve ray start` (evolve.runner)
+    out.line(f"{view.describe()}: {target.describe()}" + (f", run in its warm runner (pid {runner})" if runner else ""))
     unmet = unmet_requirements(problem, view)
     if unmet:
         if ours:
