@@ -102,16 +102,17 @@ def stop(as_json: bool) -> None:
 def status(as_json: bool) -> None:
     """Whether a local Ray from `evolve ray start` runs (exit status 1 when none does)."""
     from evolve.ray_local import is_running, read_cluster, state_path
-    from evolve.runner import RunnerRecord
+    from evolve.runner import RunnerRecord, runner_status
 
     cluster = read_cluster()
     running = cluster is not None and is_running(cluster)
     runner = RunnerRecord.read(cluster.temp_dir) if cluster is not None and running else None
     runner = runner if runner is not None and runner.ready() else None
+    said = runner_status(cluster.temp_dir) if cluster is not None and runner is not None else None
     if as_json:
         click.echo(json.dumps({"running": running, "state_file": str(state_path()),
                                "cluster": cluster.to_dict() if cluster else None,
-                               "runner": asdict(runner) if runner else None}, indent=2))
+                               "runner": asdict(runner) | (said or {}) if runner else None}, indent=2))
     elif cluster is None:
         click.echo("no local Ray from `evolve ray start`: each `evolve run` starts a private instance")
     elif not running:
@@ -120,7 +121,9 @@ def status(as_json: bool) -> None:
         uptime = time.time() - cluster.started_at
         click.echo(f"running: {cluster.address}, {cluster.num_cpus} CPUs, pid {cluster.pid}, up {uptime:.0f} s"
                    + (f", dashboard {cluster.dashboard}" if cluster.dashboard else ""))
-        click.echo(f"warm runner: pid {runner.pid}, log {runner.log}" if runner else
+        state = ("not answering" if said is None else "running a run" if said.get("busy") else "idle") + (
+            f", {said['runs']} run(s) served" if said else "")
+        click.echo(f"warm runner: pid {runner.pid} ({state}), log {runner.log}" if runner else
                    "warm runner: none (each `evolve run` starts its own driver)")
     if not running:
         raise SystemExit(1)

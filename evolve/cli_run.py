@@ -114,7 +114,8 @@ def run(problem_dir: str, **opts: Any) -> None:
                                "own (`evolve ray start --dashboard`)")
     probed = _start_probe(problem, opts["sandbox_require"])  # the sandbox's host probe, in a thread from here on
     target = choose_target(opts["address"])
-    prepare_environment(target, opts["verbose"])  # before any thread imports Ray (it reads the environment then)
+    if ours:  # before any thread imports Ray (it reads the environment then); a live connection keeps its own
+        prepare_environment(target, opts["verbose"])
     if target.note:
         out.note(target.note)
     if opts["num_cpus"] and target.kind is not TargetKind.PRIVATE:

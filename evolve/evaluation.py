@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
+import os
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from evolve.types import StageOutcome, Status
 ANOMALY_ARTIFACT = "evolve.anomaly"  # reserved artifact name carrying StageReport.anomaly to the driver
 _modules: dict[tuple[str, float], ModuleType] = {}
 _modules_lock = threading.Lock()
+_problem_roots: set[str] = set()  # folders evaluators were loaded from: their helper modules are theirs
 
 
 def load_evaluator(problem: Problem) -> ModuleType:
@@ -51,6 +53,8 @@ def load_evaluator(problem: Problem) -> ModuleType:
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot import evaluator {path}")
             module = importlib.util.module_from_spec(spec)
+            _problem_roots.add(str(problem.root))
+            _forget_problem_modules()
             sys.path.insert(0, str(problem.root))
             try:
                 sys.modules[name] = module
@@ -59,6 +63,17 @@ def load_evaluator(problem: Problem) -> ModuleType:
                 sys.path.remove(str(problem.root))
             _modules[key] = module
         return _modules[key]
+
+
+def _forget_problem_modules() -> None:
+    """Drop the modules earlier evaluators imported from their problem folders (``import helpers``): a process that
+    outlives a run (a Ray worker of ``evolve ray start``'s runner) then imports an edited helper afresh, and never
+    hands one problem's ``helpers`` to another's evaluator. Loaded evaluators keep the modules they imported."""
+    roots = tuple(os.path.join(root, "") for root in _problem_roots)
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path and path.startswith(roots):
+            del sys.modules[name]
 
 
 @dataclass(frozen=True)

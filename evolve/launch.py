@@ -25,6 +25,7 @@ RUNNER_ENV = "EVOLVE_RUNNER"  # set by the runner in a run's environment: the ru
 _OWN_DRIVER_OPTIONS = ("--address", "--verbose", "--dashboard", "--num-cpus", "--help", "-h")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 HEADER = struct.Struct("!Q")  # the request's JSON length, sent with the three descriptors
+ANSWER_TIMEOUT = 10.0  # seconds for the runner to take or refuse a run (it answers at once unless wedged)
 
 
 def entry() -> None:
@@ -67,17 +68,26 @@ def hand_to_runner(args: list[str]) -> int | None:
     except OSError:
         return None  # a closed standard stream: nothing to hand over
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(ANSWER_TIMEOUT)
     try:
         sock.connect(str(path))
-        request = json.dumps({"argv": args, "cwd": os.getcwd(), "env": dict(os.environ),
-                              "python": sys.executable}).encode()
+        if not peer_is_me(sock):
+            sock.close()
+            return None  # never hand this terminal and environment (API keys) to another user's process
+        env = dict(os.environ)
+        with contextlib.suppress(OSError):  # the runner's own streams are not this terminal: it gets its size
+            size = os.get_terminal_size(1)
+            env.setdefault("COLUMNS", str(size.columns))
+            env.setdefault("LINES", str(size.lines))
+        request = json.dumps({"argv": args, "cwd": os.getcwd(), "env": env, "python": sys.executable}).encode()
         socket.send_fds(sock, [HEADER.pack(len(request))], [0, 1, 2])
         sock.sendall(request)
         replies = sock.makefile("rb")
         first = _message(replies.readline())
     except OSError:
         sock.close()
-        return None  # a runner gone since its socket was made: this process runs the command
+        return None  # a runner gone since its socket was made, or not answering: this process runs the command
+    sock.settimeout(None)
     if not first.get("accepted"):
         reason = first.get("refused") or "it did not answer"
         print(f"note: the warm runner of `evolve ray start` did not take this run ({reason}); it runs here",
@@ -85,6 +95,16 @@ def hand_to_runner(args: list[str]) -> int | None:
         sock.close()
         return None
     return _wait(sock, replies)
+
+
+def peer_is_me(sock: socket.socket) -> bool:
+    """Whether the process at the other end of a connected unix socket runs as this user."""
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+    except OSError:
+        return False
+    return uid == os.getuid()
 
 
 def _message(line: bytes) -> dict[str, object]:
@@ -96,23 +116,34 @@ def _message(line: bytes) -> dict[str, object]:
 
 
 def _wait(sock: socket.socket, replies: object) -> int:
-    """Forward signals until the runner says how the run ended."""
+    """Forward signals until the runner says how the run ended. After a termination signal (SIGTERM, SIGHUP,
+    SIGQUIT) has stopped the run, this process ends by that signal, as a run of its own would have."""
+    received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
         with contextlib.suppress(OSError):  # the runner is gone: the read below says so
             sock.sendall(json.dumps({"signal": signum}).encode() + b"\n")
 
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED}
+    code: int | None = None
     try:
         for line in replies:  # type: ignore[attr-defined]
             message = _message(line)
             if "exit" in message:
-                code = message["exit"]
-                return code if isinstance(code, int) else 1
+                code = message["exit"] if isinstance(message["exit"], int) else 1
+                break
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         sock.close()
+    ending = [signum for signum in received if signum != signal.SIGINT]
+    if code is not None and ending:
+        sys.stdout.flush()
+        signal.signal(ending[0], signal.SIG_DFL)
+        os.kill(os.getpid(), ending[0])
+    if code is not None:
+        return code
     print("error: the warm runner of `evolve ray start` ended during the run; every finished evaluation is in the "
           "archive (continue with --resume, or `evolve ray stop` and `evolve ray start` for a new runner)",
           file=sys.stderr)

@@ -153,6 +153,22 @@ def warm_workers(problem: Problem, sandbox_config: Any, concurrency: int | None 
     return [task.remote(preload) for _ in range(count)]
 
 
+_local_uncollected: set[cf.Future[Any]] = set()  # LocalFirst's evaluations not done (see worker.take_uncollected)
+
+
+def take_local_uncollected() -> list[cf.Future[Any]]:
+    """``LocalFirst`` evaluations of this process still running; forgotten from now on."""
+    futures = [f for f in _local_uncollected if not f.done()]
+    _local_uncollected.clear()
+    return futures
+
+
+def _track(future: cf.Future[Any]) -> cf.Future[Any]:
+    _local_uncollected.add(future)
+    future.add_done_callback(_local_uncollected.discard)
+    return future
+
+
 class _LocalRef:
     """An evaluation made here (``LocalFirst``), standing in for a Ray object ref."""
 
@@ -200,7 +216,7 @@ class LocalFirst:
             code = problem.seed_code()
             program_id = program_id_for(code)
             self._seed = (program_id, evaluation_seed(run_seed, program_id))
-            self._seed_future = self._pool.submit(self._evaluate_seed, problem, sandbox_config, code)
+            self._seed_future = _track(self._pool.submit(self._evaluate_seed, problem, sandbox_config, code))
             self._local.append(self._seed_future)
 
     @staticmethod
@@ -260,7 +276,8 @@ class LocalFirst:
         slot is free, else a Ray task."""
         if stage.gpus or stage.resources or (self._workers_warm() and self._local_busy()):
             return self._ray.submit_stage(stage, code, program_id, seed)
-        future = self._pool.submit(self._evaluate, self._problem, self._config, stage.name, code, program_id, seed)
+        future = _track(self._pool.submit(self._evaluate, self._problem, self._config, stage.name, code, program_id,
+                                          seed))
         self._local.append(future)
         return _LocalRef(future)
 

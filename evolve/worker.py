@@ -63,6 +63,16 @@ def _evaluate_stage(problem: Problem, stage_name: str, code: str, program_id: st
 
 
 _remote_stage = ray.remote(_evaluate_stage)
+# Stage tasks submitted and not yet collected. A run's driver abandons what is in flight when it stops (the tasks end
+# with its Ray job); in the warm runner (evolve.runner_process) the job outlives the run, which waits for them.
+_uncollected: set[Any] = set()
+
+
+def take_uncollected() -> list[Any]:
+    """The stage tasks submitted in this process and never collected; forgotten from now on."""
+    refs = list(_uncollected)
+    _uncollected.clear()
+    return refs
 
 
 def stage_options(stage: StageSpec) -> dict[str, Any]:
@@ -92,8 +102,10 @@ class RayStageExecutor:
         return self.submit_stage(self.problem.stages[stage_index], code, program_id, seed)
 
     def submit_stage(self, stage: StageSpec, code: str, program_id: str, seed: int) -> Any:
-        return self._tasks[stage.name].remote(self.problem_ref, stage.name, code, program_id, seed,
-                                              self.sandbox_settings)
+        ref = self._tasks[stage.name].remote(self.problem_ref, stage.name, code, program_id, seed,
+                                             self.sandbox_settings)
+        _uncollected.add(ref)
+        return ref
 
     @staticmethod
     def wait(refs: list[Any], timeout: float) -> list[Any]:
@@ -112,6 +124,7 @@ class RayStageExecutor:
 
     @staticmethod
     def stage_result(ref: Any, stage: StageSpec) -> StageOutcome | None:
+        _uncollected.discard(ref)
         try:
             return StageOutcome.from_dict(ray.get(ref, timeout=30))
         except RayTaskError as exc:

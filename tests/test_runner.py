@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evolve.runner import RunnerRecord, code_fingerprint, process_wide_difference
+from evolve.runner import RunnerRecord, code_fingerprint, process_wide_difference, runner_status
 
 REPO = Path(__file__).resolve().parents[1]
 CIRCLES = REPO / "problems" / "circle_packing"
@@ -30,6 +30,8 @@ def test_process_wide_variables_must_match_and_per_run_ones_need_not() -> None:
     assert process_wide_difference(mine, {**theirs, "PYTHONPATH": "/x", "EVOLVE_FAILPOINTS": "p", "LANG": "C"}) == [
         "EVOLVE_FAILPOINTS", "LANG", "PYTHONPATH"]
     assert process_wide_difference({**mine, "RAY_AUTH_MODE": "token"}, theirs) == ["RAY_AUTH_MODE"]
+    # What differs between two logins of the same user is not process-wide.
+    assert process_wide_difference({**mine, "XDG_SESSION_ID": "3", "LC_TERMINAL": "iTerm2"}, theirs) == []
 
 
 def test_the_code_fingerprint_sees_an_edited_added_or_removed_module(tmp_path: Path) -> None:
@@ -97,6 +99,18 @@ def warm(tmp_path_factory: pytest.TempPathFactory):
     assert not (temp_dir / "evolve-runner.sock").exists()
 
 
+def idle(warm: Warm, timeout: float = 120) -> None:
+    """Wait until the runner takes runs again (a run that just ended may still be settling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        said = runner_status(warm.temp_dir)
+        assert said is not None and said["pid"] == warm.pid, said
+        if not said["busy"]:
+            return
+        assert time.monotonic() < deadline, "the runner stayed busy"
+        time.sleep(0.1)
+
+
 def started(run_dir: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
     """Wait until the run in ``run_dir`` has begun (its folder is written when the loop starts)."""
     deadline = time.monotonic() + timeout
@@ -110,6 +124,7 @@ def started(run_dir: Path, process: subprocess.Popen[str], timeout: float = 120)
 def test_a_run_is_handed_to_the_runner_and_behaves_as_the_command(warm: Warm, tmp_path: Path) -> None:
     status = ray_command(warm.env, "status", "--json")
     assert json.loads(status.stdout)["runner"]["pid"] == warm.pid
+    idle(warm)
     result = evolve(warm, "run", CIRCLES, "--iterations", "4", "--run-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert warm.marker() in result.stdout and "(4/4 iterations)" in result.stdout
@@ -131,11 +146,13 @@ def test_a_run_with_another_process_wide_environment_is_refused_and_runs_in_its_
 
 
 def test_ctrl_c_stops_the_run_and_a_run_meanwhile_gets_its_own_driver(warm: Warm, tmp_path: Path) -> None:
+    idle(warm)
     long = subprocess.Popen([*EVOLVE, "run", str(CIRCLES), "--iterations", "100000", "--run-dir",
                              str(tmp_path / "long")], env=warm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO)
     try:
         started(tmp_path / "long", long)
+        assert runner_status(warm.temp_dir)["busy"]
         second = evolve(warm, "run", CIRCLES, "--iterations", "2", "--run-dir", tmp_path / "second")
         assert second.returncode == 0 and "another run is in it" in second.stderr, second.stderr
         long.send_signal(signal.SIGINT)
@@ -149,6 +166,7 @@ def test_ctrl_c_stops_the_run_and_a_run_meanwhile_gets_its_own_driver(warm: Warm
 
 def test_a_killed_caller_stops_its_run_which_resumes_in_the_runner(warm: Warm, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
+    idle(warm)
     with open(tmp_path / "out.txt", "w") as out:
         caller = subprocess.Popen([*EVOLVE, "run", str(CIRCLES), "--iterations", "100000", "--run-dir",
                                    str(run_dir)], env=warm.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -159,12 +177,30 @@ def test_a_killed_caller_stops_its_run_which_resumes_in_the_runner(warm: Warm, t
     while json.loads((run_dir / "run.json").read_text())["state"] == "running":
         assert time.monotonic() < deadline, "the runner did not stop the run of a dead caller"
         time.sleep(0.2)
+    idle(warm)  # then what the stopped run left in flight is waited for
     resumed = evolve(warm, "run", CIRCLES, "--resume", "--run-dir", run_dir, "--more", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert warm.marker() in resumed.stdout
 
 
+def test_a_termination_signal_stops_the_run_and_then_ends_the_caller_by_it(warm: Warm, tmp_path: Path) -> None:
+    idle(warm)
+    caller = subprocess.Popen([*EVOLVE, "run", str(CIRCLES), "--iterations", "100000", "--run-dir",
+                               str(tmp_path / "run")], env=warm.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        started(tmp_path / "run", caller)
+        caller.send_signal(signal.SIGTERM)
+        out, err = caller.communicate(timeout=120)
+    finally:
+        caller.kill()
+    assert caller.returncode == -signal.SIGTERM, err  # as a run of its own would end (but cleanly stopped)
+    assert warm.marker() in out and "interrupted" in out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["state"] == "stopped"
+
+
 def test_a_dead_runner_costs_nothing_but_speed_and_ray_start_brings_one_back(warm: Warm, tmp_path: Path) -> None:
+    idle(warm)
     os.kill(warm.pid, signal.SIGKILL)
     result = evolve(warm, "run", CIRCLES, "--iterations", "2", "--run-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr
