@@ -90,6 +90,7 @@ class Runner:
         task = ray.remote(_warm_worker).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0)
         preload = SandboxConfig().preload
         ray.get([task.remote(preload) for _ in range(max(1, self.cluster.num_cpus))], timeout=READY_TIMEOUT)
+        _rehearse()
         self.fingerprint = code_fingerprint()
         self.baseline = dict(os.environ)  # what the environment is swapped back to after each run
 
@@ -315,6 +316,36 @@ class Runner:
             print("evolve runner: evolve's code changed; exiting", flush=True)
             return True
         return False
+
+
+_REHEARSAL = {
+    "problem.toml": 'name = "runner_warm_up"\nseed = "seed.py"\nevaluator = "evaluator.py"\n[score]\n'
+                    'metric = "score"\n[[stages]]\nname = "main"\nfunction = "evaluate"\n',
+    "seed.py": "A = 1.0\n\n\ndef solve():\n    return A\n",
+    "evaluator.py": "def evaluate(candidate):\n    return {'score': -abs(float(candidate.call('solve')) - 3.0)}\n",
+}
+
+
+def _rehearse() -> None:
+    """A few iterations of a throwaway problem through the real command, and the LLM client's lazily loaded parts:
+    the first real run then finds its code paths warm (without this it took ~1 s longer than the next ones)."""
+    import tempfile
+
+    import openai
+
+    with tempfile.TemporaryDirectory(prefix="evolve-runner-") as tmp:
+        problem = Path(tmp) / "problem"
+        problem.mkdir()
+        for name, text in _REHEARSAL.items():
+            (problem / name).write_text(text)
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+            code = _invoke(["run", str(problem), "--mutator", "tune", "--iterations", "4", "--run-dir",
+                            str(Path(tmp) / "run"), "--quiet"])
+    if code:
+        print(f"evolve runner: the warm-up run ended with status {code}", flush=True)
+    client = openai.OpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1")
+    _ = client.chat.completions, client.embeddings  # resources are imported on first use
+    client.close()
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:

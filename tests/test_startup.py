@@ -128,6 +128,34 @@ def test_local_first_keeps_its_own_slot_busy_and_hands_the_rest_to_ray() -> None
     assert here == ["a", "c"]
 
 
+def test_local_evaluations_still_running_are_handed_to_whoever_waits_for_them() -> None:
+    """The warm runner waits for what a stopped run left in flight before its next run (evolve.runner_process)."""
+    from evolve.problem import StageSpec
+    from evolve.startup import LocalFirst, take_local_uncollected
+    from evolve.types import StageOutcome, Status
+
+    release = threading.Event()
+
+    def evaluate(problem: object, config: object, stage: str, code: str, program_id: str, seed: int) -> StageOutcome:
+        release.wait(10)
+        return StageOutcome(stage=stage, status=Status.OK)
+
+    take_local_uncollected()
+    local = LocalFirst.__new__(LocalFirst)
+    local._warm, local._local, local._node = True, [], "node-1"
+    local._pool, local._problem, local._config = cf.ThreadPoolExecutor(max_workers=1), None, None
+    local._evaluate = evaluate  # type: ignore[method-assign]
+    local.submit_stage(StageSpec(name="score", function="score"), "code", "a", 1)
+    left = take_local_uncollected()
+    assert len(left) == 1 and not left[0].done()
+    assert take_local_uncollected() == []  # handed over once
+    release.set()
+    assert cf.wait(left, timeout=10).not_done == set()
+    local.submit_stage(StageSpec(name="score", function="score"), "code", "b", 1)
+    local._pool.shutdown(wait=True)
+    assert take_local_uncollected() == []  # a finished one is not left over
+
+
 def test_the_loop_does_not_import_the_llm_client() -> None:
     """A run with an offline mutator never pays for the openai package (most of a second to import)."""
     import subprocess
