@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+KEEP_WARM_SECONDS = 5.0  # evolve.runner_process.KEEP_WARM_EVERY
 LAUNCH = [sys.executable, "-c", "import sys; from evolve.launch import entry; sys.argv[0] = 'evolve'; entry()"]  # `evolve`
 PHASES = ("imports", "problem load", "sandbox host probe (driver's fork server)", "plan and mutator", "Ray start",
           "worker warm-up submitted", "seed evaluation (first worker busy)", "first iteration", "Ray shutdown")
@@ -208,12 +209,15 @@ def peer(repeats: int, long: bool, openevolve: Path | None) -> None:
         try:
             for iterations in sizes:
                 count = repeats if iterations == 200 else 1
-                plain = [evolve_run(iterations, None, f"joined-{iterations}-{i}", runner=False) for i in range(count)]
-                rows.append((f"evolve joining `evolve ray start`, its own driver (`EVOLVE_NO_RUNNER=1`), {iterations} "
-                             "iterations", stat(plain)))
+                # The runner's first: a job of its own ends the runner's idle workers (it warms them again after
+                # a few idle seconds), which runs back to back would otherwise measure.
                 warm = [evolve_run(iterations, None, f"warm-{iterations}-{i}") for i in range(count)]
                 rows.append((f"**evolve warm (`evolve ray start`'s runner), {iterations} iterations**",
                              f"**{stat(warm)}**"))
+                plain = [evolve_run(iterations, None, f"joined-{iterations}-{i}", runner=False) for i in range(count)]
+                rows.append((f"evolve joining `evolve ray start`, its own driver (`EVOLVE_NO_RUNNER=1`), {iterations} "
+                             "iterations", stat(plain)))
+                time.sleep(2 * KEEP_WARM_SECONDS)  # the runner's workers warm again, as between a user's runs
         finally:
             subprocess.run([sys.executable, "-m", "evolve.cli", "ray", "stop"], env=quiet_env(state), cwd=ROOT,
                            capture_output=True, text=True)

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from evolve.launch import HEADER, RUNNER_ENV, RUNNER_SOCKET, peer_is_me
 from evolve.runner import READY_TIMEOUT, code_fingerprint, process_wide_difference
 
 ORPHAN_GRACE = 15.0  # seconds a run whose caller died may take to stop before the runner exits
+KEEP_WARM_EVERY = 5.0  # seconds between checks, while idle, that a worker per CPU is still warm
 LEFTOVER_TIMEOUT = 600.0  # seconds to wait for what a stopped run left in flight (each is bounded by its stage)
 MAX_RSS = 2 << 30  # bytes: past this after a run, the runner exits (later runs start their own drivers)
 
@@ -65,6 +67,9 @@ class Runner:
         self.main_thread = threading.main_thread().ident or 0
         self.fingerprint: dict[str, tuple[int, int]] = {}
         self.baseline: dict[str, str] = {}
+        self.warm_task: Any = None
+        self.warming: list[Any] = []
+        self.next_warm = 0.0
 
     def warm_up(self) -> None:
         """Import what a run imports, join the recorded Ray, warm this process's sandbox and a worker per CPU."""
@@ -87,9 +92,8 @@ class Runner:
 
         ray.init(**init_kwargs(target, None))
         host_probe(SandboxConfig())
-        task = ray.remote(_warm_worker).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0)
-        preload = SandboxConfig().preload
-        ray.get([task.remote(preload) for _ in range(max(1, self.cluster.num_cpus))], timeout=READY_TIMEOUT)
+        self.warm_task = ray.remote(_warm_worker).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0)
+        ray.get(self._warm_workers(self.cluster.num_cpus), timeout=READY_TIMEOUT)
         _rehearse()
         self.fingerprint = code_fingerprint()
         self.baseline = dict(os.environ)  # what the environment is swapped back to after each run
@@ -112,12 +116,37 @@ class Runner:
                 try:
                     request = self.requests.get(timeout=0.5)
                 except queue.Empty:
+                    self._keep_warm()
                     continue
                 self._serve(request)
         finally:
             with contextlib.suppress(OSError):
                 self.socket_path.unlink()
             print(f"evolve runner {os.getpid()}: exiting", flush=True)
+
+    def _warm_workers(self, count: int) -> list[Any]:
+        from evolve.sandbox import SandboxConfig
+
+        preload = SandboxConfig().preload
+        return [self.warm_task.remote(preload) for _ in range(max(1, count))]
+
+    def _keep_warm(self) -> None:
+        """While idle and the cluster too, see that a worker per CPU is warm: another job's workers make Ray end
+        this job's idle ones (measured: after a run with a driver of its own, none were left)."""
+        import ray
+
+        if time.monotonic() < self.next_warm:
+            return
+        self.next_warm = time.monotonic() + KEEP_WARM_EVERY
+        try:
+            if self.warming and ray.wait(self.warming, num_returns=len(self.warming), timeout=0)[1]:
+                return  # the last check's tasks are still starting workers
+            total = ray.cluster_resources().get("CPU", 0.0)
+            if ray.available_resources().get("CPU", 0.0) < total:
+                return  # someone else's work: never take workers from it
+            self.warming = self._warm_workers(int(total))
+        except Exception as exc:  # noqa: BLE001 - only a head start for the next run
+            print(f"evolve runner: keeping workers warm failed: {exc!r}", flush=True)
 
     def _terminate(self, _signum: int, _frame: Any) -> None:
         # A signal handler runs in the main thread, which may hold running_lock: it never takes it.
