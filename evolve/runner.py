@@ -43,7 +43,8 @@ LOG_FILE = "evolve-runner.log"
 READY_TIMEOUT = 120.0  # seconds for the runner to import, join Ray and warm its workers on a loaded machine
 _PROCESS_WIDE_PREFIXES = ("RAY_", "PYTHON", "EVOLVE_", "LD_", "OMP_", "OPENBLAS_", "MKL_", "CUDA_", "NUMBA_", "GRPC_")
 _PROCESS_WIDE = frozenset({"LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "HOME", "VIRTUAL_ENV", "TMPDIR", "USER",
-                           "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"})
+                           "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+                           "SSL_CERT_FILE", "SSL_CERT_DIR"})  # the LLM clients' TLS context is built once
 _IMPLIED = {"RAY_CLIENT_MODE": "0"}  # what importing Ray sets when unset (`evolve ray start` passes it on)
 
 

@@ -372,7 +372,10 @@ def _rehearse() -> None:
                             str(Path(tmp) / "run"), "--quiet"])
     if code:
         print(f"evolve runner: the warm-up run ended with status {code}", flush=True)
-    client = openai.OpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1")
+    from evolve.llm.client import tls_context
+
+    client = openai.OpenAI(api_key="warm-up", base_url="http://127.0.0.1:9/v1",
+                           http_client=openai.DefaultHttpxClient(verify=tls_context()))
     _ = client.chat.completions, client.embeddings  # resources are imported on first use
     client.close()
 

@@ -88,12 +88,30 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+_tls: Any = None
+_tls_lock = threading.Lock()
+
+
+def tls_context() -> Any:
+    """One TLS context per process for every client: openai's default client builds its own, loading the CA bundle
+    (~45 ms here, the same work each time), and a run makes two or more; the warm runner makes them on every run.
+    Built as httpx builds its default (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured)."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            import httpx
+
+            _tls = httpx.create_ssl_context()
+        return _tls
+
+
 def make_openai_client(settings: LLMSettings, timeout: float | None = None) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=settings.api_base,
         api_key=settings.api_key or KEY_PLACEHOLDER,
         timeout=timeout if timeout is not None else settings.timeout,
         max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=tls_context()),
     )
 
 
