@@ -12,10 +12,11 @@ that a change in the machine's load hits them alike):
   command the host probe and the loop's imports run beside Ray's start: see ``evolve.startup``).
 
 ``--peer``: 200 iterations (2,000 with ``--long``) of the peer benchmark's OpenEvolve-format folder with its instant
-mock LLM (``mock_llm_server.py --vary``, a free port): OpenEvolve 0.4.0's ``openevolve-run`` (when found), evolve
-cold (``--address local``) and evolve warm (after ``evolve ray start``, with a state file of its own, stopped at the
-end whatever happens; ``--repeats`` warm runs): as a driver of its own joining that Ray (``EVOLVE_NO_RUNNER=1``),
-and handed to the warm runner ``evolve ray start`` leaves running (``evolve.runner``), what ``evolve run`` does.
+mock LLM (``mock_llm_server.py --vary``, a free port): OpenEvolve 0.4.0's ``openevolve-run`` and SkyDiscover
+0.1.0's ``skydiscover-run`` (each when found), evolve cold (``--address local``) and evolve warm (after ``evolve ray
+start``, with a state file of its own, stopped at the end whatever happens; ``--repeats`` warm runs): as a driver of
+its own joining that Ray (``EVOLVE_NO_RUNNER=1``), and handed to the warm runner ``evolve ray start`` leaves running
+(``evolve.runner``), what ``evolve run`` does.
 
     python bench/startup.py                        # cold start-up, 3 rounds
     python bench/startup.py --peer --long          # plus the side-by-side runs
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -172,7 +174,59 @@ def cold(problem: str, repeats: int) -> None:
         print(f"| &nbsp;&nbsp;{name} | {stat(phases[name])} |")
 
 
-def peer(repeats: int, long: bool, openevolve: Path | None) -> None:
+# SkyDiscover 0.1.0 rejects the toy's OpenEvolve config (PromptConfig has no num_top_programs): the same model,
+# budget and evaluator settings in its own format, topk search. Its loop calls the LLM one call at a time and runs
+# the evaluator in its own process, in a thread (no sandbox, no hard timeout).
+SKY_CONFIG = """\
+max_iterations: {iterations}
+checkpoint_interval: 50
+random_seed: 42
+diff_based_generation: true
+max_solution_length: 10000
+llm:
+  api_base: "{url}"
+  api_key: "bench"
+  models:
+    - name: "mock-model"
+      weight: 1.0
+      api_base: "{url}"
+  temperature: 0.7
+  max_tokens: 1024
+  timeout: 30
+  retries: 0
+prompt:
+  system_message: "You are a benchmark stub."
+search:
+  type: topk
+evaluator:
+  timeout: 30
+  max_retries: 0
+  cascade_evaluation: false
+  parallel_evaluations: 4
+"""
+
+
+def run_skydiscover(binary: Path, mock: Any, iterations: int, work: Path) -> float:
+    """Wall seconds of ``skydiscover-run`` on the toy; refused unless it asked the mock once per iteration (with
+    an unreachable endpoint it still exits 0, quickly)."""
+    from llm_throughput import TOY
+
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / f"sky-{iterations}.yaml"
+    config.write_text(SKY_CONFIG.format(iterations=iterations, url=mock.url))
+    before = mock.requests()
+    seconds, result = timed([str(binary), str(TOY / "initial_program.py"), str(TOY / "evaluator.py"), "--config",
+                             str(config), "--search", "topk", "--api-base", mock.url, "--iterations",
+                             str(iterations), "--output", str(work / f"sky-out-{iterations}")],
+                            quiet_env() | {"OPENAI_API_KEY": "bench"})
+    calls = mock.requests() - before
+    if result.returncode != 0 or calls < iterations:
+        raise SystemExit(f"skydiscover-run did not run {iterations} iterations against the mock ({calls} calls, "
+                         f"exit {result.returncode}):\n{result.stderr[-2000:]}")
+    return seconds
+
+
+def peer(repeats: int, long: bool, openevolve: Path | None, skydiscover: Path | None = None) -> None:
     from llm_throughput import TOY, Mock, run_openevolve
 
     rows: list[tuple[str, str]] = []
@@ -197,6 +251,10 @@ def peer(repeats: int, long: bool, openevolve: Path | None) -> None:
             if openevolve is not None:
                 row = run_openevolve(openevolve, mock, 0.0, 4, iterations, work)
                 rows.append((f"OpenEvolve 0.4.0, {iterations} iterations", f"{row.wall:.2f}"))
+            if skydiscover is not None:
+                sky = [run_skydiscover(skydiscover, mock, iterations, work / f"sky-{i}")
+                       for i in range(repeats if iterations == 200 else 1)]
+                rows.append((f"SkyDiscover 0.1.0 (topk), {iterations} iterations", stat(sky)))
             cold_runs = [evolve_run(iterations, "local", f"cold-{iterations}-{i}")
                          for i in range(repeats if iterations == 200 else 1)]
             rows.append((f"evolve cold (private Ray started and stopped), {iterations} iterations", stat(cold_runs)))
@@ -240,6 +298,9 @@ def main() -> None:
     parser.add_argument("--openevolve", type=Path, default=next(
         (p for p in (Path("/work/oe-venv/bin/openevolve-run"), Path("/tmp/oe-venv/bin/openevolve-run")) if p.exists()),
         None))
+    parser.add_argument("--skydiscover", type=Path, default=next(
+        (p for p in (Path("/work/sky-venv/bin/skydiscover-run"), Path("/tmp/sky-venv/bin/skydiscover-run"))
+         if p.exists()), None), help="SkyDiscover's skydiscover-run (pip install skydiscover, in a venv of its own)")
     parser.add_argument("--phases-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phases_child:
@@ -248,7 +309,7 @@ def main() -> None:
     if not args.no_cold:
         cold(args.problem, args.repeats)
     if args.peer:
-        peer(args.repeats, args.long, args.openevolve)
+        peer(args.repeats, args.long, args.openevolve, args.skydiscover)
 
 
 if __name__ == "__main__":
