@@ -18,6 +18,7 @@ while answers come back cleanly, down on 429s, 5xx and timeouts.
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections import Counter
@@ -95,13 +96,13 @@ _tls_lock = threading.Lock()
 def tls_context() -> Any:
     """One TLS context per process for every client: openai's default client builds its own, loading the CA bundle
     (~45 ms here, the same work each time), and a run makes two or more; the warm runner makes them on every run.
-    Built as httpx builds its default (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured)."""
+    Built as the HTTP library under ``openai`` builds its default (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured)."""
     global _tls
     with _tls_lock:
         if _tls is None:
-            import httpx
-
-            _tls = httpx.create_ssl_context()
+            http = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
+            make = getattr(http, "create_ssl_context", None)  # httpx2 (openai 3) and httpx both have it
+            _tls = make() if make is not None else True  # True: the library's own default, built per client
         return _tls
 
 
