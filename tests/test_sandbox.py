@@ -11,6 +11,7 @@ import resource
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -283,6 +284,27 @@ def test_the_flat_removal_never_follows_a_path_swapped_for_a_symlink(tmp_path):
     link.symlink_to(target)
     assert not _remove_flat(link)
     assert (target / "precious").read_text() == "keep" and (target / "empty").is_dir() and link.is_symlink()
+
+
+def test_making_a_tree_removable_never_changes_a_symlinks_target(tmp_path):
+    """The slow path's chmod goes through descriptors opened without following links: a directory swapped for a
+    symlink (to anything the launcher may change) keeps its target's mode."""
+    from evolve.sandbox.scratch import _make_removable
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    target.chmod(0o755)
+    tree = tmp_path / "evolve-scratch-1-x"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b").chmod(0)
+    (tree / "a").chmod(0o500)
+    (tree / "link").symlink_to(target)
+    _make_removable(tree)
+    assert stat.S_IMODE((tree / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tree / "a" / "b").stat().st_mode) == 0o700
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    _make_removable(tree / "link")  # the top itself a symlink: left alone
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
 
 
 def test_spec_round_trips_through_json(tmp_path):

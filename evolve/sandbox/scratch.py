@@ -98,11 +98,27 @@ def _remove_flat(path: Path) -> bool:
     return True
 
 
-def _make_removable(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.chmod(path, stat.S_IRWXU)
-        for entry in os.scandir(path):
-            if entry.is_dir(follow_symlinks=False):
-                _make_removable(Path(entry.path))
+def _make_removable(path: Path | str, dir_fd: int | None = None) -> None:
+    """Give the owner rwx on ``path`` and every directory below it, never through a symlink: each directory is opened
+    with O_NOFOLLOW relative to its parent's descriptor (one swapped for a symlink meanwhile is left alone) and
+    changed through that descriptor (an O_PATH one, which a 0000 directory allows; its /proc link is the inode)."""
+    try:
+        handle = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        os.chmod(f"/proc/self/fd/{handle}", stat.S_IRWXU)
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=handle)
+        try:
+            with os.scandir(listing) as entries:
+                names = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+            for name in names:
+                _make_removable(name, dir_fd=listing)
+        finally:
+            os.close(listing)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
