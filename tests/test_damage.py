@@ -349,7 +349,8 @@ def test_damaged_events_journal_line_is_refused_then_moved_with_the_good_events_
 def _small_filesystem(path: Path) -> bool:
     path.mkdir()
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(path)], capture_output=True,
+        # Room for far more than the rows the test waits for (a fast run on a loaded machine wrote 3 MB first).
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(path)], capture_output=True,
                               timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -357,14 +358,15 @@ def _small_filesystem(path: Path) -> bool:
 
 
 def _fill(path: Path) -> Path:
+    """Fill the filesystem at ``path`` (the run may have filled it already: then creating the file fails too)."""
     filler = path / "filler"
-    with open(filler, "wb") as f:
-        try:
+    try:
+        with open(filler, "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
     return filler
 
 
@@ -405,7 +407,7 @@ def test_full_disk_is_a_clean_stop_and_the_run_resumes(ray_session, tiny: Path, 
         after = rows(run_dir)
         assert set(before.items()) <= set(after.items())  # everything written before is readable
         if filler is not None:
-            filler.unlink()
+            filler.unlink(missing_ok=True)
         monkeypatch.delenv("EVOLVE_FAILPOINTS", raising=False)
         faults.reload()
         again = cli("run", str(tiny), "--resume", "--run-dir", str(run_dir), "--quiet", "--more", "5")
