@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import sys
 import time
@@ -67,11 +65,9 @@ class RunnerRecord:
 
     def alive(self) -> bool:
         """The recorded process runs and is still a runner (pids are reused)."""
-        try:
-            args = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return b"evolve.runner_process" in args
+        from evolve.ray_local import _cmdline
+
+        return "evolve.runner_process" in _cmdline(self.pid)
 
     def ready(self) -> bool:
         return self.alive() and Path(self.socket).exists()
@@ -133,16 +129,9 @@ def stop_runner(temp_dir: str | Path, timeout: float = 30.0) -> RunnerRecord | N
     if record is None:
         return None
     if record.alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while record.alive() and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(record.pid, os.WNOHANG)
-            time.sleep(0.05)
-        if record.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(record.pid, signal.SIGKILL)
+        from evolve.ray_local import _terminate
+
+        _terminate(record.pid, timeout)  # SIGTERM, SIGKILL after ``timeout``, as for the Ray head
     for name in (RECORD_FILE, RUNNER_SOCKET):
         with contextlib.suppress(OSError):
             (Path(temp_dir) / name).unlink()
